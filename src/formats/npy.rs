@@ -1,0 +1,555 @@
+//! NumPy `.npy` files: header parsing (v1.0, v2.0, v3.0), memory-mapped chunk reads over a virtual
+//! chunk grid, and a streaming writer.
+//!
+//! The data of a `.npy` file is one contiguous block, so any run of whole rows (C order) or whole
+//! columns (Fortran order) is a contiguous byte range: the virtual grid cuts the array into such
+//! runs of about [`DEFAULT_CHUNK_BYTES`], each read through its own map window.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::dtype::{ByteOrder, DType, swap_bytes_in_place};
+use crate::error::{Error, Result};
+use crate::formats::DEFAULT_CHUNK_BYTES;
+use crate::shape::{ChunkLayout, checked_numel, fortran_to_c, numel, shape_str};
+use crate::storage::atomic::AtomicFile;
+use crate::storage::mmap::MmapWindow;
+use crate::storage::{ArrayWriter, Buffer, Chunk, ChunkSource, Format, SourceInfo};
+
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+
+/// A parsed `.npy` header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpyHeader {
+    /// Format version `(major, minor)`.
+    pub version: (u8, u8),
+    /// Element type.
+    pub dtype: DType,
+    /// Byte order of the data.
+    pub byte_order: ByteOrder,
+    /// True when the data is stored in Fortran order.
+    pub fortran_order: bool,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Offset of the first data byte.
+    pub data_offset: u64,
+}
+
+/// Parses the header at the start of `bytes` (which must hold at least the whole header).
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
+    let corrupt = |what: String| Error::corrupt(path, what);
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        let found = &bytes[..bytes.len().min(6)];
+        return Err(corrupt(format!(
+            "not a .npy file: expected magic \\x93NUMPY at offset 0, found {found:?}"
+        )));
+    }
+    let version = (bytes[6], bytes[7]);
+    let (len_size, utf8) = match version.0 {
+        1 => (2usize, false),
+        2 => (4, false),
+        3 => (4, true),
+        v => {
+            return Err(Error::unsupported(
+                path,
+                format!(
+                    ".npy format version {v}.{} (offset 6); known versions are 1, 2 and 3",
+                    version.1
+                ),
+            ));
+        }
+    };
+    if bytes.len() < 8 + len_size {
+        return Err(corrupt("truncated .npy header (offset 8)".into()));
+    }
+    let header_len = if len_size == 2 {
+        u16::from_le_bytes([bytes[8], bytes[9]]) as usize
+    } else {
+        u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize
+    };
+    let start = 8 + len_size;
+    let end = start + header_len;
+    if bytes.len() < end {
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            offset: start as u64,
+            expected: header_len as u64,
+            found: (bytes.len() - start) as u64,
+        });
+    }
+    let raw = &bytes[start..end];
+    let text: String = if utf8 {
+        std::str::from_utf8(raw)
+            .map_err(|e| {
+                corrupt(format!(
+                    "header is not UTF-8 at offset {}",
+                    start + e.valid_up_to()
+                ))
+            })?
+            .to_string()
+    } else {
+        raw.iter().map(|&b| b as char).collect() // latin-1
+    };
+    let dict = parse_dict(&text).map_err(|(pos, what)| {
+        corrupt(format!(
+            "bad header dictionary at offset {}: {what} in {:?}",
+            start + pos,
+            text.trim_end()
+        ))
+    })?;
+    let mut descr = None;
+    let mut fortran = None;
+    let mut shape = None;
+    for (k, v) in dict {
+        match (k.as_str(), v) {
+            ("descr", Lit::Str(s)) => descr = Some(s),
+            ("descr", Lit::Tuple(_)) | ("descr", Lit::List) => {
+                return Err(Error::unsupported(
+                    path,
+                    "structured dtype (a record array)",
+                ));
+            }
+            ("fortran_order", Lit::Bool(b)) => fortran = Some(b),
+            ("shape", Lit::Tuple(t)) => shape = Some(t),
+            (key, _) => {
+                return Err(corrupt(format!(
+                    "header key {key:?} has an unexpected value"
+                )));
+            }
+        }
+    }
+    let descr = descr.ok_or_else(|| corrupt("header has no 'descr'".into()))?;
+    let fortran_order = fortran.ok_or_else(|| corrupt("header has no 'fortran_order'".into()))?;
+    let shape = shape.ok_or_else(|| corrupt("header has no 'shape'".into()))?;
+    checked_numel(&shape).map_err(|e| corrupt(e.to_string()))?;
+    let (byte_order, code) = match descr.as_bytes().first() {
+        Some(b'<') => (ByteOrder::Little, &descr[1..]),
+        Some(b'>') => (ByteOrder::Big, &descr[1..]),
+        Some(b'|') | Some(b'=') => (ByteOrder::NATIVE, &descr[1..]),
+        _ => (ByteOrder::NATIVE, descr.as_str()),
+    };
+    let dtype = DType::from_numpy_code(code).ok_or_else(|| {
+        Error::unsupported(
+            path,
+            format!("dtype {descr:?} (supported: bool, int8-64, uint8-64, float32, float64)"),
+        )
+    })?;
+    let byte_order = if dtype.size() == 1 {
+        ByteOrder::NATIVE
+    } else {
+        byte_order
+    };
+    Ok(NpyHeader {
+        version,
+        dtype,
+        byte_order,
+        fortran_order,
+        shape,
+        data_offset: end as u64,
+    })
+}
+
+#[derive(Debug)]
+enum Lit {
+    Str(String),
+    Bool(bool),
+    Tuple(Vec<u64>),
+    List,
+}
+
+/// Parses the Python dict literal of a header into `(key, value)` pairs. Errors carry the byte
+/// position within the header text.
+fn parse_dict(text: &str) -> std::result::Result<Vec<(String, Lit)>, (usize, String)> {
+    let b = text.as_bytes();
+    let mut i = 0usize;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && (b[*i] as char).is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    let expect = |i: &mut usize, c: u8| -> std::result::Result<(), (usize, String)> {
+        if *i < b.len() && b[*i] == c {
+            *i += 1;
+            Ok(())
+        } else {
+            Err((*i, format!("expected {:?}", c as char)))
+        }
+    };
+    let string = |i: &mut usize| -> std::result::Result<String, (usize, String)> {
+        let q = b.get(*i).copied().filter(|&c| c == b'\'' || c == b'"');
+        let q = q.ok_or((*i, "expected a quoted string".to_string()))?;
+        let start = *i + 1;
+        let end = b[start..]
+            .iter()
+            .position(|&c| c == q)
+            .ok_or((*i, "unterminated string".to_string()))?;
+        *i = start + end + 1;
+        Ok(text[start..start + end].to_string())
+    };
+    skip_ws(&mut i);
+    expect(&mut i, b'{')?;
+    let mut out = Vec::new();
+    loop {
+        skip_ws(&mut i);
+        if i < b.len() && b[i] == b'}' {
+            break;
+        }
+        let key = string(&mut i)?;
+        skip_ws(&mut i);
+        expect(&mut i, b':')?;
+        skip_ws(&mut i);
+        let val = match b.get(i) {
+            Some(b'\'') | Some(b'"') => Lit::Str(string(&mut i)?),
+            Some(b'T') if text[i..].starts_with("True") => {
+                i += 4;
+                Lit::Bool(true)
+            }
+            Some(b'F') if text[i..].starts_with("False") => {
+                i += 5;
+                Lit::Bool(false)
+            }
+            Some(b'(') => {
+                i += 1;
+                let mut dims = Vec::new();
+                loop {
+                    skip_ws(&mut i);
+                    if i < b.len() && b[i] == b')' {
+                        i += 1;
+                        break;
+                    }
+                    let start = i;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    let d = text[start..i]
+                        .parse::<u64>()
+                        .map_err(|_| (start, "expected a dimension".to_string()))?;
+                    if i < b.len() && b[i] == b'L' {
+                        i += 1; // Python 2 long suffix
+                    }
+                    dims.push(d);
+                    skip_ws(&mut i);
+                    if i < b.len() && b[i] == b',' {
+                        i += 1;
+                    } else if !(i < b.len() && b[i] == b')') {
+                        return Err((i, "expected ',' or ')' in shape".to_string()));
+                    }
+                }
+                Lit::Tuple(dims)
+            }
+            Some(b'[') => {
+                // A structured dtype: skip to the matching bracket.
+                let mut depth = 0;
+                while i < b.len() {
+                    match b[i] {
+                        b'[' => depth += 1,
+                        b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                Lit::List
+            }
+            _ => return Err((i, "unexpected value".to_string())),
+        };
+        out.push((key, val));
+        skip_ws(&mut i);
+        if i < b.len() && b[i] == b',' {
+            i += 1;
+        } else if !(i < b.len() && b[i] == b'}') {
+            return Err((i, "expected ',' or '}'".to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// A `.npy` file opened for reading.
+pub struct NpySource {
+    info: SourceInfo,
+    header: NpyHeader,
+    file: File,
+}
+
+impl NpySource {
+    /// Opens `path` read-only and checks its header against its length. `name` is how the user
+    /// named it.
+    pub fn open(path: &Path, name: &str) -> Result<NpySource> {
+        let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io(path, "stat", e))?
+            .len();
+        let head_len = file_len.min(1 << 20) as usize;
+        let mut head = vec![0u8; head_len];
+        read_exact_at(&file, path, &mut head, 0)?;
+        let mut header = parse_header(path, &head);
+        if let Err(Error::Truncated { .. }) = &header {
+            if file_len > head_len as u64 {
+                // A header larger than 1 MiB: read it whole.
+                let mut all = vec![0u8; file_len.min(1 << 32) as usize];
+                read_exact_at(&file, path, &mut all, 0)?;
+                header = parse_header(path, &all);
+            }
+        }
+        let header = header?;
+        let n = numel(&header.shape);
+        let expected = n * header.dtype.size() as u64;
+        let found = file_len - header.data_offset;
+        if found < expected {
+            return Err(Error::Truncated {
+                path: path.to_path_buf(),
+                offset: header.data_offset,
+                expected,
+                found,
+            });
+        }
+        let layout = npy_layout(&header.shape, header.dtype.size(), header.fortran_order);
+        let info = SourceInfo {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            format: Format::Npy,
+            dtype: header.dtype,
+            shape: header.shape.clone(),
+            layout,
+            byte_order: header.byte_order,
+            stored_bytes: expected,
+            details: vec![
+                (
+                    "npy version".into(),
+                    format!("{}.{}", header.version.0, header.version.1),
+                ),
+                (
+                    "order".into(),
+                    if header.fortran_order { "Fortran" } else { "C" }.into(),
+                ),
+                ("data offset".into(), header.data_offset.to_string()),
+            ],
+        };
+        Ok(NpySource { info, header, file })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &NpyHeader {
+        &self.header
+    }
+}
+
+fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
+        .map_err(|e| Error::io(path, "read", e))
+}
+
+/// The virtual chunk grid of a `.npy` array: contiguous runs of about [`DEFAULT_CHUNK_BYTES`].
+fn npy_layout(shape: &[u64], elem: usize, fortran: bool) -> ChunkLayout {
+    if !fortran || shape.len() < 2 {
+        return ChunkLayout::contiguous(shape, elem, DEFAULT_CHUNK_BYTES);
+    }
+    let rev: Vec<u64> = shape.iter().rev().copied().collect();
+    match ChunkLayout::contiguous(&rev, elem, DEFAULT_CHUNK_BYTES) {
+        ChunkLayout::Regular { chunk_shape, .. } => ChunkLayout::Regular {
+            shape: shape.to_vec(),
+            chunk_shape: chunk_shape.into_iter().rev().collect(),
+        },
+        ChunkLayout::Ranges { .. } => unreachable!("contiguous() builds a regular grid"),
+    }
+}
+
+impl ChunkSource for NpySource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn read_chunk(&self, index: usize) -> Result<Chunk> {
+        let region = self.info.layout.chunk_region(index);
+        let elem = self.info.dtype.size();
+        let shape = &self.info.shape;
+        // Flat offset of the chunk's first element in storage order.
+        let mut flat = 0u64;
+        let mut stride = 1u64;
+        if self.header.fortran_order {
+            for ax in 0..shape.len() {
+                flat += region.origin[ax] * stride;
+                stride *= shape[ax];
+            }
+        } else {
+            for ax in (0..shape.len()).rev() {
+                flat += region.origin[ax] * stride;
+                stride *= shape[ax];
+            }
+        }
+        let len = region.numel() as usize * elem;
+        let offset = self.header.data_offset + flat * elem as u64;
+        let window = MmapWindow::map(&self.file, &self.info.path, offset, len)?;
+        let needs_swap = self.info.byte_order != ByteOrder::NATIVE;
+        let needs_reorder =
+            self.header.fortran_order && region.shape.iter().filter(|&&d| d > 1).count() > 1;
+        let data = if needs_reorder {
+            let mut b = Buffer::copy_from(&fortran_to_c(window.bytes(), &region.shape, elem));
+            if needs_swap {
+                swap_bytes_in_place(b.bytes_mut(), self.info.dtype);
+            }
+            b
+        } else if needs_swap {
+            let mut b = Buffer::copy_from(window.bytes());
+            swap_bytes_in_place(b.bytes_mut(), self.info.dtype);
+            b
+        } else {
+            Buffer::shared(Box::new(window))
+        };
+        Ok(Chunk {
+            region,
+            dtype: self.info.dtype,
+            data,
+        })
+    }
+}
+
+/// The text of a `.npy` header for `dtype` and `shape` (C order, native byte order), padded so the
+/// data starts on a 64-byte boundary, with its version.
+pub fn header_bytes(dtype: DType, shape: &[u64]) -> Vec<u8> {
+    let order = match (dtype.size(), ByteOrder::NATIVE) {
+        (1, _) => '|',
+        (_, ByteOrder::Little) => '<',
+        (_, ByteOrder::Big) => '>',
+    };
+    let shape_txt = shape_str(shape);
+    let dict = format!(
+        "{{'descr': '{order}{}', 'fortran_order': False, 'shape': {shape_txt}, }}",
+        dtype.numpy_code()
+    );
+    let (version, len_size) = if dict.len() + 1 + 10 <= 65535 {
+        (1u8, 2usize)
+    } else {
+        (2u8, 4usize)
+    };
+    let prefix = 8 + len_size;
+    let total = (prefix + dict.len() + 1).div_ceil(64) * 64;
+    let header_len = total - prefix;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[version, 0]);
+    if len_size == 2 {
+        out.extend_from_slice(&(header_len as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(header_len as u32).to_le_bytes());
+    }
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(total - 1, b' ');
+    out.push(b'\n');
+    out
+}
+
+/// Streams an array into a new `.npy` file (C order, native byte order).
+pub struct NpyWriter {
+    out: AtomicFile,
+    layout: ChunkLayout,
+    expected: u64,
+    written: u64,
+    next: usize,
+}
+
+impl NpyWriter {
+    /// Starts writing `path` (a temporary file beside it until [`ArrayWriter::finish`]).
+    pub fn create(path: &Path, dtype: DType, shape: &[u64]) -> Result<NpyWriter> {
+        checked_numel(shape)?;
+        let mut out = AtomicFile::create(path)?;
+        out.write_all(&header_bytes(dtype, shape))?;
+        Ok(NpyWriter {
+            out,
+            layout: ChunkLayout::contiguous(shape, dtype.size(), DEFAULT_CHUNK_BYTES),
+            expected: numel(shape) * dtype.size() as u64,
+            written: 0,
+            next: 0,
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> PathBuf {
+        self.out.target().to_path_buf()
+    }
+}
+
+impl ArrayWriter for NpyWriter {
+    fn layout(&self) -> &ChunkLayout {
+        &self.layout
+    }
+
+    fn encode<'a>(&self, _index: usize, data: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        Ok(Cow::Borrowed(data))
+    }
+
+    fn write(&mut self, index: usize, encoded: &[u8]) -> Result<()> {
+        if index != self.next {
+            return Err(Error::Invalid(format!(
+                "{}: chunk {index} written out of order (expected {})",
+                self.out.target().display(),
+                self.next
+            )));
+        }
+        self.next += 1;
+        self.written += encoded.len() as u64;
+        self.out.write_all(encoded)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        if self.written != self.expected {
+            return Err(Error::Invalid(format!(
+                "{}: {} data bytes written, {} expected",
+                self.out.target().display(),
+                self.written,
+                self.expected
+            )));
+        }
+        self.out.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip() {
+        for shape in [vec![], vec![0], vec![3], vec![2, 3, 4]] {
+            let h = header_bytes(DType::F64, &shape);
+            assert_eq!(h.len() % 64, 0);
+            let p = parse_header(Path::new("x.npy"), &h).unwrap();
+            assert_eq!(p.shape, shape);
+            assert_eq!(p.dtype, DType::F64);
+            assert_eq!(p.data_offset, h.len() as u64);
+            assert!(!p.fortran_order);
+        }
+    }
+
+    #[test]
+    fn header_errors_name_offset() {
+        let mut h = header_bytes(DType::I32, &[4]);
+        h[20] = b'#';
+        let e = parse_header(Path::new("bad.npy"), &h)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.npy") && e.contains("offset"), "{e}");
+        let e = parse_header(Path::new("m.npy"), b"PK\x03\x04xxxxxxxxxx")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("magic"), "{e}");
+    }
+
+    #[test]
+    fn python2_long_suffix_and_structured() {
+        let text = "{'descr': '<i8', 'fortran_order': True, 'shape': (2L, 3L), }";
+        let d = parse_dict(text).unwrap();
+        assert!(matches!(d[2].1, Lit::Tuple(ref t) if t == &[2, 3]));
+        assert!(
+            parse_dict("{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': (1,)}").is_ok()
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Drivers that stream chunks through rayon: map every chunk of a source in parallel with results
+//! kept in chunk order, and copy any source into any writer.
+//!
+//! **Invariant:** results never depend on the thread count: work is split by chunk, and partial
+//! results are returned (and combined by callers) in chunk-index order.
+//! **Invariant:** at most `batch` chunks are materialised at once (one per worker for maps,
+//! `2 x threads` for copies), so memory stays bounded whatever the array size.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::shape::{checked_numel, shape_str};
+use crate::storage::{ArrayWriter, Buffer, Chunk, ChunkSource};
+
+/// A callback told how many bytes of array data were just processed. Called from worker threads.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// A progress callback that ignores its input.
+pub fn no_progress(_: u64) {}
+
+/// Reads every chunk of `src` on the rayon pool and applies `f`; the results come back in chunk
+/// order.
+pub fn map_chunks<R, F>(src: &dyn ChunkSource, progress: Progress<'_>, f: F) -> Result<Vec<R>>
+where
+    R: Send,
+    F: Fn(Chunk) -> R + Sync,
+{
+    let n = src.info().layout.num_chunks();
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let chunk = src.read_chunk(i)?;
+            let bytes = chunk.data.len() as u64;
+            let r = f(chunk);
+            progress(bytes);
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Fills every chunk of `writer` by calling `produce(region)` in parallel (a batch of
+/// `2 x threads` chunks at a time), encodes in parallel and writes in order, then finishes the
+/// writer (which moves the output into place). On error the partial output is discarded.
+pub fn write_all<F>(
+    mut writer: Box<dyn ArrayWriter>,
+    progress: Progress<'_>,
+    produce: F,
+) -> Result<()>
+where
+    F: Fn(&crate::shape::Region) -> Result<Buffer> + Sync,
+{
+    let layout = writer.layout().clone();
+    let n = layout.num_chunks();
+    let batch = (rayon::current_num_threads() * 2).max(2);
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch).min(n);
+        let w: &dyn ArrayWriter = writer.as_ref();
+        let encoded: Vec<Result<(Buffer, Option<Vec<u8>>)>> = (start..end)
+            .into_par_iter()
+            .map(|i| {
+                let data = produce(&layout.chunk_region(i))?;
+                let enc = match w.encode(i, data.bytes())? {
+                    std::borrow::Cow::Owned(v) => Some(v),
+                    std::borrow::Cow::Borrowed(_) => None,
+                };
+                Ok((data, enc))
+            })
+            .collect();
+        for (k, r) in encoded.into_iter().enumerate() {
+            let (data, enc) = r?;
+            writer.write(start + k, enc.as_deref().unwrap_or(data.bytes()))?;
+            progress(data.len() as u64);
+        }
+        start = end;
+    }
+    writer.finish()
+}
+
+/// Copies `src` into `writer`, rechunking as needed. Shapes must match.
+pub fn copy(
+    src: &dyn ChunkSource,
+    writer: Box<dyn ArrayWriter>,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let shape = writer.layout().shape();
+    if shape != src.info().shape {
+        return Err(Error::Invalid(format!(
+            "{}: shape {} does not match the output's {}",
+            src.info().name,
+            shape_str(&src.info().shape),
+            shape_str(&shape)
+        )));
+    }
+    checked_numel(&shape)?;
+    write_all(writer, progress, |region| src.read_region(region))
+}
+
+/// A thread-safe byte counter, handy as a progress sink in tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct ByteCounter(AtomicU64);
+
+impl ByteCounter {
+    /// Adds `n` bytes.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}

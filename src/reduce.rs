@@ -1,0 +1,480 @@
+//! Streaming reductions: count, NaN count, sum, mean, variance / standard deviation, min, max,
+//! argmin and argmax in one parallel pass over any source.
+//!
+//! Each chunk is processed in L1-sized blocks: a NumPy-style pairwise sum (NaNs masked to zero and
+//! counted), vectorisable min/max lanes, and the block's sum of squared deviations about its own
+//! mean. Blocks, then chunks, are merged with Chan et al.'s parallel update for the variance and
+//! a pairwise tree for the sum, always in index order, so results do not depend on the thread
+//! count. Integer sums are exact (`i128`); `f32` data is accumulated in `f64`.
+//!
+//! NaNs are skipped (NumPy's `nan*` functions): `count` excludes them, min/max ignore them.
+
+use std::fmt;
+
+use crate::dtype::{Bool, DType, Element};
+use crate::error::Result;
+use crate::pipeline::{Progress, map_chunks, no_progress};
+use crate::storage::{Chunk, ChunkSource};
+
+/// Elements per block: 4096 x 8 bytes = 32 KiB, so the extra passes of a block hit L1.
+const BLOCK: usize = 4096;
+
+/// One element value, kept in its own type for exact printing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    /// A boolean.
+    Bool(bool),
+    /// Any integer (`i128` holds every `i64` and `u64`, and exact sums of them).
+    Int(i128),
+    /// A single-precision float (printed with `f32` round-trip precision).
+    F32(f32),
+    /// A double-precision float.
+    F64(f64),
+}
+
+impl Scalar {
+    /// The value as `f64`.
+    pub fn to_f64(self) -> f64 {
+        match self {
+            Scalar::Bool(b) => f64::from(u8::from(b)),
+            Scalar::Int(i) => i as f64,
+            Scalar::F32(f) => f64::from(f),
+            Scalar::F64(f) => f,
+        }
+    }
+
+    /// The value as JSON text: integers exact, floats with round-trip precision, non-finite floats
+    /// as `NaN` / `Infinity` / `-Infinity` (what Python's `json` module reads and writes).
+    pub fn to_json(self) -> String {
+        fn float(v: f64, s: String) -> String {
+            if v.is_nan() {
+                "NaN".into()
+            } else if v.is_infinite() {
+                if v > 0.0 {
+                    "Infinity".into()
+                } else {
+                    "-Infinity".into()
+                }
+            } else {
+                s
+            }
+        }
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::F32(f) => float(f64::from(f), fmt_f32(f)),
+            Scalar::F64(f) => float(f, fmt_f64(f)),
+        }
+    }
+}
+
+/// Shortest round-trip text for an `f64`, always with a decimal point or exponent.
+pub fn fmt_f64(v: f64) -> String {
+    let s = format!("{v:?}");
+    s
+}
+
+/// Shortest round-trip text for an `f32`.
+pub fn fmt_f32(v: f32) -> String {
+    format!("{v:?}")
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{}", if *b { "True" } else { "False" }),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::F32(v) => write!(f, "{}", fmt_f32(*v)),
+            Scalar::F64(v) => write!(f, "{}", fmt_f64(*v)),
+        }
+    }
+}
+
+/// The result of [`stats`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    /// Element type of the source.
+    pub dtype: DType,
+    /// Shape of the source.
+    pub shape: Vec<u64>,
+    /// Number of non-NaN elements.
+    pub count: u64,
+    /// Number of NaN elements.
+    pub nan_count: u64,
+    /// Sum of the non-NaN elements: exact [`Scalar::Int`] for integer and bool data,
+    /// [`Scalar::F64`] for floats.
+    pub sum: Scalar,
+    /// Sum of squared deviations from the mean (for the variance), `0` when `count == 0`.
+    pub m2: f64,
+    /// Smallest non-NaN element.
+    pub min: Option<Scalar>,
+    /// Largest non-NaN element.
+    pub max: Option<Scalar>,
+    /// Flat C-order index of the first smallest element.
+    pub argmin: Option<u64>,
+    /// Flat C-order index of the first largest element.
+    pub argmax: Option<u64>,
+}
+
+impl Stats {
+    /// Mean of the non-NaN elements (`sum / count`).
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| match self.sum {
+            Scalar::Int(s) => exact_div(s, self.count),
+            other => other.to_f64() / self.count as f64,
+        })
+    }
+
+    /// Variance with `ddof` delta degrees of freedom (`None` when `count <= ddof`).
+    pub fn var(&self, ddof: u64) -> Option<f64> {
+        (self.count > ddof).then(|| self.m2 / (self.count - ddof) as f64)
+    }
+
+    /// Standard deviation with `ddof` delta degrees of freedom.
+    pub fn std(&self, ddof: u64) -> Option<f64> {
+        self.var(ddof).map(f64::sqrt)
+    }
+}
+
+/// `s / n` correctly rounded for the magnitudes that occur (`s` can exceed 2^53).
+fn exact_div(s: i128, n: u64) -> f64 {
+    let q = s / n as i128;
+    let r = s % n as i128;
+    q as f64 + r as f64 / n as f64
+}
+
+/// Computes [`Stats`] over every element of `src` in one parallel pass.
+pub fn stats(src: &dyn ChunkSource) -> Result<Stats> {
+    stats_with_progress(src, &no_progress)
+}
+
+/// [`stats`], reporting processed bytes to `progress`.
+pub fn stats_with_progress(src: &dyn ChunkSource, progress: Progress<'_>) -> Result<Stats> {
+    let info = src.info();
+    let shape = info.shape.clone();
+    let dtype = info.dtype;
+    crate::with_dtype!(dtype, T => {
+        let partials = map_chunks(src, progress, |c: Chunk| chunk_partial::<T>(&c, &shape))?;
+        let partials: Vec<Partial<T>> = partials;
+        Ok(finish::<T>(partials, dtype, shape.clone()))
+    })
+}
+
+/// Per-element behaviour the kernels need.
+trait StatElem: Element + Copy {
+    const FLOAT: bool;
+    const LOWEST: Self;
+    const HIGHEST: Self;
+    fn is_nan(self) -> bool;
+    fn to_scalar(self) -> Scalar;
+    /// Exact sum of a block (integers) as i128; floats return 0 (they use the f64 path).
+    fn int_sum(block: &[Self]) -> i128;
+}
+
+macro_rules! int_stat {
+    ($($t:ty, $acc:ty);*) => {$(
+        impl StatElem for $t {
+            const FLOAT: bool = false;
+            const LOWEST: Self = <$t>::MIN;
+            const HIGHEST: Self = <$t>::MAX;
+            #[inline]
+            fn is_nan(self) -> bool { false }
+            fn to_scalar(self) -> Scalar { Scalar::Int(self as i128) }
+            #[inline]
+            fn int_sum(block: &[Self]) -> i128 {
+                let mut lanes = [0 as $acc; 8];
+                let mut it = block.chunks_exact(8);
+                for c in &mut it {
+                    for j in 0..8 { lanes[j] += c[j] as $acc; }
+                }
+                let mut s: i128 = lanes.iter().map(|&l| l as i128).sum();
+                for &x in it.remainder() { s += x as i128; }
+                s
+            }
+        }
+    )*};
+}
+// Blocks hold at most 4096 elements, so 32-bit values summed in i64 lanes cannot overflow.
+int_stat!(i8, i64; i16, i64; i32, i64; u8, i64; u16, i64; u32, i64; i64, i128; u64, i128);
+
+impl StatElem for Bool {
+    const FLOAT: bool = false;
+    const LOWEST: Self = Bool(0);
+    const HIGHEST: Self = Bool(1);
+    #[inline]
+    fn is_nan(self) -> bool {
+        false
+    }
+    fn to_scalar(self) -> Scalar {
+        Scalar::Bool(self.get())
+    }
+    fn int_sum(block: &[Self]) -> i128 {
+        block.iter().filter(|b| b.get()).count() as i128
+    }
+}
+
+impl StatElem for f32 {
+    const FLOAT: bool = true;
+    const LOWEST: Self = f32::NEG_INFINITY;
+    const HIGHEST: Self = f32::INFINITY;
+    #[inline]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    fn to_scalar(self) -> Scalar {
+        Scalar::F32(self)
+    }
+    fn int_sum(_: &[Self]) -> i128 {
+        0
+    }
+}
+
+impl StatElem for f64 {
+    const FLOAT: bool = true;
+    const LOWEST: Self = f64::NEG_INFINITY;
+    const HIGHEST: Self = f64::INFINITY;
+    #[inline]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    fn to_scalar(self) -> Scalar {
+        Scalar::F64(self)
+    }
+    fn int_sum(_: &[Self]) -> i128 {
+        0
+    }
+}
+
+/// Partial results for one block or chunk.
+#[derive(Clone, Debug)]
+struct Partial<T> {
+    count: u64,
+    nan: u64,
+    fsum: f64,
+    isum: i128,
+    mean: f64,
+    m2: f64,
+    /// (value, global flat index) of the first minimum / maximum.
+    min: Option<(T, u64)>,
+    max: Option<(T, u64)>,
+}
+
+impl<T: StatElem> Partial<T> {
+    fn empty() -> Self {
+        Partial {
+            count: 0,
+            nan: 0,
+            fsum: 0.0,
+            isum: 0,
+            mean: 0.0,
+            m2: 0.0,
+            min: None,
+            max: None,
+        }
+    }
+
+    /// Chan et al.'s merge of mean and M2, sums added, extremes kept with the smaller index on ties.
+    fn merge(mut self, o: &Partial<T>) -> Self {
+        if o.count > 0 {
+            if self.count == 0 {
+                self.mean = o.mean;
+                self.m2 = o.m2;
+            } else {
+                let n = (self.count + o.count) as f64;
+                let delta = o.mean - self.mean;
+                self.mean += delta * (o.count as f64 / n);
+                self.m2 += o.m2 + delta * delta * (self.count as f64 * o.count as f64 / n);
+            }
+        }
+        self.count += o.count;
+        self.nan += o.nan;
+        self.isum += o.isum;
+        self.min = match (self.min, o.min) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 || (b.0 == a.0 && b.1 < a.1) {
+                b
+            } else {
+                a
+            }),
+            (a, b) => a.or(b),
+        };
+        self.max = match (self.max, o.max) {
+            (Some(a), Some(b)) => Some(if b.0 > a.0 || (b.0 == a.0 && b.1 < a.1) {
+                b
+            } else {
+                a
+            }),
+            (a, b) => a.or(b),
+        };
+        self
+    }
+}
+
+/// NumPy's pairwise summation (8 lanes, leaves of 128), NaNs counted as zero.
+fn pairwise_sum<T: StatElem>(x: &[T]) -> f64 {
+    let n = x.len();
+    let v = |e: T| if e.is_nan() { 0.0 } else { e.to_f64() };
+    if n < 8 {
+        x.iter().map(|&e| v(e)).fold(0.0, |a, b| a + b)
+    } else if n <= 128 {
+        let mut r = [0.0f64; 8];
+        for j in 0..8 {
+            r[j] = v(x[j]);
+        }
+        let whole = n - n % 8;
+        let mut i = 8;
+        while i < whole {
+            for j in 0..8 {
+                r[j] += v(x[i + j]);
+            }
+            i += 8;
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for &e in &x[whole..] {
+            res += v(e);
+        }
+        res
+    } else {
+        let mut n2 = n / 2;
+        n2 -= n2 % 8;
+        pairwise_sum(&x[..n2]) + pairwise_sum(&x[n2..])
+    }
+}
+
+/// Sums values pairwise (used to combine block and chunk sums in index order).
+fn pairwise_f64(x: &[f64]) -> f64 {
+    match x.len() {
+        0 => 0.0,
+        1 => x[0],
+        n => pairwise_f64(&x[..n / 2]) + pairwise_f64(&x[n / 2..]),
+    }
+}
+
+/// Statistics of one block (local indices).
+fn block_partial<T: StatElem>(x: &[T]) -> Partial<T> {
+    let mut p = Partial::empty();
+    if T::FLOAT {
+        let nan = x.iter().filter(|e| e.is_nan()).count() as u64;
+        p.nan = nan;
+        p.count = x.len() as u64 - nan;
+        if p.count == 0 {
+            return p;
+        }
+        p.fsum = pairwise_sum(x);
+    } else {
+        p.count = x.len() as u64;
+        if p.count == 0 {
+            return p;
+        }
+        p.isum = T::int_sum(x);
+    }
+    let sum = if T::FLOAT { p.fsum } else { p.isum as f64 };
+    p.mean = sum / p.count as f64;
+    // Sum of squared deviations about the block mean.
+    let mean = p.mean;
+    let mut lanes = [0.0f64; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for j in 0..8 {
+            let e = c[j];
+            let d = if e.is_nan() { 0.0 } else { e.to_f64() - mean };
+            lanes[j] += d * d;
+        }
+    }
+    let mut m2 = pairwise_f64(&lanes);
+    for &e in it.remainder() {
+        if !e.is_nan() {
+            let d = e.to_f64() - mean;
+            m2 += d * d;
+        }
+    }
+    p.m2 = m2;
+    // Min and max values in lanes (NaN fails every comparison, so it is skipped).
+    let mut mn = [T::HIGHEST; 8];
+    let mut mx = [T::LOWEST; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for j in 0..8 {
+            let e = c[j];
+            mn[j] = if e < mn[j] { e } else { mn[j] };
+            mx[j] = if e > mx[j] { e } else { mx[j] };
+        }
+    }
+    let mut lo = T::HIGHEST;
+    let mut hi = T::LOWEST;
+    for &e in mn.iter().chain(it.remainder()) {
+        if e < lo {
+            lo = e;
+        }
+    }
+    for &e in mx.iter().chain(it.remainder()) {
+        if e > hi {
+            hi = e;
+        }
+    }
+    // count > 0, so lo and hi are values present in the block.
+    let imin = x.iter().position(|&e| e == lo).unwrap_or(0) as u64;
+    let imax = x.iter().position(|&e| e == hi).unwrap_or(0) as u64;
+    p.min = Some((lo, imin));
+    p.max = Some((hi, imax));
+    p
+}
+
+/// Statistics of one chunk, with global flat indices.
+fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64]) -> Partial<T> {
+    let data: &[T] = chunk.as_slice();
+    let normalized;
+    let data: &[T] =
+        if T::DTYPE == DType::Bool && data.iter().any(|b| b.to_f64() != 0.0 && b.to_f64() != 1.0) {
+            // Bool bytes other than 0/1 (non-canonical files) are normalised before summing.
+            normalized = data
+                .iter()
+                .map(|&b| T::from_f64(if b.to_f64() != 0.0 { 1.0 } else { 0.0 }))
+                .collect::<Vec<T>>();
+            &normalized
+        } else {
+            data
+        };
+    let mut acc = Partial::<T>::empty();
+    let mut sums = Vec::with_capacity(data.len().div_ceil(BLOCK));
+    for (b, block) in data.chunks(BLOCK).enumerate() {
+        let mut p = block_partial(block);
+        let base = (b * BLOCK) as u64;
+        p.min = p.min.map(|(v, i)| (v, base + i));
+        p.max = p.max.map(|(v, i)| (v, base + i));
+        // Block min/max of later blocks only replace strictly better ones, so keep local indices
+        // here and translate to global indices once at the end.
+        sums.push(p.fsum);
+        acc = acc.merge(&p);
+    }
+    acc.fsum = pairwise_f64(&sums);
+    let to_global = |i: u64| chunk.region.global_flat_index(i, shape);
+    acc.min = acc.min.map(|(v, i)| (v, to_global(i)));
+    acc.max = acc.max.map(|(v, i)| (v, to_global(i)));
+    acc
+}
+
+fn finish<T: StatElem>(partials: Vec<Partial<T>>, dtype: DType, shape: Vec<u64>) -> Stats {
+    let sums: Vec<f64> = partials.iter().map(|p| p.fsum).collect();
+    let mut acc = Partial::<T>::empty();
+    for p in &partials {
+        acc = acc.merge(p);
+    }
+    let fsum = pairwise_f64(&sums);
+    let sum = if T::FLOAT {
+        Scalar::F64(fsum)
+    } else {
+        Scalar::Int(acc.isum)
+    };
+    Stats {
+        dtype,
+        shape,
+        count: acc.count,
+        nan_count: acc.nan,
+        sum,
+        m2: if acc.count > 0 { acc.m2 } else { 0.0 },
+        min: acc.min.map(|(v, _)| v.to_scalar()),
+        max: acc.max.map(|(v, _)| v.to_scalar()),
+        argmin: acc.min.map(|(_, i)| i),
+        argmax: acc.max.map(|(_, i)| i),
+    }
+}

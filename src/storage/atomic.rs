@@ -1,0 +1,145 @@
+//! Outputs that appear whole or not at all: written to a temporary sibling, renamed into place on
+//! [`commit`](AtomicFile::commit), removed on drop otherwise.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::{NamedTempFile, TempDir};
+
+use crate::error::{Error, Result};
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.partial-")
+}
+
+/// A file being written; it becomes `target` on [`commit`](Self::commit).
+pub struct AtomicFile {
+    target: PathBuf,
+    writer: BufWriter<NamedTempFile>,
+}
+
+impl AtomicFile {
+    /// Starts writing a temporary file beside `target`.
+    pub fn create(target: &Path) -> Result<AtomicFile> {
+        let dir = parent_dir(target);
+        let tmp = tempfile::Builder::new()
+            .prefix(&temp_prefix(target))
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, "create temporary file in", e))?;
+        Ok(AtomicFile {
+            target: target.to_path_buf(),
+            writer: BufWriter::with_capacity(8 << 20, tmp),
+        })
+    }
+
+    /// The final path.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Appends bytes.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.writer
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.target, "write", e))
+    }
+
+    /// The underlying writer (buffered), for encoders that want `io::Write`.
+    pub fn writer(&mut self) -> &mut BufWriter<NamedTempFile> {
+        &mut self.writer
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(self) -> Result<()> {
+        let target = self.target;
+        let tmp = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::io(&target, "write", e.into_error()))?;
+        tmp.as_file()
+            .sync_data()
+            .map_err(|e| Error::io(&target, "sync", e))?;
+        tmp.persist(&target)
+            .map_err(|e| Error::io(&target, "rename into place", e.error))?;
+        Ok(())
+    }
+}
+
+/// A directory being written (a Zarr store); it becomes `target` on [`commit`](Self::commit).
+pub struct AtomicDir {
+    target: PathBuf,
+    tmp: TempDir,
+}
+
+impl AtomicDir {
+    /// Creates a temporary directory beside `target`.
+    pub fn create(target: &Path) -> Result<AtomicDir> {
+        let dir = parent_dir(target);
+        let tmp = tempfile::Builder::new()
+            .prefix(&temp_prefix(target))
+            .tempdir_in(&dir)
+            .map_err(|e| Error::io(&dir, "create temporary directory in", e))?;
+        Ok(AtomicDir {
+            target: target.to_path_buf(),
+            tmp,
+        })
+    }
+
+    /// The final path.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Where to write the contents meanwhile.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Writes a whole file inside the directory (`rel` may contain `/`).
+    pub fn write_file(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let p = self.tmp.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(parent, "create directory", e))?;
+        }
+        let mut f = File::create(&p).map_err(|e| Error::io(self.target.join(rel), "create", e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io(self.target.join(rel), "write", e))
+    }
+
+    /// Moves the directory into place. An existing directory at `target` is replaced: it is first
+    /// renamed aside, then removed once the new one is in place.
+    pub fn commit(self) -> Result<()> {
+        let target = self.target;
+        let tmp = self.tmp.keep();
+        let mut aside = None;
+        if target.exists() {
+            let old = tmp.with_extension("old");
+            std::fs::rename(&target, &old).map_err(|e| Error::io(&target, "move aside", e))?;
+            aside = Some(old);
+        }
+        if let Err(e) = std::fs::rename(&tmp, &target) {
+            if let Some(old) = &aside {
+                let _ = std::fs::rename(old, &target);
+            }
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::io(&target, "rename into place", e));
+        }
+        if let Some(old) = aside {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, "remove old store", e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! Memory-mapped windows of files. This is the only place that maps memory.
+//!
+//! A window maps just the byte range a chunk needs (rounded out to page boundaries) and is unmapped
+//! when dropped, so the process only keeps the pages of chunks in flight resident — unlike mapping a
+//! whole multi-gigabyte file, whose pages would all count toward RSS once touched.
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::{Advice, Mmap, MmapOptions};
+
+use crate::error::{Error, Result};
+
+/// A read-only mapping of `len` bytes of a file starting at `offset`.
+pub struct MmapWindow {
+    map: Option<Mmap>,
+    skip: usize,
+    len: usize,
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 } else { 4096 }
+}
+
+impl MmapWindow {
+    /// Maps `len` bytes of `file` from `offset`. `path` only names the file in errors.
+    ///
+    /// The caller must have checked that `offset + len` lies within the file.
+    pub fn map(file: &File, path: &Path, offset: u64, len: usize) -> Result<MmapWindow> {
+        if len == 0 {
+            return Ok(MmapWindow {
+                map: None,
+                skip: 0,
+                len: 0,
+            });
+        }
+        let page = page_size();
+        let start = offset / page * page;
+        let skip = (offset - start) as usize;
+        // SAFETY: the mapping is read-only and private to this process. chunkheap never writes to
+        // its inputs; if another process truncates or rewrites the file while it is mapped, reads
+        // may see the new bytes or fault (SIGBUS), the hazard every mmap-based reader (NumPy's
+        // memmap, ripgrep) accepts and documents. We never create references that outlive `self`.
+        let map = unsafe { MmapOptions::new().offset(start).len(skip + len).map(file) }
+            .map_err(|e| Error::io(path, "mmap", e))?;
+        // Sequential read-ahead helps cold files; failure to advise is harmless.
+        let _ = map.advise(Advice::Sequential);
+        Ok(MmapWindow {
+            map: Some(map),
+            skip,
+            len,
+        })
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.map {
+            Some(m) => &m[self.skip..self.skip + self.len],
+            None => &[],
+        }
+    }
+}

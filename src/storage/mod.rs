@@ -1,0 +1,180 @@
+//! Chunked storage: the [`ChunkSource`] trait every format implements for reading, the
+//! [`ArrayWriter`] trait for writing, and the byte containers they exchange.
+//!
+//! **Invariant:** a [`Chunk`] handed out by a source is dense, C-ordered and in native byte order,
+//! whatever the file holds (Fortran order, big-endian, compressed, padded edge chunks). Formats do
+//! that conversion once, in `read_chunk`; everything above works on plain slices.
+
+pub mod atomic;
+pub mod buffer;
+pub mod mmap;
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use crate::dtype::{ByteOrder, DType, Element};
+use crate::error::Result;
+use crate::shape::{ChunkLayout, Region, copy_box};
+
+pub use buffer::Buffer;
+
+/// The file formats chunkheap reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// NumPy `.npy` (v1, v2, v3 headers).
+    Npy,
+    /// A Zarr v3 directory store.
+    Zarr,
+    /// An Arrow IPC file (`.arrow`, `.ipc`, `.feather` v2).
+    Arrow,
+}
+
+impl Format {
+    /// `"npy"`, `"zarr"` or `"arrow"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Format::Npy => "npy",
+            Format::Zarr => "zarr",
+            Format::Arrow => "arrow",
+        }
+    }
+}
+
+/// What a source is: enough to plan any computation over it.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    /// The name the source was opened with (`PATH` or `PATH#COLUMN`).
+    pub name: String,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// Element type.
+    pub dtype: DType,
+    /// Array shape (C order).
+    pub shape: Vec<u64>,
+    /// How the array is cut into chunks.
+    pub layout: ChunkLayout,
+    /// Byte order of the stored elements.
+    pub byte_order: ByteOrder,
+    /// Bytes the array occupies on disk (compressed size for compressed stores).
+    pub stored_bytes: u64,
+    /// Format-specific facts for `info` (header version, codecs, column...), in display order.
+    pub details: Vec<(String, String)>,
+}
+
+impl SourceInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> u64 {
+        crate::shape::numel(&self.shape)
+    }
+
+    /// Bytes of the array in memory (elements x element size).
+    pub fn nbytes(&self) -> u64 {
+        self.numel() * self.dtype.size() as u64
+    }
+}
+
+/// One chunk of an array: dense, C-ordered, native-endian elements covering `region`.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Which part of the array this is.
+    pub region: Region,
+    /// Element type.
+    pub dtype: DType,
+    /// The elements' bytes.
+    pub data: Buffer,
+}
+
+impl Chunk {
+    /// The elements as a typed slice. Panics if `T` is not the chunk's dtype.
+    pub fn as_slice<T: Element>(&self) -> &[T] {
+        assert_eq!(T::DTYPE, self.dtype, "chunk holds {} elements", self.dtype);
+        self.data.as_slice()
+    }
+}
+
+/// A readable chunked array. Implementations are cheap to share across threads; `read_chunk` may be
+/// called concurrently for different (or the same) chunks.
+pub trait ChunkSource: Send + Sync {
+    /// What the array is.
+    fn info(&self) -> &SourceInfo;
+
+    /// Reads chunk `index` (C order over `info().layout`).
+    fn read_chunk(&self, index: usize) -> Result<Chunk>;
+
+    /// Reads an arbitrary box of the array into a dense C-order buffer, assembling it from every
+    /// chunk it overlaps.
+    fn read_region(&self, region: &Region) -> Result<Buffer> {
+        let info = self.info();
+        let elem = info.dtype.size();
+        let chunks = info.layout.chunks_overlapping(region);
+        if let [only] = chunks[..] {
+            let c = self.read_chunk(only)?;
+            if c.region == *region {
+                return Ok(c.data);
+            }
+        }
+        let mut out = Buffer::zeroed(region.numel() as usize * elem);
+        if region.shape.is_empty() {
+            let c = self.read_chunk(0)?;
+            out.bytes_mut().copy_from_slice(c.data.bytes());
+            return Ok(out);
+        }
+        for idx in chunks {
+            let c = self.read_chunk(idx)?;
+            if let Some(part) = c.region.intersect(region) {
+                copy_box(
+                    c.data.bytes(),
+                    &c.region,
+                    out.bytes_mut(),
+                    region,
+                    &part,
+                    elem,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Compression for written Zarr chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Codec {
+    /// Raw bytes (memory-mappable when read back).
+    #[default]
+    None,
+    /// Zstandard at the given level.
+    Zstd(i32),
+    /// gzip at the given level (0-9).
+    Gzip(u32),
+}
+
+/// How to write an output.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// Chunk shape (Zarr) or record-batch length (Arrow); `None` picks a default of about 8 MiB.
+    pub chunks: Option<Vec<u64>>,
+    /// Compression for Zarr chunks.
+    pub codec: Codec,
+    /// Column name for Arrow outputs (default `values`).
+    pub column: Option<String>,
+}
+
+/// A streaming array writer. The driver calls [`encode`](Self::encode) for chunks in any order and
+/// on any thread, then [`write`](Self::write) for each chunk in index order, then
+/// [`finish`](Self::finish), which puts the output in place atomically. Dropping a writer without
+/// finishing leaves nothing behind.
+pub trait ArrayWriter: Send + Sync {
+    /// The chunking of the output; the driver supplies exactly these regions.
+    fn layout(&self) -> &ChunkLayout;
+
+    /// Turns a chunk's dense native C-order bytes into what is stored (e.g. compresses).
+    fn encode<'a>(&self, index: usize, data: &'a [u8]) -> Result<Cow<'a, [u8]>>;
+
+    /// Stores encoded chunk `index`. Called once per chunk, in index order.
+    fn write(&mut self, index: usize, encoded: &[u8]) -> Result<()>;
+
+    /// Completes the output and moves it into place.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
