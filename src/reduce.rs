@@ -70,8 +70,7 @@ impl Scalar {
 
 /// Shortest round-trip text for an `f64`, always with a decimal point or exponent.
 pub fn fmt_f64(v: f64) -> String {
-    let s = format!("{v:?}");
-    s
+    format!("{v:?}")
 }
 
 /// Shortest round-trip text for an `f32`.
@@ -133,6 +132,58 @@ impl Stats {
     /// Standard deviation with `ddof` delta degrees of freedom.
     pub fn std(&self, ddof: u64) -> Option<f64> {
         self.var(ddof).map(f64::sqrt)
+    }
+
+    /// True when `other` describes the same data, allowing for the rounding of float sums in a
+    /// different order (a different chunking): everything else must be identical, and the sum and
+    /// the sum of squared deviations must agree to `rel` (relative to their magnitude and to the
+    /// data's spread).
+    pub fn same_up_to_rounding(&self, other: &Stats, rel: f64) -> bool {
+        let near = |a: f64, b: f64, scale: f64| {
+            a == b
+                || (a.is_nan() && b.is_nan())
+                || (a - b).abs() <= rel * (a.abs().max(b.abs()) + scale)
+        };
+        let spread = self.std(0).unwrap_or(0.0) * (self.count as f64).sqrt();
+        let sums = match (self.sum, other.sum) {
+            (Scalar::F64(a), Scalar::F64(b)) => near(a, b, spread),
+            (a, b) => a == b,
+        };
+        sums && near(self.m2, other.m2, 0.0)
+            && Stats {
+                sum: other.sum,
+                m2: other.m2,
+                ..self.clone()
+            } == *other
+    }
+
+    /// One JSON object with the keys `shape, dtype, count, nan_count, sum, mean, std, min, max,
+    /// argmin, argmax` (std with `ddof`). Integer sums are exact JSON integers; floats have
+    /// round-trip precision; absent values are `null`.
+    pub fn to_json(&self, ddof: u64) -> String {
+        let opt = |v: Option<Scalar>| v.map_or("null".to_string(), Scalar::to_json);
+        let idx = |v: Option<u64>| v.map_or("null".to_string(), |i| i.to_string());
+        let shape = self
+            .shape
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "{{\"shape\": [{shape}], \"dtype\": \"{}\", \"count\": {}, \"nan_count\": {}, \
+             \"sum\": {}, \"mean\": {}, \"std\": {}, \"min\": {}, \"max\": {}, \
+             \"argmin\": {}, \"argmax\": {}}}",
+            self.dtype,
+            self.count,
+            self.nan_count,
+            self.sum.to_json(),
+            opt(self.mean().map(Scalar::F64)),
+            opt(self.std(ddof).map(Scalar::F64)),
+            opt(self.min),
+            opt(self.max),
+            idx(self.argmin),
+            idx(self.argmax),
+        )
     }
 }
 
@@ -309,35 +360,70 @@ impl<T: StatElem> Partial<T> {
     }
 }
 
-/// NumPy's pairwise summation (8 lanes, leaves of 128), NaNs counted as zero.
-fn pairwise_sum<T: StatElem>(x: &[T]) -> f64 {
-    let n = x.len();
-    let v = |e: T| if e.is_nan() { 0.0 } else { e.to_f64() };
-    if n < 8 {
-        x.iter().map(|&e| v(e)).fold(0.0, |a, b| a + b)
-    } else if n <= 128 {
-        let mut r = [0.0f64; 8];
+/// Running per-lane extremes and NaN counts of the fused pass.
+struct Lanes<T> {
+    mn: [T; 8],
+    mx: [T; 8],
+    nan: [u64; 8],
+}
+
+/// One pass over a leaf of at most 128 elements: its sum (NaNs as zero, 8 lanes as in NumPy's
+/// pairwise summation) while updating the lane minima, maxima and NaN counts. NaN fails every
+/// comparison, so the extremes skip it without a branch.
+#[inline(always)]
+fn leaf<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
+    let mut r = [0.0f64; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
         for j in 0..8 {
-            r[j] = v(x[j]);
+            let e = c[j];
+            let nan = e.is_nan();
+            r[j] += if nan { 0.0 } else { e.to_f64() };
+            l.nan[j] += u64::from(nan);
+            l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
+            l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
         }
-        let whole = n - n % 8;
-        let mut i = 8;
-        while i < whole {
-            for j in 0..8 {
-                r[j] += v(x[i + j]);
-            }
-            i += 8;
-        }
-        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for &e in &x[whole..] {
-            res += v(e);
-        }
-        res
+    }
+    let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (j, &e) in it.remainder().iter().enumerate() {
+        let nan = e.is_nan();
+        res += if nan { 0.0 } else { e.to_f64() };
+        l.nan[j] += u64::from(nan);
+        l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
+        l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
+    }
+    res
+}
+
+/// NumPy's pairwise summation (leaves of 128 summed in 8 lanes, halves added recursively), fused
+/// with the extremes and NaN count.
+fn pairwise_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
+    let n = x.len();
+    if n <= 128 {
+        leaf(x, l)
     } else {
         let mut n2 = n / 2;
         n2 -= n2 % 8;
-        pairwise_sum(&x[..n2]) + pairwise_sum(&x[n2..])
+        pairwise_fused(&x[..n2], l) + pairwise_fused(&x[n2..], l)
     }
+}
+
+/// Integer blocks: exact sum plus extremes in one pass.
+#[inline(always)]
+fn int_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> i128 {
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for j in 0..8 {
+            let e = c[j];
+            l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
+            l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
+        }
+    }
+    for (j, &e) in it.remainder().iter().enumerate() {
+        l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
+        l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
+    }
+    T::int_sum(x)
 }
 
 /// Sums values pairwise (used to combine block and chunk sums in index order).
@@ -349,28 +435,9 @@ fn pairwise_f64(x: &[f64]) -> f64 {
     }
 }
 
-/// Statistics of one block (local indices).
-fn block_partial<T: StatElem>(x: &[T]) -> Partial<T> {
-    let mut p = Partial::empty();
-    if T::FLOAT {
-        let nan = x.iter().filter(|e| e.is_nan()).count() as u64;
-        p.nan = nan;
-        p.count = x.len() as u64 - nan;
-        if p.count == 0 {
-            return p;
-        }
-        p.fsum = pairwise_sum(x);
-    } else {
-        p.count = x.len() as u64;
-        if p.count == 0 {
-            return p;
-        }
-        p.isum = T::int_sum(x);
-    }
-    let sum = if T::FLOAT { p.fsum } else { p.isum as f64 };
-    p.mean = sum / p.count as f64;
-    // Sum of squared deviations about the block mean.
-    let mean = p.mean;
+/// Sum of squared deviations of the non-NaN elements about `mean` (8 lanes, then pairwise).
+#[inline(always)]
+fn sq_dev<T: StatElem>(x: &[T], mean: f64) -> f64 {
     let mut lanes = [0.0f64; 8];
     let mut it = x.chunks_exact(8);
     for c in &mut it {
@@ -387,64 +454,78 @@ fn block_partial<T: StatElem>(x: &[T]) -> Partial<T> {
             m2 += d * d;
         }
     }
-    p.m2 = m2;
-    // Min and max values in lanes (NaN fails every comparison, so it is skipped).
-    let mut mn = [T::HIGHEST; 8];
-    let mut mx = [T::LOWEST; 8];
-    let mut it = x.chunks_exact(8);
-    for c in &mut it {
-        for j in 0..8 {
-            let e = c[j];
-            mn[j] = if e < mn[j] { e } else { mn[j] };
-            mx[j] = if e > mx[j] { e } else { mx[j] };
-        }
+    m2
+}
+
+/// Statistics of one block, with the extremes' values only (positions are found by the caller,
+/// and only when they matter).
+fn block_partial<T: StatElem>(x: &[T]) -> (Partial<T>, Option<(T, T)>) {
+    let mut p = Partial::empty();
+    let mut l = Lanes {
+        mn: [T::HIGHEST; 8],
+        mx: [T::LOWEST; 8],
+        nan: [0; 8],
+    };
+    if T::FLOAT {
+        p.fsum = pairwise_fused(x, &mut l);
+        p.nan = l.nan.iter().sum();
+        p.count = x.len() as u64 - p.nan;
+    } else {
+        p.isum = int_fused(x, &mut l);
+        p.count = x.len() as u64;
     }
-    let mut lo = T::HIGHEST;
-    let mut hi = T::LOWEST;
-    for &e in mn.iter().chain(it.remainder()) {
-        if e < lo {
-            lo = e;
-        }
+    if p.count == 0 {
+        return (p, None);
     }
-    for &e in mx.iter().chain(it.remainder()) {
-        if e > hi {
-            hi = e;
+    let sum = if T::FLOAT { p.fsum } else { p.isum as f64 };
+    p.mean = sum / p.count as f64;
+    p.m2 = sq_dev(x, p.mean);
+    let mut lo = l.mn[0];
+    let mut hi = l.mx[0];
+    for j in 1..8 {
+        if l.mn[j] < lo {
+            lo = l.mn[j];
+        }
+        if l.mx[j] > hi {
+            hi = l.mx[j];
         }
     }
     // count > 0, so lo and hi are values present in the block.
-    let imin = x.iter().position(|&e| e == lo).unwrap_or(0) as u64;
-    let imax = x.iter().position(|&e| e == hi).unwrap_or(0) as u64;
-    p.min = Some((lo, imin));
-    p.max = Some((hi, imax));
-    p
+    (p, Some((lo, hi)))
 }
 
 /// Statistics of one chunk, with global flat indices.
 fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64]) -> Partial<T> {
     let data: &[T] = chunk.as_slice();
-    let normalized;
-    let data: &[T] =
-        if T::DTYPE == DType::Bool && data.iter().any(|b| b.to_f64() != 0.0 && b.to_f64() != 1.0) {
-            // Bool bytes other than 0/1 (non-canonical files) are normalised before summing.
-            normalized = data
-                .iter()
-                .map(|&b| T::from_f64(if b.to_f64() != 0.0 { 1.0 } else { 0.0 }))
-                .collect::<Vec<T>>();
-            &normalized
-        } else {
-            data
-        };
+    let normalized: Vec<T>;
+    let data: &[T] = if T::DTYPE == DType::Bool && data.iter().any(|b| b.to_f64() > 1.0) {
+        // Bool bytes other than 0/1 (non-canonical files) are normalised before summing.
+        normalized = data
+            .iter()
+            .map(|&b| T::from_f64(b.to_f64().min(1.0)))
+            .collect();
+        &normalized
+    } else {
+        data
+    };
     let mut acc = Partial::<T>::empty();
     let mut sums = Vec::with_capacity(data.len().div_ceil(BLOCK));
     for (b, block) in data.chunks(BLOCK).enumerate() {
-        let mut p = block_partial(block);
-        let base = (b * BLOCK) as u64;
-        p.min = p.min.map(|(v, i)| (v, base + i));
-        p.max = p.max.map(|(v, i)| (v, base + i));
-        // Block min/max of later blocks only replace strictly better ones, so keep local indices
-        // here and translate to global indices once at the end.
+        let (p, extremes) = block_partial(block);
         sums.push(p.fsum);
         acc = acc.merge(&p);
+        let Some((lo, hi)) = extremes else { continue };
+        // Blocks come in order, so a later block only wins with a strictly better value; only then
+        // is its position looked up.
+        let base = (b * BLOCK) as u64;
+        if acc.min.is_none_or(|(v, _)| lo < v) {
+            let i = block.iter().position(|&e| e == lo).unwrap_or(0) as u64;
+            acc.min = Some((lo, base + i));
+        }
+        if acc.max.is_none_or(|(v, _)| hi > v) {
+            let i = block.iter().position(|&e| e == hi).unwrap_or(0) as u64;
+            acc.max = Some((hi, base + i));
+        }
     }
     acc.fsum = pairwise_f64(&sums);
     let to_global = |i: u64| chunk.region.global_flat_index(i, shape);

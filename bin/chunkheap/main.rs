@@ -1,1 +1,392 @@
-fn main() {}
+//! The `chunkheap` command-line tool: inspect, reduce, generate and convert arrays far larger than
+//! memory. All the work happens in the library; this file parses flags, shows progress and turns
+//! errors into messages and exit codes.
+
+mod demo;
+mod progress;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chunkheap::generate::{Dist, GenSpec};
+use chunkheap::shape::{parse_shape, shape_str};
+use chunkheap::storage::{Codec, WriteOptions};
+use chunkheap::{DType, formats, pipeline, reduce};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::progress::{ProgressMode, Reporter};
+
+#[derive(Parser)]
+#[command(
+    name = "chunkheap",
+    version,
+    about = "Crunch arrays far larger than memory: .npy, Zarr v3 and Arrow IPC, streamed through every core."
+)]
+struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    /// Progress bars on stderr: auto (only on a terminal), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Format, dtype, shape, chunk grid, bytes and byte order of a source.
+    Info {
+        /// PATH or PATH#COLUMN (.npy file, .zarr directory, Arrow IPC file).
+        src: String,
+    },
+    /// Count, NaN count, sum, mean, std, min, max, argmin, argmax in one parallel pass.
+    Stats {
+        /// PATH or PATH#COLUMN.
+        src: String,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Delta degrees of freedom for std and var (NumPy's `ddof`).
+        #[arg(long, default_value_t = 0)]
+        ddof: u64,
+    },
+    /// Generate a seeded array (identical bytes for any thread count) into .npy, .zarr or .arrow.
+    Gen {
+        /// Output path; the format comes from the extension.
+        out: String,
+        /// Shape, e.g. 1000000 or 4096,4096.
+        #[arg(long)]
+        shape: String,
+        /// Element type: bool, i8, i16, i32, i64, u8, u16, u32, u64, f32, f64.
+        #[arg(long, default_value = "f64")]
+        dtype: String,
+        /// Value distribution.
+        #[arg(long, value_enum, default_value_t = DistArg::Uniform)]
+        dist: DistArg,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Uniform range LO,HI (default [0,1) for floats, [0,100) for integers); for normal, MEAN,STD.
+        #[arg(long, value_name = "LO,HI", allow_hyphen_values = true)]
+        range: Option<String>,
+        /// Output chunk shape (Zarr) or batch length (Arrow).
+        #[arg(long, value_name = "C[,..]")]
+        chunks: Option<String>,
+        /// Compression for Zarr outputs: none, zstd, zstd:LEVEL, gzip, gzip:LEVEL.
+        #[arg(long, default_value = "none")]
+        codec: String,
+    },
+    /// Convert any source to any format, streamed chunk by chunk.
+    Convert {
+        /// PATH or PATH#COLUMN.
+        src: String,
+        /// Output path (format from the extension; OUT.arrow#NAME names the Arrow column).
+        out: String,
+        /// Output chunk shape (Zarr) or batch length (Arrow).
+        #[arg(long, value_name = "C[,..]")]
+        chunks: Option<String>,
+        /// Compression for Zarr outputs: none, zstd, zstd:LEVEL, gzip, gzip:LEVEL.
+        #[arg(long, default_value = "none")]
+        codec: String,
+    },
+    /// Generate a dataset in a temp dir, run info/stats/convert on it, print results and
+    /// throughput, clean up.
+    Demo {
+        /// Dataset size (e.g. 256MiB, 2GiB).
+        #[arg(long, default_value = "512MiB")]
+        size: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DistArg {
+    Uniform,
+    Normal,
+    Arange,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("chunkheap: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("starting the thread pool")?;
+    }
+    let progress = cli.progress;
+    match cli.command {
+        Command::Info { src } => cmd_info(&src),
+        Command::Stats { src, json, ddof } => cmd_stats(&src, json, ddof, progress),
+        Command::Gen {
+            out,
+            shape,
+            dtype,
+            dist,
+            seed,
+            range,
+            chunks,
+            codec,
+        } => {
+            let spec = GenSpec {
+                shape: parse_shape(&shape)?,
+                dtype: dtype.parse::<DType>()?,
+                dist: parse_dist(dist, range.as_deref())?,
+                seed,
+                options: write_options(chunks.as_deref(), &codec)?,
+            };
+            cmd_gen(&out, &spec, progress)
+        }
+        Command::Convert {
+            src,
+            out,
+            chunks,
+            codec,
+        } => cmd_convert(
+            &src,
+            &out,
+            &write_options(chunks.as_deref(), &codec)?,
+            progress,
+        ),
+        Command::Demo { size } => demo::run(&size, progress),
+    }
+}
+
+fn parse_pair(s: &str) -> Result<(f64, f64)> {
+    let (a, b) = s
+        .split_once(',')
+        .with_context(|| format!("expected two numbers A,B, got {s:?}"))?;
+    let num = |t: &str| {
+        t.trim()
+            .parse::<f64>()
+            .with_context(|| format!("bad number {t:?} in {s:?}"))
+    };
+    Ok((num(a)?, num(b)?))
+}
+
+fn parse_dist(d: DistArg, range: Option<&str>) -> Result<Dist> {
+    let pair = range.map(parse_pair).transpose()?;
+    Ok(match d {
+        DistArg::Uniform => Dist::Uniform {
+            low: pair.map(|p| p.0),
+            high: pair.map(|p| p.1),
+        },
+        DistArg::Normal => {
+            let (mean, std) = pair.unwrap_or((0.0, 1.0));
+            Dist::Normal { mean, std }
+        }
+        DistArg::Arange => {
+            if range.is_some() {
+                bail!("--range does not apply to --dist arange");
+            }
+            Dist::Arange
+        }
+    })
+}
+
+/// Parses `--chunks` and `--codec`.
+pub(crate) fn write_options(chunks: Option<&str>, codec: &str) -> Result<WriteOptions> {
+    let chunks = chunks.map(parse_shape).transpose().context("--chunks")?;
+    if let Some(c) = &chunks {
+        if c.is_empty() || c.contains(&0) {
+            bail!("--chunks needs positive sizes, got {c:?}");
+        }
+    }
+    let (name, level) = match codec.split_once(':') {
+        Some((n, l)) => (
+            n,
+            Some(
+                l.parse::<i32>()
+                    .with_context(|| format!("bad codec level in {codec:?}"))?,
+            ),
+        ),
+        None => (codec, None),
+    };
+    let codec = match name {
+        "none" | "raw" => Codec::None,
+        "zstd" => Codec::Zstd(level.unwrap_or(3)),
+        "gzip" => {
+            let l = level.unwrap_or(5);
+            if !(0..=9).contains(&l) {
+                bail!("gzip level must be 0..9, got {l}");
+            }
+            Codec::Gzip(l as u32)
+        }
+        other => bail!("unknown codec {other:?} (expected none, zstd or gzip)"),
+    };
+    Ok(WriteOptions {
+        chunks,
+        codec,
+        column: None,
+    })
+}
+
+pub(crate) fn human_bytes(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
+}
+
+fn cmd_info(src: &str) -> Result<()> {
+    let s = formats::open(src)?;
+    let i = s.info();
+    println!("source      {}", i.name);
+    println!("format      {}", i.format.name());
+    println!("dtype       {}", i.dtype);
+    println!("shape       {}", shape_str(&i.shape));
+    println!("elements    {}", i.numel());
+    println!("chunks      {}", i.layout.describe());
+    println!("bytes       {} ({})", i.nbytes(), human_bytes(i.nbytes()));
+    println!(
+        "stored      {} ({})",
+        i.stored_bytes,
+        human_bytes(i.stored_bytes)
+    );
+    println!(
+        "byte order  {}",
+        if i.dtype.size() == 1 {
+            "n/a (1-byte elements)"
+        } else {
+            i.byte_order.name()
+        }
+    );
+    for (k, v) in &i.details {
+        println!("{k:<11} {v}");
+    }
+    Ok(())
+}
+
+fn cmd_stats(src: &str, json: bool, ddof: u64, mode: ProgressMode) -> Result<()> {
+    let s = formats::open(src)?;
+    let nbytes = s.info().nbytes();
+    let bar = Reporter::new(mode, nbytes, "stats");
+    let t = Instant::now();
+    let st = reduce::stats_with_progress(s.as_ref(), &|n| bar.add(n))?;
+    let secs = t.elapsed().as_secs_f64();
+    bar.finish();
+    if json {
+        println!("{}", st.to_json(ddof));
+        return Ok(());
+    }
+    let shape = &s.info().shape;
+    let at = |i: Option<u64>| match i {
+        Some(i) => format!("  at flat index {i}{}", multi_index(i, shape)),
+        None => String::new(),
+    };
+    let show = |v: Option<String>| v.unwrap_or_else(|| "n/a".to_string());
+    println!(
+        "source     {} ({}, {}, shape {})",
+        s.info().name,
+        s.info().format.name(),
+        st.dtype,
+        shape_str(shape)
+    );
+    println!("count      {}", st.count);
+    println!("nan_count  {}", st.nan_count);
+    println!("sum        {}", st.sum);
+    println!("mean       {}", show(st.mean().map(reduce::fmt_f64)));
+    println!(
+        "std        {}  (ddof={ddof})",
+        show(st.std(ddof).map(reduce::fmt_f64))
+    );
+    println!(
+        "var        {}  (ddof={ddof})",
+        show(st.var(ddof).map(reduce::fmt_f64))
+    );
+    println!(
+        "min        {}{}",
+        show(st.min.map(|v| v.to_string())),
+        at(st.argmin)
+    );
+    println!(
+        "max        {}{}",
+        show(st.max.map(|v| v.to_string())),
+        at(st.argmax)
+    );
+    eprintln!("{}", throughput_line(nbytes, secs));
+    Ok(())
+}
+
+fn multi_index(flat: u64, shape: &[u64]) -> String {
+    if shape.len() < 2 {
+        return String::new();
+    }
+    let mut rem = flat;
+    let mut idx = vec![0u64; shape.len()];
+    for ax in (0..shape.len()).rev() {
+        idx[ax] = rem % shape[ax];
+        rem /= shape[ax];
+    }
+    format!(" {}", shape_str(&idx))
+}
+
+pub(crate) fn throughput_line(bytes: u64, secs: f64) -> String {
+    format!(
+        "processed {} in {:.3} s ({:.2} GB/s)",
+        human_bytes(bytes),
+        secs,
+        bytes as f64 / secs.max(1e-9) / 1e9
+    )
+}
+
+fn check_not_input(src: &str, out: &str) -> Result<()> {
+    let (sp, _) = formats::split_source_name(src);
+    let op = Path::new(out.rsplit_once('#').map_or(out, |(p, _)| p));
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(&sp), std::fs::canonicalize(op)) {
+        if a == b {
+            bail!("{out}: output would replace the input {src}; choose another path");
+        }
+    }
+    Ok(())
+}
+
+fn cmd_gen(out: &str, spec: &GenSpec, mode: ProgressMode) -> Result<()> {
+    let nbytes = chunkheap::shape::checked_numel(&spec.shape)? * spec.dtype.size() as u64;
+    let bar = Reporter::new(mode, nbytes, "gen");
+    let t = Instant::now();
+    chunkheap::generate::generate_with_progress(out, spec, &|n| bar.add(n))?;
+    bar.finish();
+    eprintln!(
+        "wrote {out}: {} {}, {}",
+        spec.dtype,
+        shape_str(&spec.shape),
+        throughput_line(nbytes, t.elapsed().as_secs_f64())
+    );
+    Ok(())
+}
+
+fn cmd_convert(src: &str, out: &str, options: &WriteOptions, mode: ProgressMode) -> Result<()> {
+    check_not_input(src, out)?;
+    let s = formats::open(src)?;
+    let i = s.info();
+    let writer = formats::create(out, i.dtype, &i.shape, options)?;
+    let bar = Reporter::new(mode, i.nbytes(), "convert");
+    let t = Instant::now();
+    pipeline::copy(s.as_ref(), writer, &|n| bar.add(n))?;
+    bar.finish();
+    eprintln!(
+        "wrote {out}: {} {}, {}",
+        i.dtype,
+        shape_str(&i.shape),
+        throughput_line(i.nbytes(), t.elapsed().as_secs_f64())
+    );
+    Ok(())
+}

@@ -281,6 +281,11 @@ impl NpySource {
     /// Opens `path` read-only and checks its header against its length. `name` is how the user
     /// named it.
     pub fn open(path: &Path, name: &str) -> Result<NpySource> {
+        NpySource::open_with_chunk_bytes(path, name, DEFAULT_CHUNK_BYTES)
+    }
+
+    /// [`open`](Self::open) with virtual chunks of about `chunk_bytes` (at least one element).
+    pub fn open_with_chunk_bytes(path: &Path, name: &str, chunk_bytes: u64) -> Result<NpySource> {
         let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
         let file_len = file
             .metadata()
@@ -310,7 +315,12 @@ impl NpySource {
                 found,
             });
         }
-        let layout = npy_layout(&header.shape, header.dtype.size(), header.fortran_order);
+        let layout = npy_layout(
+            &header.shape,
+            header.dtype.size(),
+            header.fortran_order,
+            chunk_bytes,
+        );
         let info = SourceInfo {
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -347,13 +357,13 @@ fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Resul
         .map_err(|e| Error::io(path, "read", e))
 }
 
-/// The virtual chunk grid of a `.npy` array: contiguous runs of about [`DEFAULT_CHUNK_BYTES`].
-fn npy_layout(shape: &[u64], elem: usize, fortran: bool) -> ChunkLayout {
+/// The virtual chunk grid of a `.npy` array: contiguous runs of about `chunk_bytes`.
+fn npy_layout(shape: &[u64], elem: usize, fortran: bool, chunk_bytes: u64) -> ChunkLayout {
     if !fortran || shape.len() < 2 {
-        return ChunkLayout::contiguous(shape, elem, DEFAULT_CHUNK_BYTES);
+        return ChunkLayout::contiguous(shape, elem, chunk_bytes);
     }
     let rev: Vec<u64> = shape.iter().rev().copied().collect();
-    match ChunkLayout::contiguous(&rev, elem, DEFAULT_CHUNK_BYTES) {
+    match ChunkLayout::contiguous(&rev, elem, chunk_bytes) {
         ChunkLayout::Regular { chunk_shape, .. } => ChunkLayout::Regular {
             shape: shape.to_vec(),
             chunk_shape: chunk_shape.into_iter().rev().collect(),

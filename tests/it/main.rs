@@ -1,1 +1,8 @@
+//! The integration test binary (one binary for all integration tests, see ARCHITECTURE.md).
 
+mod bad_input;
+mod cli;
+mod fixtures;
+mod interop;
+mod prop;
+mod util;
