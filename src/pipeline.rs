@@ -40,42 +40,68 @@ where
         .collect()
 }
 
-/// Fills every chunk of `writer` by calling `produce(region)` in parallel (a batch of
-/// `2 x threads` chunks at a time), encodes in parallel and writes in order, then finishes the
-/// writer (which moves the output into place). On error the partial output is discarded.
+/// Fills every chunk of `writer` by calling `produce(region)` in parallel, encodes in parallel and
+/// writes in order, then finishes the writer (which moves the output into place). On error the
+/// partial output is discarded.
+///
+/// Production and writing overlap: while a dedicated thread writes batch *k* (one chunk per
+/// worker), the pool produces batch *k + 1*, so at most three batches are in memory at once.
 pub fn write_all<F>(
-    mut writer: Box<dyn ArrayWriter>,
+    writer: Box<dyn ArrayWriter>,
     progress: Progress<'_>,
     produce: F,
 ) -> Result<()>
 where
     F: Fn(&crate::shape::Region) -> Result<Buffer> + Sync,
 {
+    type Batch = Vec<(Buffer, Option<Vec<u8>>)>;
     let layout = writer.layout().clone();
     let n = layout.num_chunks();
-    let batch = (rayon::current_num_threads() * 2).max(2);
-    let mut start = 0;
-    while start < n {
-        let end = (start + batch).min(n);
-        let w: &dyn ArrayWriter = writer.as_ref();
-        let encoded: Vec<Result<(Buffer, Option<Vec<u8>>)>> = (start..end)
-            .into_par_iter()
-            .map(|i| {
-                let data = produce(&layout.chunk_region(i))?;
-                let enc = match w.encode(i, data.bytes())? {
-                    std::borrow::Cow::Owned(v) => Some(v),
-                    std::borrow::Cow::Borrowed(_) => None,
-                };
-                Ok((data, enc))
-            })
-            .collect();
-        for (k, r) in encoded.into_iter().enumerate() {
-            let (data, enc) = r?;
-            writer.write(start + k, enc.as_deref().unwrap_or(data.bytes()))?;
-            progress(data.len() as u64);
+    let batch = rayon::current_num_threads().max(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Batch)>(1);
+    let w: &dyn ArrayWriter = writer.as_ref();
+    std::thread::scope(|scope| -> Result<()> {
+        let sink = scope.spawn(move || -> Result<()> {
+            for (start, items) in rx {
+                for (k, (data, enc)) in items.into_iter().enumerate() {
+                    w.write(start + k, enc.as_deref().unwrap_or(data.bytes()))?;
+                    progress(data.len() as u64);
+                }
+            }
+            Ok(())
+        });
+        let mut produced = Ok(());
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch).min(n);
+            let items: Result<Batch> = (start..end)
+                .into_par_iter()
+                .map(|i| {
+                    let data = produce(&layout.chunk_region(i))?;
+                    let enc = match w.encode(i, data.bytes())? {
+                        std::borrow::Cow::Owned(v) => Some(v),
+                        std::borrow::Cow::Borrowed(_) => None,
+                    };
+                    Ok((data, enc))
+                })
+                .collect();
+            match items {
+                Ok(items) => {
+                    if tx.send((start, items)).is_err() {
+                        break; // the sink stopped on an error, reported below
+                    }
+                }
+                Err(e) => {
+                    produced = Err(e);
+                    break;
+                }
+            }
+            start = end;
         }
-        start = end;
-    }
+        drop(tx);
+        let sunk = sink.join().expect("writer thread panicked");
+        produced.and(sunk)
+    })?;
     writer.finish()
 }
 

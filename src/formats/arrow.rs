@@ -56,7 +56,7 @@ impl ArrayWriter for ArrowWriter {
     fn encode<'a>(&self, _index: usize, data: &'a [u8]) -> Result<Cow<'a, [u8]>> {
         Ok(Cow::Borrowed(data))
     }
-    fn write(&mut self, _index: usize, _encoded: &[u8]) -> Result<()> {
+    fn write(&self, _index: usize, _encoded: &[u8]) -> Result<()> {
         Ok(())
     }
     fn finish(self: Box<Self>) -> Result<()> {

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::dtype::{ByteOrder, DType, swap_bytes_in_place};
 use crate::error::{Error, Result};
@@ -459,9 +460,13 @@ pub fn header_bytes(dtype: DType, shape: &[u64]) -> Vec<u8> {
 
 /// Streams an array into a new `.npy` file (C order, native byte order).
 pub struct NpyWriter {
-    out: AtomicFile,
     layout: ChunkLayout,
     expected: u64,
+    state: Mutex<WriteState>,
+}
+
+struct WriteState {
+    out: AtomicFile,
     written: u64,
     next: usize,
 }
@@ -473,17 +478,15 @@ impl NpyWriter {
         let mut out = AtomicFile::create(path)?;
         out.write_all(&header_bytes(dtype, shape))?;
         Ok(NpyWriter {
-            out,
             layout: ChunkLayout::contiguous(shape, dtype.size(), DEFAULT_CHUNK_BYTES),
             expected: numel(shape) * dtype.size() as u64,
-            written: 0,
-            next: 0,
+            state: Mutex::new(WriteState { out, written: 0, next: 0 }),
         })
     }
 
     /// The final path.
     pub fn path(&self) -> PathBuf {
-        self.out.target().to_path_buf()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).out.target().to_path_buf()
     }
 }
 
@@ -496,29 +499,31 @@ impl ArrayWriter for NpyWriter {
         Ok(Cow::Borrowed(data))
     }
 
-    fn write(&mut self, index: usize, encoded: &[u8]) -> Result<()> {
-        if index != self.next {
+    fn write(&self, index: usize, encoded: &[u8]) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if index != st.next {
             return Err(Error::Invalid(format!(
                 "{}: chunk {index} written out of order (expected {})",
-                self.out.target().display(),
-                self.next
+                st.out.target().display(),
+                st.next
             )));
         }
-        self.next += 1;
-        self.written += encoded.len() as u64;
-        self.out.write_all(encoded)
+        st.next += 1;
+        st.written += encoded.len() as u64;
+        st.out.write_all(encoded)
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        if self.written != self.expected {
+        let st = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        if st.written != self.expected {
             return Err(Error::Invalid(format!(
                 "{}: {} data bytes written, {} expected",
-                self.out.target().display(),
-                self.written,
+                st.out.target().display(),
+                st.written,
                 self.expected
             )));
         }
-        self.out.commit()
+        st.out.commit()
     }
 }
 

@@ -2,6 +2,7 @@
 //! element type.
 
 use std::fmt;
+use std::sync::Mutex;
 
 use crate::dtype::Element;
 use crate::storage::mmap::MmapWindow;
@@ -39,15 +40,65 @@ enum Repr {
     Shared(Box<dyn SharedBytes>),
 }
 
-impl Buffer {
-    /// A zero-filled owned buffer of `len` bytes.
-    pub fn zeroed(len: usize) -> Buffer {
-        Buffer {
-            repr: Repr::Owned {
-                words: vec![0u64; len.div_ceil(8)],
-                len,
-            },
+/// Recycled chunk-sized allocations.
+///
+/// Touching freshly mapped memory costs a page fault per 4 KiB (about 1-2 GB/s on our VMs, where
+/// freed pages go back to the host), several times the cost of reusing a warm buffer. Owned
+/// buffers of at least [`POOL_MIN_BYTES`] go back here when dropped, up to [`POOL_MAX_BUFFERS`]
+/// buffers and [`POOL_MAX_BYTES`] in all.
+static POOL: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+/// Smallest allocation worth recycling.
+pub const POOL_MIN_BYTES: usize = 256 << 10;
+/// Most buffers kept for reuse.
+pub const POOL_MAX_BUFFERS: usize = 16;
+/// Most bytes kept for reuse.
+pub const POOL_MAX_BYTES: usize = 256 << 20;
+
+fn pool_take(words: usize) -> Vec<u64> {
+    if words * 8 >= POOL_MIN_BYTES {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        // The smallest pooled buffer that fits, if it does not waste more than half of itself.
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= words && v.capacity() <= words * 2)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            let mut v = pool.swap_remove(i);
+            drop(pool);
+            v.clear();
+            v.resize(words, 0);
+            return v;
         }
+    }
+    vec![0u64; words]
+}
+
+fn pool_give(v: Vec<u64>) {
+    let bytes = v.capacity() * 8;
+    if bytes < POOL_MIN_BYTES {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let held: usize = pool.iter().map(|b| b.capacity() * 8).sum();
+    if pool.len() < POOL_MAX_BUFFERS && held + bytes <= POOL_MAX_BYTES {
+        pool.push(v);
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Repr::Owned { words, .. } = &mut self.repr {
+            pool_give(std::mem::take(words));
+        }
+    }
+}
+
+impl Buffer {
+    /// A zero-filled owned buffer of `len` bytes (recycled from earlier chunks when possible).
+    pub fn zeroed(len: usize) -> Buffer {
+        Buffer { repr: Repr::Owned { words: pool_take(len.div_ceil(8)), len } }
     }
 
     /// An owned copy of `bytes`.
@@ -99,7 +150,8 @@ impl Buffer {
     /// The bytes, mutable; a shared buffer is first copied into owned storage.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         if let Repr::Shared(s) = &self.repr {
-            *self = Buffer::copy_from(s.bytes());
+            let owned = Buffer::copy_from(s.bytes());
+            *self = owned;
         }
         match &mut self.repr {
             Repr::Owned { words, len } => &mut bytemuck::cast_slice_mut(words)[..*len],

@@ -162,9 +162,9 @@ pub struct WriteOptions {
 }
 
 /// A streaming array writer. The driver calls [`encode`](Self::encode) for chunks in any order and
-/// on any thread, then [`write`](Self::write) for each chunk in index order, then
-/// [`finish`](Self::finish), which puts the output in place atomically. Dropping a writer without
-/// finishing leaves nothing behind.
+/// on any thread, [`write`](Self::write) for each chunk in index order (from one thread, while
+/// other chunks are being encoded), then [`finish`](Self::finish), which puts the output in place
+/// atomically. Dropping a writer without finishing leaves nothing behind.
 pub trait ArrayWriter: Send + Sync {
     /// The chunking of the output; the driver supplies exactly these regions.
     fn layout(&self) -> &ChunkLayout;
@@ -172,8 +172,9 @@ pub trait ArrayWriter: Send + Sync {
     /// Turns a chunk's dense native C-order bytes into what is stored (e.g. compresses).
     fn encode<'a>(&self, index: usize, data: &'a [u8]) -> Result<Cow<'a, [u8]>>;
 
-    /// Stores encoded chunk `index`. Called once per chunk, in index order.
-    fn write(&mut self, index: usize, encoded: &[u8]) -> Result<()>;
+    /// Stores encoded chunk `index`. Called once per chunk, in index order, concurrently with
+    /// `encode` calls for later chunks (so sequential state lives behind a lock).
+    fn write(&self, index: usize, encoded: &[u8]) -> Result<()>;
 
     /// Completes the output and moves it into place.
     fn finish(self: Box<Self>) -> Result<()>;
