@@ -22,7 +22,7 @@ use arrow_buffer::{BooleanBuffer, ScalarBuffer};
 use arrow_ipc::reader::FileDecoder;
 use arrow_ipc::writer::FileWriter;
 use arrow_ipc::{Block, CompressionType, MessageHeader, MetadataVersion};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, UnionMode};
 
 use crate::dtype::{ByteOrder, DType};
 use crate::error::{Error, Result};
@@ -122,7 +122,7 @@ fn list_columns<'a>(fields: impl IntoIterator<Item = &'a Arc<Field>>) -> String 
 }
 
 /// One record batch of the file, as listed in the footer and checked at open.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct BatchBlock {
     /// Offset of the batch's message in the file.
     offset: u64,
@@ -134,18 +134,77 @@ struct BatchBlock {
     rows: u64,
     /// Body compression, if any.
     codec: Option<CompressionType>,
+    /// For compressed batches: `(offset, length)` in the body of the selected column's validity
+    /// and values buffers (empty when not compressed or not locatable).
+    column_buffers: Vec<(u64, u64)>,
+}
+
+/// What the message header of one record batch says.
+struct BatchHeader {
+    rows: u64,
+    codec: Option<CompressionType>,
+    version: MetadataVersion,
+    column_buffers: Vec<(u64, u64)>,
+}
+
+/// Number of IPC buffers a field of type `t` occupies in a record batch (the order arrow-ipc
+/// reads them in), or `None` if it cannot be told. `variadic` yields the batch's variadic buffer
+/// counts (for view types) in field order.
+fn buffer_count(
+    t: &DataType,
+    version: MetadataVersion,
+    variadic: &mut dyn Iterator<Item = i64>,
+) -> Option<usize> {
+    let mut count = |t: &DataType| buffer_count(t, version, variadic);
+    Some(match t {
+        DataType::Null => 0,
+        DataType::Utf8 | DataType::Binary | DataType::LargeUtf8 | DataType::LargeBinary => 3,
+        DataType::Utf8View | DataType::BinaryView => {
+            usize::try_from(variadic.next()?).ok()?.checked_add(2)?
+        }
+        DataType::List(c) | DataType::LargeList(c) | DataType::Map(c, _) => {
+            2 + count(c.data_type())?
+        }
+        DataType::ListView(c) | DataType::LargeListView(c) => 3 + count(c.data_type())?,
+        DataType::FixedSizeList(c, _) => 1 + count(c.data_type())?,
+        DataType::Struct(fields) => {
+            let mut n = 1usize;
+            for f in fields {
+                n = n.checked_add(count(f.data_type())?)?;
+            }
+            n
+        }
+        DataType::RunEndEncoded(a, b) => {
+            count(a.data_type())?.checked_add(count(b.data_type())?)?
+        }
+        DataType::Union(fields, mode) => {
+            let mut n = usize::from(version < MetadataVersion::V5)
+                + 1
+                + usize::from(*mode == UnionMode::Dense);
+            for (_, f) in fields.iter() {
+                n = n.checked_add(count(f.data_type())?)?;
+            }
+            n
+        }
+        // Fixed-width types, booleans and dictionaries (validity + values/indices).
+        _ => 2,
+    })
 }
 
 /// Parses the encapsulated message at the start of `meta` (one record batch's metadata) and checks
-/// it against its block: returns the row count and compression. Never reads the body.
+/// it against its block. `version` is the version every batch must share (that of the first
+/// batch), if known; `column` is the selected field's index in `fields`. Never reads the body.
+#[allow(clippy::too_many_arguments)]
 fn parse_batch_header(
     path: &Path,
     index: usize,
     offset: u64,
     meta: &[u8],
     body_len: i64,
-    version: MetadataVersion,
-) -> Result<(u64, Option<CompressionType>)> {
+    version: Option<MetadataVersion>,
+    fields: &Fields,
+    column: usize,
+) -> Result<BatchHeader> {
     let bad = |what: String| {
         Error::corrupt(
             path,
@@ -166,11 +225,14 @@ fn parse_batch_header(
     }
     let msg = arrow_ipc::root_as_message(&meta[prefix..])
         .map_err(|e| bad(format!("invalid message flatbuffer: {e}")))?;
-    if version != MetadataVersion::V1 && msg.version() != version {
+    // The footer's version is not checked: pyarrow writes a V5 footer over V4 messages when asked
+    // for V4 metadata, and the messages' own version is what governs their decoding.
+    if let Some(v) = version
+        && msg.version() != v
+    {
         return Err(bad(format!(
-            "message metadata version {:?} differs from the footer's {:?}",
-            msg.version(),
-            version
+            "message metadata version {:?} differs from record batch 0's {v:?}",
+            msg.version()
         )));
     }
     if msg.header_type() != MessageHeader::RecordBatch {
@@ -219,7 +281,30 @@ fn parse_batch_header(
             format!("record batch {index} uses {} compression", codec_name(c)),
         ));
     }
-    Ok((rows, codec))
+    let mut column_buffers = Vec::new();
+    if codec.is_some() {
+        // Locate the column's buffers so reads can bound their declared decompressed sizes.
+        let mut variadic = rb.variadicBufferCounts().into_iter().flatten();
+        let first = fields[..column].iter().try_fold(0usize, |n, f| {
+            n.checked_add(buffer_count(f.data_type(), msg.version(), &mut variadic)?)
+        });
+        if let Some(first) = first
+            && first.checked_add(2).is_some_and(|end| end <= buffers.len())
+        {
+            column_buffers = (first..first + 2)
+                .map(|j| {
+                    let b = buffers.get(j);
+                    (b.offset() as u64, b.length() as u64)
+                })
+                .collect();
+        }
+    }
+    Ok(BatchHeader {
+        rows,
+        codec,
+        version: msg.version(),
+        column_buffers,
+    })
 }
 
 /// One numeric column of an Arrow IPC file, read as a 1-D array whose chunks are the record
@@ -313,7 +398,6 @@ impl ArrowSource {
                 format!("invalid footer flatbuffer at offset {footer_start}: {e}"),
             )
         })?;
-        let version = footer.version();
         let fb_schema = footer
             .schema()
             .ok_or_else(|| Error::corrupt(path, "the footer has no schema"))?;
@@ -411,6 +495,7 @@ impl ArrowSource {
         let mut bounds = Vec::with_capacity(blocks.len() + 1);
         bounds.push(0u64);
         let mut codecs: Vec<String> = Vec::new();
+        let mut batch_version = None;
         for (i, block) in blocks.iter().enumerate() {
             let (off, meta_len, body_len) =
                 (block.offset(), block.metaDataLength(), block.bodyLength());
@@ -434,7 +519,18 @@ impl ArrowSource {
             let offset = off as u64;
             let mut meta = vec![0u8; meta_len as usize];
             read_exact_at(&file, path, &mut meta, offset)?;
-            let (rows, codec) = parse_batch_header(path, i, offset, &meta, body_len, version)?;
+            let h = parse_batch_header(
+                path,
+                i,
+                offset,
+                &meta,
+                body_len,
+                batch_version,
+                fields,
+                col_index,
+            )?;
+            let (rows, codec) = (h.rows, h.codec);
+            batch_version = Some(h.version);
             let total = bounds[i].checked_add(rows).ok_or_else(|| {
                 Error::corrupt(path, format!("record batch {i}: row count overflows"))
             })?;
@@ -449,6 +545,7 @@ impl ArrowSource {
                 body_len,
                 rows,
                 codec,
+                column_buffers: h.column_buffers,
             });
         }
         if codecs.is_empty() {
@@ -456,7 +553,8 @@ impl ArrowSource {
         }
 
         let schema: SchemaRef = Arc::new(schema);
-        let decoder = FileDecoder::new(schema, version).with_projection(vec![col_index]);
+        let decoder = FileDecoder::new(schema, batch_version.unwrap_or(footer.version()))
+            .with_projection(vec![col_index]);
         let len = *bounds.last().unwrap_or(&0);
         let info = SourceInfo {
             name: name.to_string(),
@@ -486,6 +584,39 @@ impl ArrowSource {
     /// The name of the column being read.
     pub fn column(&self) -> &str {
         &self.column
+    }
+
+    /// Refuses compressed buffers of the column whose declared decompressed size is far beyond what
+    /// the batch's row count needs, before arrow-ipc allocates that much.
+    fn check_decompressed_sizes(&self, index: usize, b: &BatchBlock, body: &[u8]) -> Result<()> {
+        let bits = b.rows.div_ceil(8);
+        let values = if self.info.dtype == DType::Bool {
+            bits
+        } else {
+            b.rows.saturating_mul(self.info.dtype.size() as u64)
+        };
+        for (&(off, len), need) in b.column_buffers.iter().zip([bits, values]) {
+            let prefix = usize::try_from(off)
+                .ok()
+                .and_then(|o| body.get(o..o.checked_add(8)?))
+                .filter(|_| len >= 8);
+            let Some(prefix) = prefix else { continue };
+            let mut n = [0u8; 8];
+            n.copy_from_slice(prefix);
+            let declared = i64::from_le_bytes(n);
+            let limit = need.saturating_mul(2).saturating_add(1 << 20);
+            if declared > 0 && declared as u64 > limit {
+                return Err(Error::corrupt(
+                    &self.info.path,
+                    format!(
+                        "record batch {index}: a compressed buffer of column {:?} declares {declared} \
+                         decompressed bytes, but {} rows need at most {need}",
+                        self.column, b.rows
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Turns the decoded column of batch `index` into chunk bytes.
@@ -590,6 +721,7 @@ impl ChunkSource for ArrowSource {
         // Checked at open: the block lies inside the file and its lengths are non-negative.
         let len = b.meta_len as usize + b.body_len as usize;
         let window = MmapWindow::map(&self.file, path, b.offset, len)?;
+        self.check_decompressed_sizes(index, b, &window.bytes()[b.meta_len as usize..])?;
         let buf = arrow_buffer::Buffer::from(bytes::Bytes::from_owner(WindowBytes(window)));
         // The window starts at the block, so the block's offset within `buf` is 0.
         let block = Block::new(0, b.meta_len, b.body_len);
@@ -1119,6 +1251,62 @@ mod tests {
             );
             assert_eq!(bytemuck::cast_slice::<u8, f32>(&read_all(&src)), &vals[..]);
         }
+    }
+
+    #[test]
+    fn compressed_buffer_sizes_are_bounded() {
+        use arrow_array::builder::{ListBuilder, PrimitiveBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.arrow");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new(
+                "l",
+                DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
+                true,
+            ),
+            Field::new("v", DataType::Float64, false),
+        ]));
+        let opts = arrow_ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::ZSTD))
+            .unwrap();
+        let mut w =
+            FileWriter::try_new_with_options(File::create(&p).unwrap(), &schema, opts).unwrap();
+        for rows in [500usize, 200] {
+            let mut lb = ListBuilder::new(PrimitiveBuilder::<Int32Type>::new());
+            for i in 0..rows {
+                lb.values().append_value(i as i32);
+                lb.append(true);
+            }
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("r{i}")),
+                )),
+                Arc::new(lb.finish()),
+                Arc::new(Float64Array::from(vec![0.5; rows])),
+            ];
+            w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+                .unwrap();
+        }
+        w.finish().unwrap();
+
+        let src = ArrowSource::open(&p, "c", Some("v")).unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        for b in &src.batches {
+            // The located values buffer declares exactly rows x 8 decompressed bytes.
+            let (off, _) = b.column_buffers[1];
+            let at = (b.offset + b.meta_len as u64 + off) as usize;
+            let declared = i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+            assert_eq!(declared as u64, b.rows * 8);
+            bytes[at..at + 8].copy_from_slice(&(1i64 << 60).to_le_bytes());
+        }
+        assert_eq!(read_all(&src), bytemuck::cast_slice(&[0.5f64; 700]));
+        let bad = dir.path().join("huge.arrow");
+        std::fs::write(&bad, &bytes).unwrap();
+        let src = ArrowSource::open(&bad, "huge", Some("v")).unwrap();
+        let e = src.read_chunk(1).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("declares"), "{e}");
     }
 
     #[test]
