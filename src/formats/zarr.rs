@@ -167,288 +167,121 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// Error helpers for one `zarr.json`: every message names the file and the field.
+struct Doc<'a> {
+    path: &'a Path,
+}
+
+impl Doc<'_> {
+    fn corrupt(&self, what: String) -> Error {
+        Error::corrupt(self.path, what)
+    }
+
+    fn unsupported(&self, what: String) -> Error {
+        Error::unsupported(self.path, what)
+    }
+
+    /// `field "NAME": expected EXPECTED, found VALUE`.
+    fn bad(&self, name: &str, expected: &str, found: &Value) -> Error {
+        self.corrupt(format!(
+            "field \"{name}\": expected {expected}, found {found}"
+        ))
+    }
+
+    /// The required member `name` of `obj`; `ctx` is the dotted path of `obj` (`""` for the
+    /// root, `"chunk_grid."`...).
+    fn field<'v>(&self, obj: &'v Map<String, Value>, ctx: &str, name: &str) -> Result<&'v Value> {
+        obj.get(name)
+            .ok_or_else(|| self.corrupt(format!("missing field \"{ctx}{name}\"")))
+    }
+
+    /// The required member `name` of `obj`, which must be an object.
+    fn object<'v>(
+        &self,
+        obj: &'v Map<String, Value>,
+        ctx: &str,
+        name: &str,
+    ) -> Result<&'v Map<String, Value>> {
+        let v = self.field(obj, ctx, name)?;
+        v.as_object()
+            .ok_or_else(|| self.bad(&format!("{ctx}{name}"), "an object", v))
+    }
+
+    /// A JSON array of non-negative integers.
+    fn u64_list(&self, name: &str, v: &Value) -> Result<Vec<u64>> {
+        let bad = || self.bad(name, "an array of non-negative integers", v);
+        v.as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|d| d.as_u64().ok_or_else(bad))
+            .collect()
+    }
+}
+
 /// Parses the text of an array's `zarr.json`. `path` (the `zarr.json` file) only names it in
 /// errors; a group is rejected with a hint to name an array inside it.
 pub fn parse_metadata(path: &Path, text: &str) -> Result<ZarrMetadata> {
-    let corrupt = |what: String| Error::corrupt(path, what);
-    let doc: Value = serde_json::from_str(text).map_err(|e| {
-        corrupt(format!(
+    let doc = Doc { path };
+    let json: Value = serde_json::from_str(text).map_err(|e| {
+        doc.corrupt(format!(
             "invalid JSON at line {}, column {}: {e}",
             e.line(),
             e.column()
         ))
     })?;
-    let root = doc
-        .as_object()
-        .ok_or_else(|| corrupt(format!("expected a JSON object, found {}", type_name(&doc))))?;
-    let field = |obj: &'_ Map<String, Value>, ctx: &str, name: &str| -> Result<Value> {
-        obj.get(name)
-            .cloned()
-            .ok_or_else(|| corrupt(format!("missing field \"{ctx}{name}\"")))
-    };
-    let bad = |name: &str, expected: &str, found: &Value| {
-        corrupt(format!(
-            "field \"{name}\": expected {expected}, found {found}"
+    let root = json.as_object().ok_or_else(|| {
+        doc.corrupt(format!(
+            "expected a JSON object, found {}",
+            type_name(&json)
         ))
-    };
+    })?;
 
-    match field(root, "", "zarr_format")? {
+    match doc.field(root, "", "zarr_format")? {
         Value::Number(n) if n.as_u64() == Some(3) => {}
         Value::Number(n) => {
-            return Err(Error::unsupported(
-                path,
-                format!("zarr_format {n}; only Zarr v3 (zarr_format 3) is read"),
-            ));
+            return Err(doc.unsupported(format!(
+                "zarr_format {n}; only Zarr v3 (zarr_format 3) is read"
+            )));
         }
-        v => return Err(bad("zarr_format", "the number 3", &v)),
+        v => return Err(doc.bad("zarr_format", "the number 3", v)),
     }
-    match field(root, "", "node_type")?.as_str() {
-        Some("array") => {}
-        Some("group") => {
-            let store = path.parent().unwrap_or(Path::new("."));
-            return Err(group_error(store));
+    match doc.field(root, "", "node_type")? {
+        Value::String(s) if s == "array" => {}
+        Value::String(s) if s == "group" => {
+            return Err(group_error(path.parent().unwrap_or(Path::new("."))));
         }
-        _ => {
-            let v = field(root, "", "node_type")?;
-            return Err(bad("node_type", "\"array\"", &v));
-        }
+        v => return Err(doc.bad("node_type", "\"array\"", v)),
     }
 
-    let u64_list = |name: &str, v: &Value| -> Result<Vec<u64>> {
-        let arr = v
-            .as_array()
-            .ok_or_else(|| bad(name, "an array of non-negative integers", v))?;
-        arr.iter()
-            .map(|d| {
-                d.as_u64()
-                    .ok_or_else(|| bad(name, "an array of non-negative integers", v))
-            })
-            .collect()
-    };
-    let shape = u64_list("shape", &field(root, "", "shape")?)?;
-    checked_numel(&shape).map_err(|e| corrupt(format!("field \"shape\": {e}")))?;
+    let shape = doc.u64_list("shape", doc.field(root, "", "shape")?)?;
+    checked_numel(&shape).map_err(|e| doc.corrupt(format!("field \"shape\": {e}")))?;
 
-    let dtype = match field(root, "", "data_type")? {
-        Value::String(s) => DType::from_zarr_name(&s).ok_or_else(|| {
-            Error::unsupported(
-                path,
-                format!(
-                    "data type {s:?} (supported: bool, int8-int64, uint8-uint64, float32, float64)"
-                ),
-            )
+    let dtype = match doc.field(root, "", "data_type")? {
+        Value::String(s) => DType::from_zarr_name(s).ok_or_else(|| {
+            doc.unsupported(format!(
+                "data type {s:?} (supported: bool, int8-int64, uint8-uint64, float32, float64)"
+            ))
         })?,
         Value::Object(o) => {
             let name = o.get("name").map(|n| n.to_string()).unwrap_or_default();
-            return Err(Error::unsupported(
-                path,
-                format!("extension data type {name}"),
-            ));
+            return Err(doc.unsupported(format!("extension data type {name}")));
         }
-        v => return Err(bad("data_type", "a data type name", &v)),
+        v => return Err(doc.bad("data_type", "a data type name", v)),
     };
 
-    // chunk_grid
-    let grid = field(root, "", "chunk_grid")?;
-    let grid = grid
-        .as_object()
-        .ok_or_else(|| bad("chunk_grid", "an object", &grid))?;
-    match field(grid, "chunk_grid.", "name")? {
-        Value::String(s) if s == "regular" => {}
-        Value::String(s) => {
-            return Err(Error::unsupported(
-                path,
-                format!("chunk grid {s:?} (only \"regular\" is supported)"),
-            ));
-        }
-        v => return Err(bad("chunk_grid.name", "a string", &v)),
-    }
-    let gconf = field(grid, "chunk_grid.", "configuration")?;
-    let gconf = gconf
-        .as_object()
-        .ok_or_else(|| bad("chunk_grid.configuration", "an object", &gconf))?;
-    let chunk_shape = u64_list(
-        "chunk_grid.configuration.chunk_shape",
-        &field(gconf, "chunk_grid.configuration.", "chunk_shape")?,
-    )?;
-    if chunk_shape.len() != shape.len() {
-        return Err(corrupt(format!(
-            "field \"chunk_grid.configuration.chunk_shape\": {chunk_shape:?} has {} dimensions, \
-             but shape {} has {}",
-            chunk_shape.len(),
-            shape_str(&shape),
-            shape.len()
-        )));
-    }
-    if chunk_shape.contains(&0) {
-        return Err(corrupt(format!(
-            "field \"chunk_grid.configuration.chunk_shape\": {chunk_shape:?} has a zero entry"
-        )));
-    }
-    let chunk_bytes = checked_numel(&chunk_shape)
-        .ok()
-        .and_then(|n| n.checked_mul(dtype.size() as u64))
-        .filter(|&b| b <= isize::MAX as u64);
-    if chunk_bytes.is_none() {
-        return Err(Error::unsupported(
-            path,
-            format!(
-                "chunk shape {} is too large to hold in memory",
-                shape_str(&chunk_shape)
-            ),
-        ));
-    }
-
-    // chunk_key_encoding
-    let kenc = field(root, "", "chunk_key_encoding")?;
-    let kenc_obj = kenc
-        .as_object()
-        .ok_or_else(|| bad("chunk_key_encoding", "an object", &kenc))?;
-    let kname = field(kenc_obj, "chunk_key_encoding.", "name")?;
-    let sep = match kenc_obj.get("configuration") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(c)) => match c.get("separator") {
-            None => None,
-            Some(Value::String(s)) if s == "/" => Some('/'),
-            Some(Value::String(s)) if s == "." => Some('.'),
-            Some(v) => {
-                return Err(bad(
-                    "chunk_key_encoding.configuration.separator",
-                    "\"/\" or \".\"",
-                    v,
-                ));
-            }
-        },
-        Some(v) => return Err(bad("chunk_key_encoding.configuration", "an object", v)),
-    };
-    let key_encoding = match kname.as_str() {
-        Some("default") => KeyEncoding::Default {
-            separator: sep.unwrap_or('/'),
-        },
-        Some("v2") => KeyEncoding::V2 {
-            separator: sep.unwrap_or('.'),
-        },
-        Some(other) => {
-            return Err(Error::unsupported(
-                path,
-                format!("chunk key encoding {other:?} (supported: \"default\", \"v2\")"),
-            ));
-        }
-        None => return Err(bad("chunk_key_encoding.name", "a string", &kname)),
-    };
-
-    // fill_value
-    let fill_value_json = field(root, "", "fill_value")?;
+    let chunk_shape = parse_chunk_grid(&doc, root, &shape, dtype)?;
+    let key_encoding = parse_key_encoding(&doc, root)?;
+    let fill_value_json = doc.field(root, "", "fill_value")?.clone();
     let fill_value = parse_fill_value(path, dtype, &fill_value_json)?;
+    let (byte_order, endian_given, codecs) = parse_codecs(&doc, root, dtype)?;
 
-    // codecs
-    let codecs_v = field(root, "", "codecs")?;
-    let codecs_list = codecs_v
-        .as_array()
-        .ok_or_else(|| bad("codecs", "an array", &codecs_v))?;
-    let mut serializer: Option<(ByteOrder, bool)> = None;
-    let mut codecs = Vec::new();
-    for (i, c) in codecs_list.iter().enumerate() {
-        let ctx = format!("codecs[{i}]");
-        let (name, conf) = match c {
-            Value::String(s) => (s.as_str(), None),
-            Value::Object(o) => match o.get("name") {
-                Some(Value::String(s)) => {
-                    (s.as_str(), o.get("configuration").filter(|v| !v.is_null()))
-                }
-                Some(v) => return Err(bad(&format!("{ctx}.name"), "a string", v)),
-                None => return Err(corrupt(format!("missing field \"{ctx}.name\""))),
-            },
-            v => return Err(bad(&ctx, "a codec object", v)),
-        };
-        let conf = match conf {
-            None => None,
-            Some(Value::Object(o)) => Some(o),
-            Some(v) => return Err(bad(&format!("{ctx}.configuration"), "an object", v)),
-        };
-        let conf_field = |key: &str| conf.and_then(|o| o.get(key));
-        match name {
-            "bytes" => {
-                if serializer.is_some() {
-                    return Err(corrupt(format!(
-                        "field \"codecs\": {ctx} is a second array->bytes codec \"bytes\""
-                    )));
-                }
-                let (order, given) = match conf_field("endian") {
-                    None | Some(Value::Null) => {
-                        if dtype.size() > 1 {
-                            return Err(corrupt(format!(
-                                "missing field \"{ctx}.configuration.endian\" (required for \
-                                 {})",
-                                dtype.zarr_name()
-                            )));
-                        }
-                        (ByteOrder::Little, false)
-                    }
-                    Some(Value::String(s)) if s == "little" => (ByteOrder::Little, true),
-                    Some(Value::String(s)) if s == "big" => (ByteOrder::Big, true),
-                    Some(v) => {
-                        return Err(bad(
-                            &format!("{ctx}.configuration.endian"),
-                            "\"little\" or \"big\"",
-                            v,
-                        ));
-                    }
-                };
-                serializer = Some((order, given));
-            }
-            "zstd" | "gzip" => {
-                if serializer.is_none() {
-                    return Err(corrupt(format!(
-                        "field \"codecs\": bytes->bytes codec {name:?} ({ctx}) comes before the \
-                         array->bytes codec \"bytes\""
-                    )));
-                }
-                let level = match conf_field("level") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::Number(n)) => n.as_i64(),
-                    Some(v) => {
-                        return Err(bad(&format!("{ctx}.configuration.level"), "an integer", v));
-                    }
-                };
-                if name == "zstd" {
-                    let checksum = matches!(conf_field("checksum"), Some(Value::Bool(true)));
-                    codecs.push(BytesCodec::Zstd {
-                        level: level.unwrap_or(0).clamp(i32::MIN as i64, i32::MAX as i64) as i32,
-                        checksum,
-                    });
-                } else {
-                    codecs.push(BytesCodec::Gzip {
-                        level: level.unwrap_or(5).clamp(0, 9) as u32,
-                    });
-                }
-            }
-            other => {
-                return Err(Error::unsupported(
-                    path,
-                    format!(
-                        "codec {other:?} ({ctx}); supported codecs are \"bytes\", \"zstd\" and \
-                         \"gzip\""
-                    ),
-                ));
-            }
+    match root.get("storage_transformers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(st @ Value::Array(_)) => {
+            return Err(doc.unsupported(format!("storage transformers {st}")));
         }
-    }
-    let (byte_order, endian_given) = serializer.ok_or_else(|| {
-        corrupt("field \"codecs\" has no array->bytes codec (expected \"bytes\")".to_string())
-    })?;
-
-    if let Some(st) = root.get("storage_transformers") {
-        match st {
-            Value::Null => {}
-            Value::Array(a) if a.is_empty() => {}
-            Value::Array(_) => {
-                return Err(Error::unsupported(
-                    path,
-                    format!("storage transformers {st}"),
-                ));
-            }
-            v => return Err(bad("storage_transformers", "an array", v)),
-        }
+        Some(v) => return Err(doc.bad("storage_transformers", "an array", v)),
     }
 
     Ok(ZarrMetadata {
@@ -462,6 +295,184 @@ pub fn parse_metadata(path: &Path, text: &str) -> Result<ZarrMetadata> {
         fill_value,
         fill_value_json,
     })
+}
+
+/// `chunk_grid`: a `regular` grid whose chunk shape fits the array and memory.
+fn parse_chunk_grid(
+    doc: &Doc<'_>,
+    root: &Map<String, Value>,
+    shape: &[u64],
+    dtype: DType,
+) -> Result<Vec<u64>> {
+    let grid = doc.object(root, "", "chunk_grid")?;
+    match doc.field(grid, "chunk_grid.", "name")? {
+        Value::String(s) if s == "regular" => {}
+        Value::String(s) => {
+            return Err(
+                doc.unsupported(format!("chunk grid {s:?} (only \"regular\" is supported)"))
+            );
+        }
+        v => return Err(doc.bad("chunk_grid.name", "a string", v)),
+    }
+    let conf = doc.object(grid, "chunk_grid.", "configuration")?;
+    let name = "chunk_grid.configuration.chunk_shape";
+    let chunk_shape = doc.u64_list(
+        name,
+        doc.field(conf, "chunk_grid.configuration.", "chunk_shape")?,
+    )?;
+    if chunk_shape.len() != shape.len() {
+        return Err(doc.corrupt(format!(
+            "field \"{name}\": {chunk_shape:?} has {} dimensions, but shape {} has {}",
+            chunk_shape.len(),
+            shape_str(shape),
+            shape.len()
+        )));
+    }
+    if chunk_shape.contains(&0) {
+        return Err(doc.corrupt(format!(
+            "field \"{name}\": {chunk_shape:?} has a zero entry"
+        )));
+    }
+    let chunk_bytes = checked_numel(&chunk_shape)
+        .ok()
+        .and_then(|n| n.checked_mul(dtype.size() as u64))
+        .filter(|&b| b <= isize::MAX as u64);
+    if chunk_bytes.is_none() {
+        return Err(doc.unsupported(format!(
+            "chunk shape {} is too large to hold in memory",
+            shape_str(&chunk_shape)
+        )));
+    }
+    Ok(chunk_shape)
+}
+
+/// `chunk_key_encoding`: `default` (separator `/` unless given) or `v2` (separator `.`).
+fn parse_key_encoding(doc: &Doc<'_>, root: &Map<String, Value>) -> Result<KeyEncoding> {
+    let kenc = doc.object(root, "", "chunk_key_encoding")?;
+    let separator = match kenc.get("configuration") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) => match c.get("separator") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s == "/" => Some('/'),
+            Some(Value::String(s)) if s == "." => Some('.'),
+            Some(v) => {
+                return Err(doc.bad(
+                    "chunk_key_encoding.configuration.separator",
+                    "\"/\" or \".\"",
+                    v,
+                ));
+            }
+        },
+        Some(v) => return Err(doc.bad("chunk_key_encoding.configuration", "an object", v)),
+    };
+    match doc.field(kenc, "chunk_key_encoding.", "name")? {
+        Value::String(s) if s == "default" => Ok(KeyEncoding::Default {
+            separator: separator.unwrap_or('/'),
+        }),
+        Value::String(s) if s == "v2" => Ok(KeyEncoding::V2 {
+            separator: separator.unwrap_or('.'),
+        }),
+        Value::String(s) => Err(doc.unsupported(format!(
+            "chunk key encoding {s:?} (supported: \"default\", \"v2\")"
+        ))),
+        v => Err(doc.bad("chunk_key_encoding.name", "a string", v)),
+    }
+}
+
+/// `codecs`: exactly one `bytes` serializer followed by `zstd` / `gzip` codecs. Returns the byte
+/// order, whether it was given explicitly, and the bytes-to-bytes codecs in encoding order.
+fn parse_codecs(
+    doc: &Doc<'_>,
+    root: &Map<String, Value>,
+    dtype: DType,
+) -> Result<(ByteOrder, bool, Vec<BytesCodec>)> {
+    let list = doc.field(root, "", "codecs")?;
+    let list = list
+        .as_array()
+        .ok_or_else(|| doc.bad("codecs", "an array", list))?;
+    let mut serializer: Option<(ByteOrder, bool)> = None;
+    let mut codecs = Vec::new();
+    for (i, c) in list.iter().enumerate() {
+        let ctx = format!("codecs[{i}]");
+        let (name, conf) = match c {
+            Value::String(s) => (s.as_str(), None),
+            Value::Object(o) => match o.get("name") {
+                Some(Value::String(s)) => match o.get("configuration") {
+                    None | Some(Value::Null) => (s.as_str(), None),
+                    Some(Value::Object(conf)) => (s.as_str(), Some(conf)),
+                    Some(v) => {
+                        return Err(doc.bad(&format!("{ctx}.configuration"), "an object", v));
+                    }
+                },
+                Some(v) => return Err(doc.bad(&format!("{ctx}.name"), "a string", v)),
+                None => return Err(doc.corrupt(format!("missing field \"{ctx}.name\""))),
+            },
+            v => return Err(doc.bad(&ctx, "a codec object", v)),
+        };
+        let setting = |key: &str| conf.and_then(|o| o.get(key)).filter(|v| !v.is_null());
+        match name {
+            "bytes" => {
+                if serializer.is_some() {
+                    return Err(doc.corrupt(format!(
+                        "field \"codecs\": {ctx} is a second array->bytes codec \"bytes\""
+                    )));
+                }
+                serializer = Some(match setting("endian") {
+                    None if dtype.size() == 1 => (ByteOrder::Little, false),
+                    None => {
+                        return Err(doc.corrupt(format!(
+                            "missing field \"{ctx}.configuration.endian\" (required for {})",
+                            dtype.zarr_name()
+                        )));
+                    }
+                    Some(Value::String(s)) if s == "little" => (ByteOrder::Little, true),
+                    Some(Value::String(s)) if s == "big" => (ByteOrder::Big, true),
+                    Some(v) => {
+                        let field = format!("{ctx}.configuration.endian");
+                        return Err(doc.bad(&field, "\"little\" or \"big\"", v));
+                    }
+                });
+            }
+            "zstd" | "gzip" => {
+                if serializer.is_none() {
+                    return Err(doc.corrupt(format!(
+                        "field \"codecs\": bytes->bytes codec {name:?} ({ctx}) comes before the \
+                         array->bytes codec \"bytes\""
+                    )));
+                }
+                let level = match setting("level") {
+                    None => None,
+                    Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.as_i64(),
+                    Some(v) => {
+                        return Err(doc.bad(
+                            &format!("{ctx}.configuration.level"),
+                            "an integer",
+                            v,
+                        ));
+                    }
+                };
+                codecs.push(if name == "zstd" {
+                    BytesCodec::Zstd {
+                        level: level.unwrap_or(0).clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+                        checksum: matches!(setting("checksum"), Some(Value::Bool(true))),
+                    }
+                } else {
+                    BytesCodec::Gzip {
+                        level: level.unwrap_or(5).clamp(0, 9) as u32,
+                    }
+                });
+            }
+            other => {
+                return Err(doc.unsupported(format!(
+                    "codec {other:?} ({ctx}); supported codecs are \"bytes\", \"zstd\" and \"gzip\""
+                )));
+            }
+        }
+    }
+    let (byte_order, endian_given) = serializer.ok_or_else(|| {
+        doc.corrupt("field \"codecs\" has no array->bytes codec (expected \"bytes\")".into())
+    })?;
+    Ok((byte_order, endian_given, codecs))
 }
 
 /// The error for opening a group: names the arrays directly inside it, if any.
@@ -667,21 +678,39 @@ impl ZarrSource {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(cpath, "open", e)),
         };
+        let stat = file.metadata().map_err(|e| Error::io(cpath, "stat", e))?;
+        if !stat.is_file() {
+            return Err(Error::corrupt(
+                cpath,
+                "expected a chunk file, found a directory or special file",
+            ));
+        }
         if self.meta.codecs.is_empty() {
-            let len = file
-                .metadata()
-                .map_err(|e| Error::io(cpath, "stat", e))?
-                .len();
-            if len != expected as u64 {
-                return Err(self.size_error(cpath, len, "file size"));
+            if stat.len() != expected as u64 {
+                return Err(self.size_error(cpath, stat.len(), "file size"));
             }
             let window = MmapWindow::map(&file, cpath, 0, expected)?;
             return Ok(Some(Buffer::shared(Box::new(window))));
         }
-        let mut raw = Vec::new();
+        let mut raw = Vec::with_capacity(stat.len().min(1 << 30) as usize);
         (&file)
             .read_to_end(&mut raw)
             .map_err(|e| Error::io(cpath, "read", e))?;
+        // The chunk shape comes from zarr.json; make an absurd one a typed error rather than an
+        // allocation failure (which aborts). Typical chunks are far below the threshold.
+        if expected > 1 << 30
+            && Vec::<u64>::new()
+                .try_reserve_exact(expected.div_ceil(8))
+                .is_err()
+        {
+            return Err(Error::unsupported(
+                cpath,
+                format!(
+                    "cannot allocate {expected} bytes to decode a chunk of shape {}",
+                    shape_str(&self.meta.chunk_shape)
+                ),
+            ));
+        }
         let mut out = Buffer::zeroed(expected);
         self.decode_into(cpath, &raw, out.bytes_mut())?;
         Ok(Some(out))
@@ -1524,6 +1553,36 @@ mod tests {
     }
 
     #[test]
+    fn absurd_chunk_shapes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let codecs = serde_json::json!([
+            {"name": "bytes", "configuration": {"endian": "little"}},
+            {"name": "zstd", "configuration": {"level": 0, "checksum": false}},
+        ]);
+        let m = meta("int64", &[4], &[1 << 62], Value::from(0), codecs.clone());
+        let p = hand_store(dir.path(), "huge.zarr", &m, &[]);
+        assert!(open_err(&p).contains("too large"));
+        // 2^47 elements x 8 bytes = 1 PiB: no machine allocates that.
+        let chunk = zstd::bulk::compress(&[0u8; 64], 1).unwrap();
+        let m = meta("int64", &[4], &[1 << 47], Value::from(0), codecs);
+        let p = hand_store(dir.path(), "big.zarr", &m, &[("c/0", chunk)]);
+        let e = ZarrSource::open(&p, "x")
+            .unwrap()
+            .read_chunk(0)
+            .unwrap_err();
+        assert!(e.to_string().contains("c/0"), "{e}");
+        // A directory where a chunk file should be.
+        let le = serde_json::json!([{"name": "bytes", "configuration": {"endian": "little"}}]);
+        let m = meta("uint8", &[4], &[2], Value::from(0), le);
+        let p = hand_store(dir.path(), "d.zarr", &m, &[("c/1/x", vec![])]);
+        let e = ZarrSource::open(&p, "x")
+            .unwrap()
+            .read_chunk(1)
+            .unwrap_err();
+        assert!(e.to_string().contains("directory"), "{e}");
+    }
+
+    #[test]
     fn group_error_names_arrays() {
         let dir = tempfile::tempdir().unwrap();
         let g = dir.path().join("g.zarr");
@@ -1546,5 +1605,45 @@ mod tests {
         assert!(e.contains("group"), "{e}");
         let src = crate::formats::open(g.join("temp").to_str().unwrap()).unwrap();
         assert_eq!(src.info().shape, vec![3]);
+    }
+}
+
+/// Interoperability hook, run by hand against stores from other implementations:
+///
+/// ```text
+/// CHUNKHEAP_CONVERT='in.zarr>out.npy;in.npy>out.zarr|4,5|zstd:3' \
+///     cargo test --lib formats::zarr::interop -- --ignored
+/// ```
+///
+/// Each `;`-separated job copies a source to a new output; a `.zarr` output takes an optional
+/// chunk shape and codec (`none`, `zstd:L`, `gzip:L`).
+#[cfg(test)]
+mod interop {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs CHUNKHEAP_CONVERT"]
+    fn convert() {
+        let jobs = std::env::var("CHUNKHEAP_CONVERT").expect("set CHUNKHEAP_CONVERT");
+        for job in jobs.split(';').filter(|j| !j.trim().is_empty()) {
+            let (src, rest) = job.split_once('>').expect("SRC>DST");
+            let mut parts = rest.split('|');
+            let dst = parts.next().unwrap();
+            let mut options = WriteOptions::default();
+            if let Some(c) = parts.next().filter(|c| !c.is_empty()) {
+                options.chunks = Some(crate::shape::parse_shape(c).unwrap());
+            }
+            options.codec = match parts.next().unwrap_or("none").split_once(':') {
+                Some(("zstd", l)) => Codec::Zstd(l.parse().unwrap()),
+                Some(("gzip", l)) => Codec::Gzip(l.parse().unwrap()),
+                _ => Codec::None,
+            };
+            let source = crate::formats::open(src).unwrap_or_else(|e| panic!("{e}"));
+            let info = source.info();
+            eprintln!("{src}: {:?} {:?}", info.shape, info.details);
+            let writer = crate::formats::create(dst, info.dtype, &info.shape, &options).unwrap();
+            crate::pipeline::copy(source.as_ref(), writer, &crate::pipeline::no_progress)
+                .unwrap_or_else(|e| panic!("{src}: {e}"));
+        }
     }
 }
