@@ -16,7 +16,13 @@ fn bench(c: &mut Criterion) {
     let path = dir.path().join("x.npy");
     let path = path.to_str().unwrap();
     let n: u64 = 16 << 20; // 128 MiB of f64
-    let spec = GenSpec { shape: vec![n], dtype: chunkheap::DType::F64, dist: Dist::NORMAL, seed: 1, options: Default::default() };
+    let spec = GenSpec {
+        shape: vec![n],
+        dtype: chunkheap::DType::F64,
+        dist: Dist::NORMAL,
+        seed: 1,
+        options: Default::default(),
+    };
     generate(path, &spec).unwrap();
     let bytes = n * 8;
 
@@ -26,26 +32,31 @@ fn bench(c: &mut Criterion) {
 
     let in_memory: Vec<f64> = {
         let src = formats::open(path).unwrap();
-        let b = src.read_region(&chunkheap::shape::Region::full(&[n])).unwrap();
+        let b = src
+            .read_region(&chunkheap::shape::Region::full(&[n]))
+            .unwrap();
         b.as_slice::<f64>().to_vec()
     };
     g.bench_function("baseline: plain sum of an in-memory Vec (1 thread)", |b| {
         b.iter(|| in_memory.iter().sum::<f64>())
     });
     let mut buf = vec![0u8; 8 << 20];
-    g.bench_function("baseline: read() the file into a reused 8 MiB buffer (1 thread)", |b| {
-        b.iter(|| {
-            let mut f = std::fs::File::open(path).unwrap();
-            let mut total = 0usize;
-            loop {
-                let k = f.read(&mut buf).unwrap();
-                if k == 0 {
-                    break total;
+    g.bench_function(
+        "baseline: read() the file into a reused 8 MiB buffer (1 thread)",
+        |b| {
+            b.iter(|| {
+                let mut f = std::fs::File::open(path).unwrap();
+                let mut total = 0usize;
+                loop {
+                    let k = f.read(&mut buf).unwrap();
+                    if k == 0 {
+                        break total;
+                    }
+                    total += k;
                 }
-                total += k;
-            }
-        })
-    });
+            })
+        },
+    );
     g.bench_function("chunkheap stats (all threads)", |b| {
         b.iter(|| {
             let src = formats::open(path).unwrap();

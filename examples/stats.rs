@@ -13,14 +13,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(s) => s,
         None => {
             let p = dir.path().join("demo.npy").to_string_lossy().into_owned();
-            let spec = GenSpec { shape: vec![1000, 1000], dtype: DType::F32, dist: Dist::NORMAL, seed: 7, options: Default::default() };
+            let spec = GenSpec {
+                shape: vec![1000, 1000],
+                dtype: DType::F32,
+                dist: Dist::NORMAL,
+                seed: 7,
+                options: Default::default(),
+            };
             generate(&p, &spec)?;
             p
         }
     };
     let source = formats::open(&src)?;
     let info = source.info();
-    println!("{}: {} {:?} in {}", info.name, info.dtype, info.shape, info.layout.describe());
+    println!(
+        "{}: {} {:?} in {}",
+        info.name,
+        info.dtype,
+        info.shape,
+        info.layout.describe()
+    );
     let s = stats(source.as_ref())?;
     println!("{}", s.to_json(0));
     println!("sample std (ddof=1): {:?}", s.std(1));

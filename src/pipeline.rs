@@ -46,11 +46,7 @@ where
 ///
 /// Production and writing overlap: while a dedicated thread writes batch *k* (one chunk per
 /// worker), the pool produces batch *k + 1*, so at most three batches are in memory at once.
-pub fn write_all<F>(
-    writer: Box<dyn ArrayWriter>,
-    progress: Progress<'_>,
-    produce: F,
-) -> Result<()>
+pub fn write_all<F>(writer: Box<dyn ArrayWriter>, progress: Progress<'_>, produce: F) -> Result<()>
 where
     F: Fn(&crate::shape::Region) -> Result<Buffer> + Sync,
 {

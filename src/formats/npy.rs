@@ -480,13 +480,22 @@ impl NpyWriter {
         Ok(NpyWriter {
             layout: ChunkLayout::contiguous(shape, dtype.size(), DEFAULT_CHUNK_BYTES),
             expected: numel(shape) * dtype.size() as u64,
-            state: Mutex::new(WriteState { out, written: 0, next: 0 }),
+            state: Mutex::new(WriteState {
+                out,
+                written: 0,
+                next: 0,
+            }),
         })
     }
 
     /// The final path.
     pub fn path(&self) -> PathBuf {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).out.target().to_path_buf()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .out
+            .target()
+            .to_path_buf()
     }
 }
 

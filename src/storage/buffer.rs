@@ -98,7 +98,12 @@ impl Drop for Buffer {
 impl Buffer {
     /// A zero-filled owned buffer of `len` bytes (recycled from earlier chunks when possible).
     pub fn zeroed(len: usize) -> Buffer {
-        Buffer { repr: Repr::Owned { words: pool_take(len.div_ceil(8)), len } }
+        Buffer {
+            repr: Repr::Owned {
+                words: pool_take(len.div_ceil(8)),
+                len,
+            },
+        }
     }
 
     /// An owned copy of `bytes`.
