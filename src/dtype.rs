@@ -166,10 +166,11 @@ impl FromStr for DType {
             return Ok(d);
         }
         let code = t.trim_start_matches(['<', '>', '=', '|']);
-        if t.len() - code.len() <= 1 && code.len() == 2 {
-            if let Some(d) = DType::from_numpy_code(code) {
-                return Ok(d);
-            }
+        if t.len() - code.len() <= 1
+            && code.len() == 2
+            && let Some(d) = DType::from_numpy_code(code)
+        {
+            return Ok(d);
         }
         Err(Error::UnknownDType(s.to_string()))
     }

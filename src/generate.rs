@@ -187,10 +187,9 @@ pub fn generate_with_progress(out: &str, spec: &GenSpec, progress: Progress<'_>)
         low: Some(l),
         high: Some(h),
     } = spec.dist
+        && (h.is_nan() || l.is_nan() || h <= l)
     {
-        if !(h > l) {
-            return Err(Error::Invalid(format!("uniform range [{l}, {h}) is empty")));
-        }
+        return Err(Error::Invalid(format!("uniform range [{l}, {h}) is empty")));
     }
     let writer = formats::create(out, spec.dtype, &spec.shape, &spec.options)?;
     write_all(writer, progress, |region| {

@@ -149,12 +149,12 @@ impl Stats {
             (Scalar::F64(a), Scalar::F64(b)) => near(a, b, spread),
             (a, b) => a == b,
         };
-        sums && near(self.m2, other.m2, 0.0)
-            && Stats {
-                sum: other.sum,
-                m2: other.m2,
-                ..self.clone()
-            } == *other
+        let rest = |s: &Stats| Stats {
+            sum: Scalar::Int(0),
+            m2: 0.0,
+            ..s.clone()
+        };
+        sums && near(self.m2, other.m2, 0.0) && rest(self) == rest(other)
     }
 
     /// One JSON object with the keys `shape, dtype, count, nan_count, sum, mean, std, min, max,
@@ -194,6 +194,16 @@ fn exact_div(s: i128, n: u64) -> f64 {
     q as f64 + r as f64 / n as f64
 }
 
+/// `sa / na - sb / nb` from exact integer sums, or `None` if the cross products overflow.
+fn exact_mean_diff(sa: i128, na: u64, sb: i128, nb: u64) -> Option<f64> {
+    let num = sa
+        .checked_mul(nb as i128)?
+        .checked_sub(sb.checked_mul(na as i128)?)?;
+    let den = (na as i128).checked_mul(nb as i128)?;
+    let q = num / den;
+    Some(q as f64 + (num - q * den) as f64 / den as f64)
+}
+
 /// Computes [`Stats`] over every element of `src` in one parallel pass.
 pub fn stats(src: &dyn ChunkSource) -> Result<Stats> {
     stats_with_progress(src, &no_progress)
@@ -218,6 +228,9 @@ trait StatElem: Element + Copy {
     const HIGHEST: Self;
     fn is_nan(self) -> bool;
     fn to_scalar(self) -> Scalar;
+    /// `self - mean` as accurately as f64 allows (integers subtract the rounded mean exactly
+    /// first, so 64-bit values far from zero keep their low bits).
+    fn centered(self, mean: f64) -> f64;
     /// Exact sum of a block (integers) as i128; floats return 0 (they use the f64 path).
     fn int_sum(block: &[Self]) -> i128;
 }
@@ -231,6 +244,11 @@ macro_rules! int_stat {
             #[inline]
             fn is_nan(self) -> bool { false }
             fn to_scalar(self) -> Scalar { Scalar::Int(self as i128) }
+            #[inline]
+            fn centered(self, mean: f64) -> f64 {
+                let m = mean.round();
+                (self as i128 - m as i128) as f64 - (mean - m)
+            }
             #[inline]
             fn int_sum(block: &[Self]) -> i128 {
                 let mut lanes = [0 as $acc; 8];
@@ -259,6 +277,10 @@ impl StatElem for Bool {
     fn to_scalar(self) -> Scalar {
         Scalar::Bool(self.get())
     }
+    #[inline]
+    fn centered(self, mean: f64) -> f64 {
+        self.to_f64() - mean
+    }
     fn int_sum(block: &[Self]) -> i128 {
         block.iter().filter(|b| b.get()).count() as i128
     }
@@ -275,6 +297,10 @@ impl StatElem for f32 {
     fn to_scalar(self) -> Scalar {
         Scalar::F32(self)
     }
+    #[inline]
+    fn centered(self, mean: f64) -> f64 {
+        self.to_f64() - mean
+    }
     fn int_sum(_: &[Self]) -> i128 {
         0
     }
@@ -290,6 +316,10 @@ impl StatElem for f64 {
     }
     fn to_scalar(self) -> Scalar {
         Scalar::F64(self)
+    }
+    #[inline]
+    fn centered(self, mean: f64) -> f64 {
+        self.to_f64() - mean
     }
     fn int_sum(_: &[Self]) -> i128 {
         0
@@ -332,7 +362,14 @@ impl<T: StatElem> Partial<T> {
                 self.m2 = o.m2;
             } else {
                 let n = (self.count + o.count) as f64;
-                let delta = o.mean - self.mean;
+                // For integers the difference of the means is taken from the exact sums, so
+                // means of 64-bit values far from zero lose nothing to rounding.
+                let delta = if T::FLOAT {
+                    o.mean - self.mean
+                } else {
+                    exact_mean_diff(o.isum, o.count, self.isum, self.count)
+                        .unwrap_or(o.mean - self.mean)
+                };
                 self.mean += delta * (o.count as f64 / n);
                 self.m2 += o.m2 + delta * delta * (self.count as f64 * o.count as f64 / n);
             }
@@ -443,14 +480,14 @@ fn sq_dev<T: StatElem>(x: &[T], mean: f64) -> f64 {
     for c in &mut it {
         for j in 0..8 {
             let e = c[j];
-            let d = if e.is_nan() { 0.0 } else { e.to_f64() - mean };
+            let d = if e.is_nan() { 0.0 } else { e.centered(mean) };
             lanes[j] += d * d;
         }
     }
     let mut m2 = pairwise_f64(&lanes);
     for &e in it.remainder() {
         if !e.is_nan() {
-            let d = e.to_f64() - mean;
+            let d = e.centered(mean);
             m2 += d * d;
         }
     }

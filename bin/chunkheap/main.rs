@@ -113,10 +113,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
             }
             eprintln!("chunkheap: error: {e:#}");
             ExitCode::FAILURE
@@ -207,10 +207,10 @@ fn parse_dist(d: DistArg, range: Option<&str>) -> Result<Dist> {
 /// Parses `--chunks` and `--codec`.
 pub(crate) fn write_options(chunks: Option<&str>, codec: &str) -> Result<WriteOptions> {
     let chunks = chunks.map(parse_shape).transpose().context("--chunks")?;
-    if let Some(c) = &chunks {
-        if c.is_empty() || c.contains(&0) {
-            bail!("--chunks needs positive sizes, got {c:?}");
-        }
+    if let Some(c) = &chunks
+        && (c.is_empty() || c.contains(&0))
+    {
+        bail!("--chunks needs positive sizes, got {c:?}");
     }
     let (name, level) = match codec.split_once(':') {
         Some((n, l)) => (
@@ -350,10 +350,10 @@ pub(crate) fn throughput_line(bytes: u64, secs: f64) -> String {
 fn check_not_input(src: &str, out: &str) -> Result<()> {
     let (sp, _) = formats::split_source_name(src);
     let op = Path::new(out.rsplit_once('#').map_or(out, |(p, _)| p));
-    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(&sp), std::fs::canonicalize(op)) {
-        if a == b {
-            bail!("{out}: output would replace the input {src}; choose another path");
-        }
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(&sp), std::fs::canonicalize(op))
+        && a == b
+    {
+        bail!("{out}: output would replace the input {src}; choose another path");
     }
     Ok(())
 }

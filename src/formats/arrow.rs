@@ -1090,7 +1090,7 @@ mod tests {
             chunks: Some(vec![2]),
             ..Default::default()
         };
-        let mut w = Box::new(ArrowWriter::create(&p, DType::I16, &[4], &opts).unwrap());
+        let w = Box::new(ArrowWriter::create(&p, DType::I16, &[4], &opts).unwrap());
         w.write(0, &[1, 0, 2, 0]).unwrap();
         assert!(w.write(0, &[1, 0, 2, 0]).is_err());
         assert!(w.finish().is_err());
@@ -1306,7 +1306,10 @@ mod tests {
             assert_eq!(declared as u64, b.rows * 8);
             bytes[at..at + 8].copy_from_slice(&(1i64 << 60).to_le_bytes());
         }
-        assert_eq!(read_all(&src), bytemuck::cast_slice(&[0.5f64; 700]));
+        assert_eq!(
+            read_all(&src),
+            bytemuck::cast_slice::<f64, u8>(&[0.5f64; 700])
+        );
         let bad = dir.path().join("huge.arrow");
         std::fs::write(&bad, &bytes).unwrap();
         let src = ArrowSource::open(&bad, "huge", Some("v")).unwrap();

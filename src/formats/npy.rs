@@ -296,13 +296,13 @@ impl NpySource {
         let mut head = vec![0u8; head_len];
         read_exact_at(&file, path, &mut head, 0)?;
         let mut header = parse_header(path, &head);
-        if let Err(Error::Truncated { .. }) = &header {
-            if file_len > head_len as u64 {
-                // A header larger than 1 MiB: read it whole.
-                let mut all = vec![0u8; file_len.min(1 << 32) as usize];
-                read_exact_at(&file, path, &mut all, 0)?;
-                header = parse_header(path, &all);
-            }
+        if let Err(Error::Truncated { .. }) = &header
+            && file_len > head_len as u64
+        {
+            // A header larger than 1 MiB: read it whole.
+            let mut all = vec![0u8; file_len.min(1 << 32) as usize];
+            read_exact_at(&file, path, &mut all, 0)?;
+            header = parse_header(path, &all);
         }
         let header = header?;
         let n = numel(&header.shape);

@@ -73,7 +73,7 @@ fn compare(s: &Stats, a: &Value) -> Vec<String> {
     // which NumPy itself sums in float32).
     match s.sum {
         Scalar::Int(i) => check(
-            i.to_string() == a["sum"].to_string(),
+            i.to_string() == format!("{}", a["sum"]),
             "sum",
             i.to_string(),
             &a["sum"],
@@ -181,7 +181,29 @@ fn cli_stats_json_matches_numpy() {
         let a = answers().into_iter().find(|a| a["source"] == rel).unwrap();
         let out = run_ok(&["stats", "--json", &data(rel)]);
         let j = parse_py_json(&out);
-        let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+        // Keys in the documented order (the parsed map sorts them, so read the text).
+        let keys = [
+            "shape",
+            "dtype",
+            "count",
+            "nan_count",
+            "sum",
+            "mean",
+            "std",
+            "min",
+            "max",
+            "argmin",
+            "argmax",
+        ];
+        let pos: Vec<usize> = keys
+            .iter()
+            .map(|k| out.find(&format!("\"{k}\":")).expect(k))
+            .collect();
+        assert!(
+            pos.windows(2).all(|w| w[0] < w[1]),
+            "{rel}: key order in {out}"
+        );
+        assert_eq!(j.as_object().unwrap().len(), keys.len(), "{rel}: {out}");
         assert_eq!(
             keys,
             [
@@ -206,7 +228,7 @@ fn cli_stats_json_matches_numpy() {
             assert_eq!(j["sum"].to_string(), a["sum"].to_string(), "{rel}");
         }
         if a["count"] == 0 {
-            assert_eq!(j["sum"].to_string(), "0", "{rel}");
+            assert_eq!(as_f64(&j["sum"]), Some(0.0), "{rel}");
             for k in ["mean", "std", "min", "max", "argmin", "argmax"] {
                 assert!(j[k].is_null(), "{rel}: {k} = {}", j[k]);
             }

@@ -118,6 +118,11 @@ fn our_outputs_open_in_numpy_zarr_python_and_pyarrow() {
         } else {
             num(&ours["min"])
         };
-        assert_eq!(min, num(&t["min"]), "{path}");
+        // f32 minima print with f32 round-trip precision; Python widens them to f64.
+        let theirs = num(&t["min"]);
+        assert!(
+            min == theirs || (min as f32 == theirs as f32 && args.contains(&"f32")),
+            "{path}: {min} vs {theirs}"
+        );
     }
 }

@@ -107,10 +107,8 @@ fn fortran_order(shape: &[u64]) -> Vec<usize> {
         .collect()
 }
 
-/// The naive reference: (count, nan, sum, mean, var, min, argmin, max, argmax).
-fn reference(
-    v: &[f64],
-) -> (
+/// (count, nan count, sum, mean, var, (min, argmin), (max, argmax)).
+type Reference = (
     u64,
     u64,
     f64,
@@ -118,7 +116,10 @@ fn reference(
     Option<f64>,
     Option<(f64, u64)>,
     Option<(f64, u64)>,
-) {
+);
+
+/// The naive reference.
+fn reference(v: &[f64]) -> Reference {
     let ok: Vec<(usize, f64)> = v
         .iter()
         .copied()
