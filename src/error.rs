@@ -74,6 +74,25 @@ pub enum Error {
         /// Which column and what is wrong (with the available columns).
         what: String,
     },
+    /// A memory reservation that cannot be granted within the budget.
+    #[error(
+        "memory budget of {} exceeded: {what} asked for {} with {} in use ({why}); largest holders: {holders}",
+        crate::memory::human_bytes(*limit), crate::memory::human_bytes(*asked), crate::memory::human_bytes(*used)
+    )]
+    OutOfMemoryBudget {
+        /// The budget's limit in bytes.
+        limit: u64,
+        /// Bytes reserved when the request failed.
+        used: u64,
+        /// Bytes asked for.
+        asked: u64,
+        /// What asked ("mapped chunk", "chunk buffer", ...).
+        what: String,
+        /// Why it could not wait for more room.
+        why: String,
+        /// The largest holders by category.
+        holders: String,
+    },
     /// Shapes, chunkings or arguments that do not fit together.
     #[error("{0}")]
     Invalid(String),

@@ -139,11 +139,11 @@ pub fn generate_region(
     dtype: DType,
     dist: Dist,
     seed: u64,
-) -> Buffer {
+) -> Result<Buffer> {
     let n = region.numel() as usize;
-    let mut buf = Buffer::zeroed(n * dtype.size());
+    let mut buf = Buffer::zeroed(n * dtype.size())?;
     if n == 0 {
-        return buf;
+        return Ok(buf);
     }
     crate::with_dtype!(dtype, T => {
         let out: &mut [T] = buf.as_mut_slice();
@@ -166,7 +166,7 @@ pub fn generate_region(
             }
         }
     });
-    buf
+    Ok(buf)
 }
 
 /// Generates an array into `out` (format from the extension).
@@ -193,13 +193,7 @@ pub fn generate_with_progress(out: &str, spec: &GenSpec, progress: Progress<'_>)
     }
     let writer = formats::create(out, spec.dtype, &spec.shape, &spec.options)?;
     write_all(writer, progress, |region| {
-        Ok(generate_region(
-            &spec.shape,
-            region,
-            spec.dtype,
-            spec.dist,
-            spec.seed,
-        ))
+        generate_region(&spec.shape, region, spec.dtype, spec.dist, spec.seed)
     })
 }
 
@@ -210,13 +204,14 @@ mod tests {
     #[test]
     fn regions_agree_with_whole() {
         let shape = [5u64, 7];
-        let whole = generate_region(&shape, &Region::full(&shape), DType::F64, Dist::NORMAL, 3);
+        let whole =
+            generate_region(&shape, &Region::full(&shape), DType::F64, Dist::NORMAL, 3).unwrap();
         let whole: &[f64] = whole.as_slice();
         let part = Region {
             origin: vec![1, 2],
             shape: vec![3, 4],
         };
-        let b = generate_region(&shape, &part, DType::F64, Dist::NORMAL, 3);
+        let b = generate_region(&shape, &part, DType::F64, Dist::NORMAL, 3).unwrap();
         let b: &[f64] = b.as_slice();
         for r in 0..3 {
             for c in 0..4 {
@@ -237,11 +232,13 @@ mod tests {
                 high: Some(5.0),
             },
             1,
-        );
+        )
+        .unwrap();
         let v: &[i64] = b.as_slice();
         assert!(v.iter().all(|&x| (-5..5).contains(&x)));
         assert!(v.contains(&-5) && v.contains(&4));
-        let b = generate_region(&shape, &Region::full(&shape), DType::F32, Dist::UNIFORM, 1);
+        let b =
+            generate_region(&shape, &Region::full(&shape), DType::F32, Dist::UNIFORM, 1).unwrap();
         let v: &[f32] = b.as_slice();
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
         assert!((mean - 0.5).abs() < 0.02, "{mean}");

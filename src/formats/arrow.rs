@@ -642,7 +642,7 @@ impl ArrowSource {
                     format!("record batch {index}: column did not decode as booleans"),
                 )
             })?;
-            let mut out = Buffer::zeroed(n);
+            let mut out = Buffer::zeroed(n)?;
             for (o, v) in out.bytes_mut().iter_mut().zip(b.values().iter()) {
                 *o = u8::from(v);
             }
@@ -670,9 +670,9 @@ impl ArrowSource {
         }
         let values = values.slice_with_length(start, len);
         if nulls == 0 {
-            return Ok(Buffer::shared(Box::new(values)));
+            return Ok(Buffer::shared(Box::new(values))?);
         }
-        let mut out = Buffer::copy_from(values.as_slice());
+        let mut out = Buffer::copy_from(values.as_slice())?;
         match dtype {
             DType::F32 => {
                 let s: &mut [f32] = out.as_mut_slice();
@@ -1007,7 +1007,8 @@ mod tests {
                 } else {
                     panic!("expected ranges layout");
                 }
-                let want = generate_region(&[n], &Region::full(&[n]), dtype, Dist::UNIFORM, 7);
+                let want =
+                    generate_region(&[n], &Region::full(&[n]), dtype, Dist::UNIFORM, 7).unwrap();
                 assert_eq!(read_all(&src), want.bytes(), "{p:?}");
                 if n > 0 {
                     let whole = src.read_region(&Region::full(&[n])).unwrap();

@@ -403,17 +403,17 @@ impl ChunkSource for NpySource {
         let needs_reorder =
             self.header.fortran_order && region.shape.iter().filter(|&&d| d > 1).count() > 1;
         let data = if needs_reorder {
-            let mut b = Buffer::copy_from(&fortran_to_c(window.bytes(), &region.shape, elem));
+            let mut b = Buffer::copy_from(&fortran_to_c(window.bytes(), &region.shape, elem))?;
             if needs_swap {
                 swap_bytes_in_place(b.bytes_mut(), self.info.dtype);
             }
             b
         } else if needs_swap {
-            let mut b = Buffer::copy_from(window.bytes());
+            let mut b = Buffer::copy_from(window.bytes())?;
             swap_bytes_in_place(b.bytes_mut(), self.info.dtype);
             b
         } else {
-            Buffer::shared(Box::new(window))
+            Buffer::shared(Box::new(window))?
         };
         Ok(Chunk {
             region,

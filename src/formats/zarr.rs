@@ -590,14 +590,14 @@ fn parse_fill_value(path: &Path, dtype: DType, v: &Value) -> Result<Vec<u8>> {
 }
 
 /// A buffer of `len` bytes holding `elem` repeated.
-fn filled(len: usize, elem: &[u8]) -> Buffer {
-    let mut b = Buffer::zeroed(len);
+fn filled(len: usize, elem: &[u8]) -> Result<Buffer> {
+    let mut b = Buffer::zeroed(len)?;
     if elem.iter().any(|&x| x != 0) {
         for c in b.bytes_mut().chunks_exact_mut(elem.len()) {
             c.copy_from_slice(elem);
         }
     }
-    b
+    Ok(b)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -691,7 +691,7 @@ impl ZarrSource {
                 return Err(self.size_error(cpath, stat.len(), "file size"));
             }
             let window = MmapWindow::map(&file, cpath, 0, expected)?;
-            return Ok(Some(Buffer::shared(Box::new(window))));
+            return Ok(Some(Buffer::shared(Box::new(window))?));
         }
         let mut raw = Vec::with_capacity(stat.len().min(1 << 30) as usize);
         (&file)
@@ -712,7 +712,7 @@ impl ZarrSource {
                 ),
             ));
         }
-        let mut out = Buffer::zeroed(expected);
+        let mut out = Buffer::zeroed(expected)?;
         self.decode_into(cpath, &raw, out.bytes_mut())?;
         Ok(Some(out))
     }
@@ -800,7 +800,7 @@ impl ChunkSource for ZarrSource {
         let cpath = self.chunk_path(index);
         let Some(stored) = self.load_stored(&cpath)? else {
             return Ok(Chunk {
-                data: filled(region.numel() as usize * elem, &self.meta.fill_value),
+                data: filled(region.numel() as usize * elem, &self.meta.fill_value)?,
                 region,
                 dtype,
             });
@@ -812,7 +812,7 @@ impl ChunkSource for ZarrSource {
                 origin: region.origin.clone(),
                 shape: self.meta.chunk_shape.clone(),
             };
-            let mut out = Buffer::zeroed(region.numel() as usize * elem);
+            let mut out = Buffer::zeroed(region.numel() as usize * elem)?;
             copy_box(
                 stored.bytes(),
                 &full,
@@ -1143,7 +1143,7 @@ mod tests {
         } else {
             let w = ZarrWriter::create(&path, dtype, shape, &options).unwrap();
             crate::pipeline::write_all(Box::new(w), &crate::pipeline::no_progress, |r| {
-                Ok(generate_region(shape, r, dtype, dist, 7))
+                Ok(generate_region(shape, r, dtype, dist, 7).unwrap())
             })
             .unwrap();
         }
@@ -1165,11 +1165,11 @@ mod tests {
         for i in 0..info.layout.num_chunks() {
             let c = src.read_chunk(i).unwrap();
             assert_eq!(c.region, info.layout.chunk_region(i));
-            let want = generate_region(shape, &c.region, dtype, dist, 7);
+            let want = generate_region(shape, &c.region, dtype, dist, 7).unwrap();
             assert_eq!(c.data.bytes(), want.bytes(), "chunk {i} of {shape:?}");
         }
         let whole = src.read_region(&Region::full(shape)).unwrap();
-        let want = generate_region(shape, &Region::full(shape), dtype, dist, 7);
+        let want = generate_region(shape, &Region::full(shape), dtype, dist, 7).unwrap();
         assert_eq!(whole.bytes(), want.bytes());
     }
 

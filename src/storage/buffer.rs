@@ -2,9 +2,11 @@
 //! element type.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::dtype::Element;
+use crate::error::Result;
+use crate::memory::{self, Reclaim, Reservation};
 use crate::storage::mmap::MmapWindow;
 
 /// Bytes kept alive by someone else (a memory map, an Arrow buffer).
@@ -29,13 +31,19 @@ impl SharedBytes for arrow_buffer::Buffer {
 ///
 /// **Invariant:** the bytes start at an address aligned to 8, so they can be viewed as a slice of
 /// any [`Element`].
+/// **Invariant:** owned bytes are reserved in the global [`memory`](crate::memory) budget for as
+/// long as they live (borrowed bytes carry their owner's reservation, e.g. a map window's).
 pub struct Buffer {
     repr: Repr,
 }
 
 enum Repr {
-    /// Owned, 8-byte aligned storage; `len` bytes are in use.
-    Owned { words: Vec<u64>, len: usize },
+    /// Owned, 8-byte aligned storage; `len` bytes are in use; `res` covers the whole capacity.
+    Owned {
+        words: Vec<u64>,
+        len: usize,
+        res: Reservation,
+    },
     /// Borrowed bytes (checked aligned at construction).
     Shared(Box<dyn SharedBytes>),
 }
@@ -45,8 +53,9 @@ enum Repr {
 /// Touching freshly mapped memory costs a page fault per 4 KiB (about 1-2 GB/s on our VMs, where
 /// freed pages go back to the host), several times the cost of reusing a warm buffer. Owned
 /// buffers of at least [`POOL_MIN_BYTES`] go back here when dropped, up to [`POOL_MAX_BUFFERS`]
-/// buffers and [`POOL_MAX_BYTES`] in all.
-static POOL: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+/// buffers and [`POOL_MAX_BYTES`] in all. Pooled buffers keep their reservation (they are resident
+/// memory); under budget pressure the pool is emptied first.
+static POOL: Mutex<Vec<(Vec<u64>, Reservation)>> = Mutex::new(Vec::new());
 /// Smallest allocation worth recycling.
 pub const POOL_MIN_BYTES: usize = 256 << 10;
 /// Most buffers kept for reuse.
@@ -54,78 +63,135 @@ pub const POOL_MAX_BUFFERS: usize = 16;
 /// Most bytes kept for reuse.
 pub const POOL_MAX_BYTES: usize = 256 << 20;
 
-fn pool_take(words: usize) -> Vec<u64> {
-    if words * 8 >= POOL_MIN_BYTES {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        // The smallest pooled buffer that fits, if it does not waste more than half of itself.
-        let best = pool
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.capacity() >= words && v.capacity() <= words * 2)
-            .min_by_key(|(_, v)| v.capacity())
-            .map(|(i, _)| i);
-        if let Some(i) = best {
-            let mut v = pool.swap_remove(i);
-            drop(pool);
-            v.clear();
-            v.resize(words, 0);
-            return v;
-        }
-    }
-    vec![0u64; words]
+fn pool() -> std::sync::MutexGuard<'static, Vec<(Vec<u64>, Reservation)>> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn pool_give(v: Vec<u64>) {
+/// Gives the pool's memory back to the budget when it runs short.
+struct PoolReclaimer;
+
+impl Reclaim for PoolReclaimer {
+    fn reclaim(&self, want: u64) -> u64 {
+        let mut got = 0;
+        let freed: Vec<_> = {
+            let mut p = pool();
+            let mut out = Vec::new();
+            while got < want {
+                match p.pop() {
+                    Some(e) => {
+                        got += e.1.bytes();
+                        out.push(e);
+                    }
+                    None => break,
+                }
+            }
+            out
+        };
+        drop(freed);
+        got
+    }
+}
+
+fn register_pool_reclaimer() {
+    static REG: OnceLock<Arc<dyn Reclaim>> = OnceLock::new();
+    REG.get_or_init(|| {
+        let r: Arc<dyn Reclaim> = Arc::new(PoolReclaimer);
+        memory::global().add_reclaimer(Arc::downgrade(&r));
+        r
+    });
+}
+
+/// Empties the buffer pool (its memory goes back to the allocator and the budget).
+pub fn clear_pool() {
+    drop(std::mem::take(&mut *pool()));
+}
+
+/// Bytes held by the buffer pool.
+pub fn pool_bytes() -> u64 {
+    pool().iter().map(|e| e.1.bytes()).sum()
+}
+
+fn pool_take(words: usize) -> Option<(Vec<u64>, Reservation)> {
+    if words * 8 < POOL_MIN_BYTES {
+        return None;
+    }
+    let mut p = pool();
+    // The smallest pooled buffer that fits, if it does not waste more than half of itself.
+    let best = p
+        .iter()
+        .enumerate()
+        .filter(|(_, (v, _))| v.capacity() >= words && v.capacity() <= words * 2)
+        .min_by_key(|(_, (v, _))| v.capacity())
+        .map(|(i, _)| i);
+    best.map(|i| p.swap_remove(i))
+}
+
+fn pool_give(v: Vec<u64>, res: Reservation) {
     let bytes = v.capacity() * 8;
     if bytes < POOL_MIN_BYTES {
         return;
     }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let held: usize = pool.iter().map(|b| b.capacity() * 8).sum();
-    if pool.len() < POOL_MAX_BUFFERS && held + bytes <= POOL_MAX_BYTES {
-        pool.push(v);
+    register_pool_reclaimer();
+    let mut p = pool();
+    let held: usize = p.iter().map(|b| b.0.capacity() * 8).sum();
+    if p.len() < POOL_MAX_BUFFERS && held + bytes <= POOL_MAX_BYTES {
+        p.push((v, res));
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Repr::Owned { words, .. } = &mut self.repr {
-            pool_give(std::mem::take(words));
+        if let Repr::Owned { words, res, .. } = &mut self.repr {
+            let res = std::mem::replace(res, Reservation::empty());
+            pool_give(std::mem::take(words), res);
         }
     }
 }
 
 impl Buffer {
-    /// A zero-filled owned buffer of `len` bytes (recycled from earlier chunks when possible).
-    pub fn zeroed(len: usize) -> Buffer {
-        Buffer {
-            repr: Repr::Owned {
-                words: pool_take(len.div_ceil(8)),
-                len,
-            },
-        }
+    /// A zero-filled owned buffer of `len` bytes, reserved in the global budget before it is
+    /// allocated (recycled from earlier chunks when possible). Waits for room under pressure and
+    /// fails if the budget cannot make room.
+    pub fn zeroed(len: usize) -> Result<Buffer> {
+        Buffer::zeroed_with(len, |bytes| memory::global().reserve(bytes, "chunk buffer"))
+    }
+
+    fn zeroed_with(len: usize, reserve: impl FnOnce(u64) -> Result<Reservation>) -> Result<Buffer> {
+        let words = len.div_ceil(8);
+        let (mut v, res) = match pool_take(words) {
+            Some(e) => e,
+            None => {
+                let res = reserve(words as u64 * 8)?;
+                (Vec::with_capacity(words), res)
+            }
+        };
+        v.clear();
+        v.resize(words, 0);
+        Ok(Buffer {
+            repr: Repr::Owned { words: v, len, res },
+        })
     }
 
     /// An owned copy of `bytes`.
-    pub fn copy_from(bytes: &[u8]) -> Buffer {
-        let mut b = Buffer::zeroed(bytes.len());
+    pub fn copy_from(bytes: &[u8]) -> Result<Buffer> {
+        let mut b = Buffer::zeroed(bytes.len())?;
         b.bytes_mut().copy_from_slice(bytes);
-        b
+        Ok(b)
     }
 
     /// Wraps borrowed bytes without copying when they are 8-byte aligned, and copies otherwise.
-    pub fn shared(bytes: Box<dyn SharedBytes>) -> Buffer {
+    pub fn shared(bytes: Box<dyn SharedBytes>) -> Result<Buffer> {
         if bytes.bytes().as_ptr().align_offset(8) == 0 {
-            Buffer {
+            Ok(Buffer {
                 repr: Repr::Shared(bytes),
-            }
+            })
         } else {
             Buffer::copy_from(bytes.bytes())
         }
     }
 
     /// An owned buffer holding `values`.
-    pub fn from_elements<T: Element>(values: &[T]) -> Buffer {
+    pub fn from_elements<T: Element>(values: &[T]) -> Result<Buffer> {
         Buffer::copy_from(bytemuck::cast_slice(values))
     }
 
@@ -147,20 +213,31 @@ impl Buffer {
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
         match &self.repr {
-            Repr::Owned { words, len } => &bytemuck::cast_slice(words)[..*len],
+            Repr::Owned { words, len, .. } => &bytemuck::cast_slice(words)[..*len],
             Repr::Shared(s) => s.bytes(),
         }
     }
 
-    /// The bytes, mutable; a shared buffer is first copied into owned storage.
+    /// The bytes, mutable. A shared buffer is first copied into owned storage; that copy's
+    /// reservation is forced (it may pass the limit briefly), since the original it replaces is
+    /// released right after.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         if let Repr::Shared(s) = &self.repr {
-            let owned = Buffer::copy_from(s.bytes());
-            *self = owned;
+            let src = s.bytes();
+            let owned = Buffer::zeroed_with(src.len(), |b| {
+                Ok(memory::global().reserve_forced(b, "chunk buffer"))
+            })
+            .map(|mut b| {
+                b.bytes_mut().copy_from_slice(src);
+                b
+            });
+            if let Ok(b) = owned {
+                *self = b;
+            }
         }
         match &mut self.repr {
-            Repr::Owned { words, len } => &mut bytemuck::cast_slice_mut(words)[..*len],
-            Repr::Shared(_) => unreachable!("converted to owned above"),
+            Repr::Owned { words, len, .. } => &mut bytemuck::cast_slice_mut(words)[..*len],
+            Repr::Shared(_) => unreachable!("a forced reservation cannot fail"),
         }
     }
 

@@ -10,12 +10,16 @@ use std::path::Path;
 use memmap2::{Advice, Mmap, MmapOptions};
 
 use crate::error::{Error, Result};
+use crate::memory::{self, Reservation};
 
 /// A read-only mapping of `len` bytes of a file starting at `offset`.
 pub struct MmapWindow {
     map: Option<Mmap>,
     skip: usize,
     len: usize,
+    /// The window's pages, reserved in the global budget before mapping: once touched they are
+    /// resident (RssFile) until the window is unmapped on drop.
+    _res: Reservation,
 }
 
 fn page_size() -> u64 {
@@ -34,11 +38,14 @@ impl MmapWindow {
                 map: None,
                 skip: 0,
                 len: 0,
+                _res: Reservation::empty(),
             });
         }
         let page = page_size();
         let start = offset / page * page;
         let skip = (offset - start) as usize;
+        let mapped = ((skip + len) as u64).div_ceil(page) * page;
+        let res = memory::global().reserve(mapped, "mapped chunk")?;
         // SAFETY: the mapping is read-only and private to this process. chunkheap never writes to
         // its inputs; if another process truncates or rewrites the file while it is mapped, reads
         // may see the new bytes or fault (SIGBUS), the hazard every mmap-based reader (NumPy's
@@ -51,6 +58,7 @@ impl MmapWindow {
             map: Some(map),
             skip,
             len,
+            _res: res,
         })
     }
 

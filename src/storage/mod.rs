@@ -115,7 +115,7 @@ pub trait ChunkSource: Send + Sync {
                 return Ok(c.data);
             }
         }
-        let mut out = Buffer::zeroed(region.numel() as usize * elem);
+        let mut out = Buffer::zeroed(region.numel() as usize * elem)?;
         if region.shape.is_empty() {
             let c = self.read_chunk(0)?;
             out.bytes_mut().copy_from_slice(c.data.bytes());
