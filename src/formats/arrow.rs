@@ -670,7 +670,7 @@ impl ArrowSource {
         }
         let values = values.slice_with_length(start, len);
         if nulls == 0 {
-            return Ok(Buffer::shared(Box::new(values))?);
+            return Buffer::shared(Box::new(values));
         }
         let mut out = Buffer::copy_from(values.as_slice())?;
         match dtype {

@@ -134,7 +134,7 @@ impl MemoryBudget {
             .filter(|e| *e.1 > 0)
             .map(|(k, v)| (*k, *v))
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v
     }
 
