@@ -33,6 +33,7 @@ pub mod dtype;
 pub mod error;
 pub mod formats;
 pub mod generate;
+pub mod heap;
 pub mod memory;
 pub mod memstat;
 pub mod pipeline;

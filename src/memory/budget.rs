@@ -88,6 +88,11 @@ impl MemoryBudget {
         }
     }
 
+    /// True if `other` is this same budget (clones share one account).
+    pub fn same(&self, other: &MemoryBudget) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The limit in bytes.
     pub fn limit(&self) -> u64 {
         *lock(&self.inner.limit)
@@ -292,6 +297,11 @@ impl Reservation {
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// True if the reservation is held in the process-wide budget.
+    pub fn is_global(&self) -> bool {
+        self.budget.same(global())
     }
 
     /// The category.

@@ -128,7 +128,7 @@ fn pool_take(words: usize) -> Option<(Vec<u64>, Reservation)> {
 
 fn pool_give(v: Vec<u64>, res: Reservation) {
     let bytes = v.capacity() * 8;
-    if bytes < POOL_MIN_BYTES {
+    if bytes < POOL_MIN_BYTES || !res.is_global() {
         return;
     }
     register_pool_reclaimer();
@@ -154,6 +154,23 @@ impl Buffer {
     /// fails if the budget cannot make room.
     pub fn zeroed(len: usize) -> Result<Buffer> {
         Buffer::zeroed_with(len, |bytes| memory::global().reserve(bytes, "chunk buffer"))
+    }
+
+    /// A zero-filled owned buffer of `len` bytes reserved in `budget` (the buffer pool only serves
+    /// the global budget).
+    pub fn zeroed_in(len: usize, budget: &memory::MemoryBudget) -> Result<Buffer> {
+        if budget.same(memory::global()) {
+            return Buffer::zeroed(len);
+        }
+        let words = len.div_ceil(8);
+        let res = budget.reserve(words as u64 * 8, "chunk buffer")?;
+        Ok(Buffer {
+            repr: Repr::Owned {
+                words: vec![0u64; words],
+                len,
+                res,
+            },
+        })
     }
 
     fn zeroed_with(len: usize, reserve: impl FnOnce(u64) -> Result<Reservation>) -> Result<Buffer> {

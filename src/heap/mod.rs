@@ -1,0 +1,1034 @@
+//! The managed heap: every array, chunk buffer, expression node and container is an object here,
+//! managed the way CPython manages memory.
+//!
+//! - **Reference counts** free an object the moment its last [`Handle`] (or containing object)
+//!   lets go, recursively — no collection is needed for acyclic garbage.
+//! - **A generational cycle collector** ([`Heap::collect`], in `collect.rs`) finds unreachable
+//!   islands among *tracked* objects (containers: lists, tuples, dicts, expressions) with
+//!   CPython's algorithm: copy counts to `gc_refs`, subtract references from inside the candidate
+//!   set, keep what the rest reaches, free the remainder. Three generations with thresholds
+//!   (700, 10, 10), survivors promoted, and the 25 % long-lived rule before full collections.
+//! - **Finalizers** run once, outside every lock; an object a finalizer resurrects survives.
+//! - **Chunk objects** hold data that counts against the [`MemoryBudget`]; under pressure the heap
+//!   evicts clean chunks (re-read from their source later) and spills dirty ones to temp files.
+//!
+//! # Thread safety
+//! [`Heap`] and [`Handle`] are `Send + Sync`. The object graph (counts, containers, generations)
+//! sits behind one mutex, held only for short, allocation-free bookkeeping; finalizers,
+//! callbacks, payload drops (which release memory and delete spill files) and chunk I/O run with
+//! it released. Each chunk's data has its own lock, so kernels on rayon workers read and write
+//! different chunks concurrently, and the memory reclaimer skips chunks that are in use (pinned).
+//! One collection runs at a time.
+
+mod collect;
+mod object;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::memory::{self, MemoryBudget, Reclaim};
+use crate::storage::{Buffer, ChunkSource};
+
+pub use collect::{GcEvent, GcPhase, GenStats};
+pub use object::{ChunkCell, Kind};
+use object::{ChunkCellInner, ChunkState, ObjId, Payload};
+
+/// A finalizer: runs once, with a handle to the dying object (storing that handle somewhere
+/// resurrects the object).
+pub type Finalizer = Box<dyn FnOnce(&Handle) + Send>;
+
+/// A collection callback (see [`Heap::add_callback`]).
+pub type GcCallback = Arc<dyn Fn(&GcEvent) + Send + Sync>;
+
+/// How to build a heap.
+#[derive(Clone, Debug, Default)]
+pub struct HeapConfig {
+    /// The budget chunk objects draw from (default: the process-wide [`memory::global`]).
+    pub budget: Option<MemoryBudget>,
+    /// Where spill files go (a private subdirectory is created; default: the system temp dir).
+    pub temp_dir: Option<PathBuf>,
+}
+
+pub(crate) struct Obj {
+    rc: usize,
+    payload: Payload,
+    /// `Some((generation, position in that generation's list))` for tracked containers;
+    /// generation 3 is the permanent (frozen) generation.
+    track: Option<(usize, usize)>,
+    finalizer: Option<Finalizer>,
+    finalized: bool,
+    gc_refs: i64,
+    /// Scratch marks used during a collection.
+    mark: u8,
+}
+
+struct Slot {
+    /// Bumped whenever the slot is freed, so weak handles to an old occupant read as gone.
+    tag: u32,
+    obj: Option<Obj>,
+}
+
+pub(crate) struct State {
+    slots: Vec<Slot>,
+    free: Vec<ObjId>,
+    /// Generations 0, 1, 2 and the permanent generation 3.
+    gens: [Vec<ObjId>; 4],
+    count: [u64; 3],
+    threshold: [u64; 3],
+    enabled: bool,
+    long_lived_total: u64,
+    long_lived_pending: u64,
+    stats: [GenStats; 3],
+    live: usize,
+}
+
+pub(crate) struct HeapInner {
+    state: Mutex<State>,
+    budget: MemoryBudget,
+    spill_dir: tempfile::TempDir,
+    callbacks: Mutex<Vec<GcCallback>>,
+    collecting: Mutex<()>,
+    tick: AtomicU64,
+}
+
+/// A private heap of reference-counted objects with a cycle collector. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Heap {
+    inner: Arc<HeapInner>,
+}
+
+/// A strong reference to a heap object. Cloning increments the object's count, dropping
+/// decrements it (freeing the object at zero).
+pub struct Handle {
+    heap: Heap,
+    id: ObjId,
+}
+
+/// A weak reference: does not keep the object alive; [`upgrade`](Self::upgrade) returns `None`
+/// once the object has been freed.
+#[derive(Clone)]
+pub struct WeakHandle {
+    heap: Weak<HeapInner>,
+    id: ObjId,
+    tag: u32,
+}
+
+/// What a drop or collection freed; its finalizers and payload drops run after the state lock
+/// is released.
+#[derive(Default)]
+pub(crate) struct Freed {
+    payloads: Vec<Payload>,
+    finalize: Vec<(ObjId, Finalizer)>,
+    pub(crate) objects: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Figures about a heap, for `--stats` and `heap.stats()`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeapStats {
+    /// Live objects.
+    pub objects: usize,
+    /// Live objects per kind.
+    pub by_kind: BTreeMap<Kind, usize>,
+    /// Tracked containers (all generations, frozen included).
+    pub tracked: usize,
+    /// Objects in the permanent (frozen) generation.
+    pub frozen: usize,
+    /// Chunk objects.
+    pub chunks: usize,
+    /// Bytes of chunk data in memory.
+    pub chunk_bytes_resident: u64,
+    /// Bytes of chunk data spilled to temp files.
+    pub chunk_bytes_spilled: u64,
+    /// Chunk objects currently evicted (re-readable from their source).
+    pub chunks_evicted: usize,
+    /// Spill files on disk.
+    pub spill_files: usize,
+    /// The budget's limit, use and peak, in bytes.
+    pub budget_limit: u64,
+    /// Bytes reserved in the budget now (all holders, not only this heap).
+    pub budget_used: u64,
+    /// Peak bytes reserved.
+    pub budget_peak: u64,
+    /// Per-generation collector statistics.
+    pub gc: [GenStats; 3],
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    fn obj(&self, id: ObjId) -> &Obj {
+        self.slots[id as usize].obj.as_ref().expect("live object")
+    }
+
+    fn obj_mut(&mut self, id: ObjId) -> &mut Obj {
+        self.slots[id as usize].obj.as_mut().expect("live object")
+    }
+
+    fn track(&mut self, id: ObjId, generation: usize) {
+        let pos = self.gens[generation].len();
+        self.gens[generation].push(id);
+        self.obj_mut(id).track = Some((generation, pos));
+    }
+
+    fn untrack(&mut self, id: ObjId) {
+        if let Some((g, pos)) = self.obj_mut(id).track.take() {
+            self.gens[g].swap_remove(pos);
+            if let Some(&moved) = self.gens[g].get(pos) {
+                self.obj_mut(moved).track = Some((g, pos));
+            }
+        }
+    }
+
+    fn move_to(&mut self, id: ObjId, generation: usize) {
+        if self.obj(id).track.is_some_and(|(g, _)| g != generation) {
+            self.untrack(id);
+            self.track(id, generation);
+        }
+    }
+
+    fn incref(&mut self, id: ObjId) {
+        self.obj_mut(id).rc += 1;
+    }
+
+    /// Drops one reference; frees objects whose count reaches zero (iteratively, so long chains
+    /// cannot overflow the stack). Finalizers are queued in `out`, with the object kept alive by
+    /// one reference that the finalizer's handle will own.
+    fn decref(&mut self, id: ObjId, out: &mut Freed) {
+        let mut work = vec![id];
+        while let Some(id) = work.pop() {
+            let o = self.obj_mut(id);
+            o.rc -= 1;
+            if o.rc > 0 {
+                continue;
+            }
+            if !o.finalized
+                && let Some(f) = o.finalizer.take()
+            {
+                o.finalized = true;
+                o.rc = 1;
+                out.finalize.push((id, f));
+                continue;
+            }
+            let payload = self.remove(id, out);
+            payload.for_each_referent(|r| work.push(r));
+            out.payloads.push(payload);
+        }
+    }
+
+    /// Takes an object out of its slot and returns its payload (referents not yet released).
+    fn remove(&mut self, id: ObjId, out: &mut Freed) -> Payload {
+        self.untrack(id);
+        let slot = &mut self.slots[id as usize];
+        let o = slot.obj.take().expect("live object");
+        slot.tag = slot.tag.wrapping_add(1);
+        self.free.push(id);
+        self.live -= 1;
+        if o.payload.kind().is_container() && self.count[0] > 0 {
+            self.count[0] -= 1;
+        }
+        out.objects += 1;
+        out.bytes += payload_bytes(&o.payload);
+        o.payload
+    }
+
+    fn insert(&mut self, payload: Payload) -> ObjId {
+        let container = payload.kind().is_container();
+        let obj = Obj {
+            rc: 1,
+            payload,
+            track: None,
+            finalizer: None,
+            finalized: false,
+            gc_refs: 0,
+            mark: 0,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize].obj = Some(obj);
+                id
+            }
+            None => {
+                self.slots.push(Slot {
+                    tag: 0,
+                    obj: Some(obj),
+                });
+                (self.slots.len() - 1) as ObjId
+            }
+        };
+        self.live += 1;
+        if container {
+            self.track(id, 0);
+            self.count[0] += 1;
+        }
+        id
+    }
+}
+
+/// Memory an object's payload holds (chunk data in memory, string bytes).
+fn payload_bytes(p: &Payload) -> u64 {
+    match p {
+        Payload::Chunk(cell) => match &cell.lock().data {
+            ChunkState::Resident(b) => b.len() as u64,
+            _ => 0,
+        },
+        Payload::Str(s) => s.len() as u64,
+        _ => 0,
+    }
+}
+
+impl Freed {
+    /// Runs queued finalizers (each with a handle owning the reference `decref` kept), then drops
+    /// the payloads — outside the state lock.
+    fn finish(self, heap: &Heap) {
+        let Freed {
+            payloads, finalize, ..
+        } = self;
+        drop(payloads);
+        for (id, f) in finalize {
+            let h = Handle {
+                heap: heap.clone(),
+                id,
+            };
+            f(&h);
+        }
+    }
+}
+
+impl Reclaim for HeapInner {
+    fn reclaim(&self, want: u64) -> u64 {
+        // Snapshot the chunk cells under the state lock, then work on them without it.
+        let mut cells: Vec<Arc<ChunkCell>> = {
+            let st = lock(&self.state);
+            st.slots
+                .iter()
+                .filter_map(|s| match s.obj.as_ref().map(|o| &o.payload) {
+                    Some(Payload::Chunk(c)) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Least recently used first; cells in use (locked) are pinned and skipped.
+        cells.sort_by_key(|c| c.state.try_lock().map(|g| g.last_use).unwrap_or(u64::MAX));
+        let mut got = 0u64;
+        for c in cells {
+            if got >= want {
+                break;
+            }
+            if let Ok(mut g) = c.state.try_lock() {
+                got += g.release(self.spill_dir.path()).unwrap_or(0) as u64;
+            }
+        }
+        got
+    }
+}
+
+impl Heap {
+    /// A heap with the default configuration.
+    pub fn new() -> Result<Heap> {
+        Heap::with_config(&HeapConfig::default())
+    }
+
+    /// A heap drawing from `config.budget`, spilling into `config.temp_dir`.
+    pub fn with_config(config: &HeapConfig) -> Result<Heap> {
+        let budget = config
+            .budget
+            .clone()
+            .unwrap_or_else(|| memory::global().clone());
+        let dir = config.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let spill_dir = tempfile::Builder::new()
+            .prefix("chunkheap-spill-")
+            .tempdir_in(&dir)
+            .map_err(|e| Error::io(&dir, "create spill directory in", e))?;
+        let inner = Arc::new(HeapInner {
+            state: Mutex::new(State {
+                slots: Vec::new(),
+                free: Vec::new(),
+                gens: Default::default(),
+                count: [0; 3],
+                threshold: [700, 10, 10],
+                enabled: true,
+                long_lived_total: 0,
+                long_lived_pending: 0,
+                stats: Default::default(),
+                live: 0,
+            }),
+            budget: budget.clone(),
+            spill_dir,
+            callbacks: Mutex::new(Vec::new()),
+            collecting: Mutex::new(()),
+            tick: AtomicU64::new(0),
+        });
+        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(inner.clone() as Arc<dyn Reclaim>));
+        budget.add_reclaimer(weak);
+        Ok(Heap { inner })
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.inner.state)
+    }
+
+    /// The budget this heap's chunks draw from.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.inner.budget
+    }
+
+    /// The directory spill files go to (removed with the heap).
+    pub fn spill_dir(&self) -> &Path {
+        self.inner.spill_dir.path()
+    }
+
+    fn check(&self, h: &Handle) {
+        assert!(
+            Arc::ptr_eq(&self.inner, &h.heap.inner),
+            "handle belongs to another heap"
+        );
+    }
+
+    fn alloc(&self, payload: Payload, refs: &[&Handle]) -> Handle {
+        for r in refs {
+            self.check(r);
+        }
+        let container = payload.kind().is_container();
+        let id = {
+            let mut st = self.state();
+            for r in refs {
+                st.incref(r.id);
+            }
+            st.insert(payload)
+        };
+        let h = Handle {
+            heap: self.clone(),
+            id,
+        };
+        if container {
+            self.maybe_collect();
+        }
+        h
+    }
+
+    /// `None`.
+    pub fn none(&self) -> Handle {
+        self.alloc(Payload::None, &[])
+    }
+
+    /// A boolean.
+    pub fn bool(&self, v: bool) -> Handle {
+        self.alloc(Payload::Bool(v), &[])
+    }
+
+    /// An integer.
+    pub fn int(&self, v: i64) -> Handle {
+        self.alloc(Payload::Int(v), &[])
+    }
+
+    /// A float.
+    pub fn float(&self, v: f64) -> Handle {
+        self.alloc(Payload::Float(v), &[])
+    }
+
+    /// A string.
+    pub fn str(&self, v: &str) -> Handle {
+        self.alloc(Payload::Str(v.to_string()), &[])
+    }
+
+    /// A list holding `items`.
+    pub fn list(&self, items: &[&Handle]) -> Handle {
+        self.alloc(Payload::List(items.iter().map(|h| h.id).collect()), items)
+    }
+
+    /// A tuple holding `items`.
+    pub fn tuple(&self, items: &[&Handle]) -> Handle {
+        self.alloc(Payload::Tuple(items.iter().map(|h| h.id).collect()), items)
+    }
+
+    /// A dict with string keys (later duplicates replace earlier ones).
+    pub fn dict(&self, items: &[(&str, &Handle)]) -> Handle {
+        let d = self.alloc(Payload::Dict(Vec::new()), &[]);
+        for (k, v) in items {
+            self.dict_set(&d, k, v).expect("a new dict");
+        }
+        d
+    }
+
+    /// A lazy expression node `op(args...)`.
+    pub fn expr(&self, op: &str, args: &[&Handle]) -> Handle {
+        self.alloc(
+            Payload::Expr {
+                op: op.to_string(),
+                args: args.iter().map(|h| h.id).collect(),
+            },
+            args,
+        )
+    }
+
+    /// An array object backed by a chunk source (a file).
+    pub fn array(&self, source: Arc<dyn ChunkSource>) -> Handle {
+        self.alloc(Payload::Array(source), &[])
+    }
+
+    /// A zeroed buffer of `len` bytes reserved in this heap's budget, for a new chunk object.
+    pub fn alloc_buffer(&self, len: usize) -> Result<Buffer> {
+        Buffer::zeroed_in(len, &self.inner.budget)
+    }
+
+    /// A chunk object owning `data`. A `dirty` chunk has no other copy: under memory pressure it is
+    /// spilled to a temp file, never dropped.
+    pub fn chunk(&self, data: Buffer, dirty: bool) -> Handle {
+        self.chunk_cell(data, dirty, None)
+    }
+
+    /// A clean chunk object holding chunk `index` of `source` (read now, as an owned copy); under
+    /// pressure it is evicted and re-read when used again.
+    pub fn chunk_from_source(&self, source: Arc<dyn ChunkSource>, index: usize) -> Result<Handle> {
+        let c = source.read_chunk(index)?;
+        let mut b = Buffer::zeroed_in(c.data.len(), &self.inner.budget)?;
+        b.bytes_mut().copy_from_slice(c.data.bytes());
+        drop(c);
+        Ok(self.chunk_cell(b, false, Some((source, index))))
+    }
+
+    fn chunk_cell(
+        &self,
+        data: Buffer,
+        dirty: bool,
+        reload: Option<(Arc<dyn ChunkSource>, usize)>,
+    ) -> Handle {
+        let cell = ChunkCell {
+            state: Mutex::new(ChunkCellInner {
+                data: ChunkState::Resident(data),
+                dirty,
+                reload,
+                last_use: self.inner.tick.fetch_add(1, Ordering::Relaxed),
+            }),
+        };
+        self.alloc(Payload::Chunk(Arc::new(cell)), &[])
+    }
+
+    fn cell(&self, h: &Handle) -> Result<Arc<ChunkCell>> {
+        self.check(h);
+        match &self.state().obj(h.id).payload {
+            Payload::Chunk(c) => Ok(c.clone()),
+            p => Err(Error::Invalid(format!(
+                "object #{} is a {}, not a chunk",
+                h.id,
+                p.kind()
+            ))),
+        }
+    }
+
+    /// Runs `f` on a chunk's bytes, reloading or un-spilling them first. The chunk is pinned (never
+    /// evicted) while `f` runs.
+    pub fn with_chunk<R>(&self, h: &Handle, f: impl FnOnce(&Buffer) -> R) -> Result<R> {
+        let cell = self.cell(h)?;
+        let mut g = cell.lock();
+        g.last_use = self.inner.tick.fetch_add(1, Ordering::Relaxed);
+        let b = g.load(&self.inner.budget)?;
+        Ok(f(b))
+    }
+
+    /// Runs `f` on a chunk's bytes for writing; the chunk becomes dirty (spilled, not evicted,
+    /// under pressure).
+    pub fn with_chunk_mut<R>(&self, h: &Handle, f: impl FnOnce(&mut Buffer) -> R) -> Result<R> {
+        let cell = self.cell(h)?;
+        let mut g = cell.lock();
+        g.last_use = self.inner.tick.fetch_add(1, Ordering::Relaxed);
+        g.dirty = true;
+        let b = g.load(&self.inner.budget)?;
+        Ok(f(b))
+    }
+
+    /// Gives a chunk's memory back now: evicts it if clean, spills it if dirty. Returns the bytes
+    /// released.
+    pub fn release_chunk(&self, h: &Handle) -> Result<u64> {
+        let cell = self.cell(h)?;
+        let n = cell.lock().release(self.spill_dir())?;
+        Ok(n as u64)
+    }
+
+    /// Where a chunk's bytes are: `"resident"`, `"evicted"` or `"spilled"`.
+    pub fn chunk_state(&self, h: &Handle) -> Result<&'static str> {
+        let cell = self.cell(h)?;
+        let g = cell.lock();
+        Ok(match g.data {
+            ChunkState::Resident(_) => "resident",
+            ChunkState::Evicted => "evicted",
+            ChunkState::Spilled { .. } => "spilled",
+        })
+    }
+
+    /// The source of an array object.
+    pub fn array_source(&self, h: &Handle) -> Result<Arc<dyn ChunkSource>> {
+        self.check(h);
+        match &self.state().obj(h.id).payload {
+            Payload::Array(s) => Ok(s.clone()),
+            p => Err(Error::Invalid(format!(
+                "object #{} is a {}, not an array",
+                h.id,
+                p.kind()
+            ))),
+        }
+    }
+
+    fn mutate<R>(
+        &self,
+        h: &Handle,
+        f: impl FnOnce(&mut State, &mut Freed) -> Result<R>,
+    ) -> Result<R> {
+        self.check(h);
+        let mut freed = Freed::default();
+        let r = {
+            let mut st = self.state();
+            f(&mut st, &mut freed)
+        };
+        freed.finish(self);
+        r
+    }
+
+    fn not_a(st: &State, id: ObjId, what: &str) -> Error {
+        Error::Invalid(format!(
+            "object #{id} is a {}, not a {what}",
+            st.obj(id).payload.kind()
+        ))
+    }
+
+    /// Appends `item` to list `list`.
+    pub fn list_append(&self, list: &Handle, item: &Handle) -> Result<()> {
+        self.check(item);
+        self.mutate(list, |st, _| {
+            st.incref(item.id);
+            match &mut st.obj_mut(list.id).payload {
+                Payload::List(v) => {
+                    v.push(item.id);
+                    Ok(())
+                }
+                _ => {
+                    st.obj_mut(item.id).rc -= 1;
+                    Err(Heap::not_a(st, list.id, "list"))
+                }
+            }
+        })
+    }
+
+    /// Replaces element `index` of `list`.
+    pub fn list_set(&self, list: &Handle, index: usize, item: &Handle) -> Result<()> {
+        self.check(item);
+        self.mutate(list, |st, freed| {
+            let old = match &mut st.obj_mut(list.id).payload {
+                Payload::List(v) if index < v.len() => std::mem::replace(&mut v[index], item.id),
+                Payload::List(v) => {
+                    return Err(Error::Invalid(format!(
+                        "list index {index} out of range (len {})",
+                        v.len()
+                    )));
+                }
+                _ => return Err(Heap::not_a(st, list.id, "list")),
+            };
+            st.incref(item.id);
+            st.decref(old, freed);
+            Ok(())
+        })
+    }
+
+    /// Removes and returns the last element of `list`.
+    pub fn list_pop(&self, list: &Handle) -> Result<Option<Handle>> {
+        let id = self.mutate(list, |st, _| match &mut st.obj_mut(list.id).payload {
+            Payload::List(v) => Ok(v.pop()),
+            _ => Err(Heap::not_a(st, list.id, "list")),
+        })?;
+        // The list's reference moves to the returned handle.
+        Ok(id.map(|id| Handle {
+            heap: self.clone(),
+            id,
+        }))
+    }
+
+    /// Removes every element of a list, tuple-free dict or expression (breaking cycles by hand).
+    pub fn clear(&self, h: &Handle) -> Result<()> {
+        self.mutate(h, |st, freed| {
+            let ids = match &mut st.obj_mut(h.id).payload {
+                Payload::List(v) | Payload::Expr { args: v, .. } => std::mem::take(v),
+                Payload::Dict(v) => std::mem::take(v).into_iter().map(|e| e.1).collect(),
+                _ => return Err(Heap::not_a(st, h.id, "list, dict or expression")),
+            };
+            for id in ids {
+                st.decref(id, freed);
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets `dict[key] = value`.
+    pub fn dict_set(&self, dict: &Handle, key: &str, value: &Handle) -> Result<()> {
+        self.check(value);
+        self.mutate(dict, |st, freed| {
+            if !matches!(st.obj(dict.id).payload, Payload::Dict(_)) {
+                return Err(Heap::not_a(st, dict.id, "dict"));
+            }
+            st.incref(value.id);
+            let Payload::Dict(v) = &mut st.obj_mut(dict.id).payload else {
+                unreachable!()
+            };
+            let old = match v.iter_mut().find(|e| e.0 == key) {
+                Some(e) => Some(std::mem::replace(&mut e.1, value.id)),
+                None => {
+                    v.push((key.to_string(), value.id));
+                    None
+                }
+            };
+            if let Some(old) = old {
+                st.decref(old, freed);
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes `dict[key]`, returning it.
+    pub fn dict_remove(&self, dict: &Handle, key: &str) -> Result<Option<Handle>> {
+        let id = self.mutate(dict, |st, _| match &mut st.obj_mut(dict.id).payload {
+            Payload::Dict(v) => Ok(v.iter().position(|e| e.0 == key).map(|p| v.remove(p).1)),
+            _ => Err(Heap::not_a(st, dict.id, "dict")),
+        })?;
+        Ok(id.map(|id| Handle {
+            heap: self.clone(),
+            id,
+        }))
+    }
+
+    /// `dict[key]`, if present.
+    pub fn dict_get(&self, dict: &Handle, key: &str) -> Result<Option<Handle>> {
+        self.check(dict);
+        let mut st = self.state();
+        let id = match &st.obj(dict.id).payload {
+            Payload::Dict(v) => v.iter().find(|e| e.0 == key).map(|e| e.1),
+            _ => return Err(Heap::not_a(&st, dict.id, "dict")),
+        };
+        Ok(id.map(|id| {
+            st.incref(id);
+            Handle {
+                heap: self.clone(),
+                id,
+            }
+        }))
+    }
+
+    /// The objects a container holds, in order (lists, tuples, expression arguments, dict
+    /// values). Empty for leaves.
+    pub fn items(&self, h: &Handle) -> Vec<Handle> {
+        self.check(h);
+        let mut st = self.state();
+        let ids = st.obj(h.id).payload.referents();
+        ids.into_iter()
+            .map(|id| {
+                st.incref(id);
+                Handle {
+                    heap: self.clone(),
+                    id,
+                }
+            })
+            .collect()
+    }
+
+    /// Number of elements of a container (0 for leaves).
+    pub fn len(&self, h: &Handle) -> usize {
+        self.check(h);
+        self.state().obj(h.id).payload.referents().len()
+    }
+
+    /// The integer value of an `int` object.
+    pub fn as_int(&self, h: &Handle) -> Option<i64> {
+        match self.state().obj(h.id).payload {
+            Payload::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value of a `bool` object.
+    pub fn as_bool(&self, h: &Handle) -> Option<bool> {
+        match self.state().obj(h.id).payload {
+            Payload::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value of a `float` object.
+    pub fn as_float(&self, h: &Handle) -> Option<f64> {
+        match self.state().obj(h.id).payload {
+            Payload::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The text of a `str` object.
+    pub fn as_str(&self, h: &Handle) -> Option<String> {
+        match &self.state().obj(h.id).payload {
+            Payload::Str(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Attaches a finalizer (replacing any previous one). It runs once, when the object is about
+    /// to be freed by reference counting or by the collector.
+    pub fn set_finalizer(&self, h: &Handle, f: Finalizer) {
+        self.check(h);
+        self.state().obj_mut(h.id).finalizer = Some(f);
+    }
+
+    /// Number of live objects.
+    pub fn live_objects(&self) -> usize {
+        self.state().live
+    }
+
+    /// The objects that refer to `h` (containers holding it).
+    pub fn get_referrers(&self, h: &Handle) -> Vec<Handle> {
+        self.check(h);
+        let mut st = self.state();
+        let mut ids = Vec::new();
+        for g in &st.gens {
+            for &c in g {
+                let mut hit = false;
+                st.obj(c).payload.for_each_referent(|r| hit |= r == h.id);
+                if hit {
+                    ids.push(c);
+                }
+            }
+        }
+        ids.into_iter()
+            .map(|id| {
+                st.incref(id);
+                Handle {
+                    heap: self.clone(),
+                    id,
+                }
+            })
+            .collect()
+    }
+
+    /// The objects `h` refers to (one entry per reference).
+    pub fn get_referents(&self, h: &Handle) -> Vec<Handle> {
+        self.items(h)
+    }
+
+    /// "Why is this alive?": the shortest chain of referrers from `h` up to an object held from
+    /// outside the heap (by a handle). The handle passed in is not counted (as
+    /// `sys.getrefcount`'s argument). Each line names an object and where it holds the previous
+    /// one; the last says how many outside references keep the chain alive.
+    pub fn why_alive(&self, h: &Handle) -> Vec<String> {
+        self.check(h);
+        let st = self.state();
+        // Reverse edges of the tracked graph.
+        let mut back: HashMap<ObjId, Vec<ObjId>> = HashMap::new();
+        for g in &st.gens {
+            for &c in g {
+                let mut seen = HashSet::new();
+                st.obj(c).payload.for_each_referent(|r| {
+                    if seen.insert(r) {
+                        back.entry(r).or_default().push(c);
+                    }
+                });
+            }
+        }
+        let external = |id: ObjId| {
+            let internal: usize = back
+                .get(&id)
+                .map(|rs| {
+                    rs.iter()
+                        .map(|&c| {
+                            let mut n = 0;
+                            st.obj(c)
+                                .payload
+                                .for_each_referent(|r| n += usize::from(r == id));
+                            n
+                        })
+                        .sum()
+                })
+                .unwrap_or(0);
+            let probe = usize::from(id == h.id);
+            st.obj(id).rc.saturating_sub(internal + probe)
+        };
+        let describe = |id: ObjId| format!("{}#{id}", st.obj(id).payload.kind());
+        let mut prev: HashMap<ObjId, ObjId> = HashMap::new();
+        let mut queue = VecDeque::from([h.id]);
+        let mut seen = HashSet::from([h.id]);
+        while let Some(id) = queue.pop_front() {
+            let ext = external(id);
+            if ext > 0 {
+                // Walk back down to `h`.
+                let mut chain = vec![format!(
+                    "{} is held by {ext} handle(s) outside the heap",
+                    describe(id)
+                )];
+                let mut cur = id;
+                while let Some(&child) = prev.get(&cur) {
+                    let slot = st.obj(cur).payload.describe_slot(child).unwrap_or_default();
+                    chain.push(format!(
+                        "{} holds {} at {slot}",
+                        describe(cur),
+                        describe(child)
+                    ));
+                    cur = child;
+                }
+                chain.reverse();
+                return chain;
+            }
+            for &r in back.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                if seen.insert(r) {
+                    prev.insert(r, id);
+                    queue.push_back(r);
+                }
+            }
+        }
+        vec![format!(
+            "{} is not reachable from outside the heap (garbage awaiting collection)",
+            describe(h.id)
+        )]
+    }
+
+    /// Figures about the heap.
+    pub fn stats(&self) -> HeapStats {
+        let (mut s, cells) = {
+            let st = self.state();
+            let mut s = HeapStats {
+                objects: st.live,
+                gc: st.stats.clone(),
+                ..Default::default()
+            };
+            let mut cells = Vec::new();
+            for slot in &st.slots {
+                if let Some(o) = &slot.obj {
+                    *s.by_kind.entry(o.payload.kind()).or_insert(0) += 1;
+                    if let Payload::Chunk(c) = &o.payload {
+                        cells.push(c.clone());
+                    }
+                }
+            }
+            s.tracked = st.gens.iter().map(Vec::len).sum();
+            s.frozen = st.gens[3].len();
+            (s, cells)
+        };
+        s.chunks = cells.len();
+        for c in cells {
+            let g = c.lock();
+            match &g.data {
+                ChunkState::Resident(b) => s.chunk_bytes_resident += b.len() as u64,
+                ChunkState::Evicted => s.chunks_evicted += 1,
+                ChunkState::Spilled { len, .. } => {
+                    s.chunk_bytes_spilled += *len as u64;
+                    s.spill_files += 1;
+                }
+            }
+        }
+        s.budget_limit = self.inner.budget.limit();
+        s.budget_used = self.inner.budget.used();
+        s.budget_peak = self.inner.budget.peak();
+        s
+    }
+}
+
+impl fmt::Debug for Heap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Heap({} objects)", self.live_objects())
+    }
+}
+
+impl Handle {
+    /// The heap this handle belongs to.
+    pub fn heap(&self) -> &Heap {
+        &self.heap
+    }
+
+    /// The object's id (its slot; reused after the object is freed).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        self.heap.state().obj(self.id).payload.kind()
+    }
+
+    /// The object's reference count (handles plus references from other objects).
+    pub fn refcount(&self) -> usize {
+        self.heap.state().obj(self.id).rc
+    }
+
+    /// True if the cycle collector tracks this object (containers only).
+    pub fn is_tracked(&self) -> bool {
+        self.heap.state().obj(self.id).track.is_some()
+    }
+
+    /// A weak handle to the same object.
+    pub fn downgrade(&self) -> WeakHandle {
+        let tag = self.heap.state().slots[self.id as usize].tag;
+        WeakHandle {
+            heap: Arc::downgrade(&self.heap.inner),
+            id: self.id,
+            tag,
+        }
+    }
+
+    /// True if both handles name the same object.
+    pub fn same(&self, other: &Handle) -> bool {
+        Arc::ptr_eq(&self.heap.inner, &other.heap.inner) && self.id == other.id
+    }
+}
+
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        self.heap.state().incref(self.id);
+        Handle {
+            heap: self.heap.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut freed = Freed::default();
+        self.heap.state().decref(self.id, &mut freed);
+        freed.finish(&self.heap);
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Handle({}#{})", self.kind(), self.id)
+    }
+}
+
+impl WeakHandle {
+    /// A strong handle if the object is still alive.
+    pub fn upgrade(&self) -> Option<Handle> {
+        let inner = self.heap.upgrade()?;
+        let heap = Heap { inner };
+        let mut st = heap.state();
+        let slot = st.slots.get(self.id as usize)?;
+        if slot.tag != self.tag || slot.obj.is_none() {
+            return None;
+        }
+        st.incref(self.id);
+        drop(st);
+        Some(Handle { heap, id: self.id })
+    }
+
+    /// True once the object has been freed.
+    pub fn is_gone(&self) -> bool {
+        self.upgrade().is_none()
+    }
+}
+
+/// The pause of one collection, for callbacks and statistics.
+pub(crate) fn elapsed(start: std::time::Instant) -> Duration {
+    start.elapsed()
+}
