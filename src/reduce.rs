@@ -397,57 +397,45 @@ impl<T: StatElem> Partial<T> {
     }
 }
 
-/// Running per-lane extremes and NaN counts of the fused pass.
+/// Running per-lane extremes and non-NaN counts of a block.
 struct Lanes<T> {
     mn: [T; 8],
     mx: [T; 8],
-    nan: [u64; 8],
+    /// Non-NaN elements seen per lane, as floats (exact below 2^53) so the counting vectorises
+    /// like the sum.
+    cnt: [f64; 8],
 }
 
-/// One pass over a leaf of at most 128 elements: its sum (NaNs as zero, 8 lanes as in NumPy's
-/// pairwise summation) while updating the lane minima, maxima and NaN counts. NaN fails every
-/// comparison, so the extremes skip it without a branch.
+/// A leaf of at most 128 elements (L1-resident): its sum in 8 lanes with NaNs as zero (NumPy's
+/// leaf), counting the non-NaN elements, then a second pass for the lane extremes (NaN fails
+/// every comparison, so it is skipped without a branch). Simple lane loops vectorise fully.
 #[inline(always)]
 fn leaf<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
     let mut r = [0.0f64; 8];
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for j in 0..8 {
-            let e = c[j];
-            let nan = e.is_nan();
-            r[j] += if nan { 0.0 } else { e.to_f64() };
-            l.nan[j] += u64::from(nan);
-            l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
-            l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
+            let v = c[j].to_f64();
+            // `v == v` is false exactly for NaN, compared in f64 for every T.
+            #[allow(clippy::eq_op)]
+            let ok = v == v;
+            r[j] += if ok { v } else { 0.0 };
+            l.cnt[j] += if ok { 1.0 } else { 0.0 };
         }
     }
     let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
     for (j, &e) in it.remainder().iter().enumerate() {
-        let nan = e.is_nan();
-        res += if nan { 0.0 } else { e.to_f64() };
-        l.nan[j] += u64::from(nan);
-        l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
-        l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
+        let ok = !e.is_nan();
+        res += if ok { e.to_f64() } else { 0.0 };
+        l.cnt[j] += if ok { 1.0 } else { 0.0 };
     }
+    extremes(x, l);
     res
 }
 
-/// NumPy's pairwise summation (leaves of 128 summed in 8 lanes, halves added recursively), fused
-/// with the extremes and NaN count.
-fn pairwise_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
-    let n = x.len();
-    if n <= 128 {
-        leaf(x, l)
-    } else {
-        let mut n2 = n / 2;
-        n2 -= n2 % 8;
-        pairwise_fused(&x[..n2], l) + pairwise_fused(&x[n2..], l)
-    }
-}
-
-/// Integer blocks: exact sum plus extremes in one pass.
+/// Updates the lane minima and maxima with `x`.
 #[inline(always)]
-fn int_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> i128 {
+fn extremes<T: StatElem>(x: &[T], l: &mut Lanes<T>) {
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for j in 0..8 {
@@ -460,6 +448,26 @@ fn int_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> i128 {
         l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
         l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
     }
+}
+
+/// Pairwise summation fused with the extremes and NaN count: leaves of 128 elements are summed in
+/// 8 lanes (NumPy's leaf), and the leaf sums are then added pairwise — for a full block of 4096
+/// this is exactly NumPy's tree. Iterative, so it inlines into the multiversioned kernel.
+#[inline(always)]
+fn pairwise_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
+    let mut leaves = [0.0f64; BLOCK / 128];
+    let mut n = 0;
+    for part in x.chunks(128) {
+        leaves[n] = leaf(part, l);
+        n += 1;
+    }
+    pairwise_f64(&leaves[..n])
+}
+
+/// Integer blocks: exact sum and extremes.
+#[inline(always)]
+fn int_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> i128 {
+    extremes(x, l);
     T::int_sum(x)
 }
 
@@ -496,17 +504,18 @@ fn sq_dev<T: StatElem>(x: &[T], mean: f64) -> f64 {
 
 /// Statistics of one block, with the extremes' values only (positions are found by the caller,
 /// and only when they matter).
+#[inline(always)]
 fn block_partial<T: StatElem>(x: &[T]) -> (Partial<T>, Option<(T, T)>) {
     let mut p = Partial::empty();
     let mut l = Lanes {
         mn: [T::HIGHEST; 8],
         mx: [T::LOWEST; 8],
-        nan: [0; 8],
+        cnt: [0.0; 8],
     };
     if T::FLOAT {
         p.fsum = pairwise_fused(x, &mut l);
-        p.nan = l.nan.iter().sum();
-        p.count = x.len() as u64 - p.nan;
+        p.count = l.cnt.iter().sum::<f64>() as u64;
+        p.nan = x.len() as u64 - p.count;
     } else {
         p.isum = int_fused(x, &mut l);
         p.count = x.len() as u64;
@@ -531,7 +540,10 @@ fn block_partial<T: StatElem>(x: &[T]) -> (Partial<T>, Option<(T, T)>) {
     (p, Some((lo, hi)))
 }
 
-/// Statistics of one chunk, with global flat indices.
+/// Statistics of one chunk, with global flat indices. Compiled for AVX2 too and picked at run
+/// time (the lane structure fixes the order of every float operation, so the results are
+/// identical on every target).
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
 fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64]) -> Partial<T> {
     let data: &[T] = chunk.as_slice();
     let normalized: Vec<T>;

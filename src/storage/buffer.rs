@@ -173,6 +173,28 @@ impl Buffer {
         })
     }
 
+    /// An owned buffer of `len` bytes whose contents are unspecified (a recycled buffer keeps its
+    /// old bytes): for callers that overwrite every byte, such as reads. Saves zeroing a buffer
+    /// that is about to be filled.
+    pub fn for_overwrite(len: usize) -> Result<Buffer> {
+        let words = len.div_ceil(8);
+        let (mut v, res) = match pool_take(words) {
+            Some(e) => e,
+            None => {
+                let res = memory::global().reserve(words as u64 * 8, "chunk buffer")?;
+                (Vec::with_capacity(words), res)
+            }
+        };
+        if v.len() > words {
+            v.truncate(words);
+        } else {
+            v.resize(words, 0);
+        }
+        Ok(Buffer {
+            repr: Repr::Owned { words: v, len, res },
+        })
+    }
+
     fn zeroed_with(len: usize, reserve: impl FnOnce(u64) -> Result<Reservation>) -> Result<Buffer> {
         let words = len.div_ceil(8);
         let (mut v, res) = match pool_take(words) {

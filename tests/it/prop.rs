@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use chunkheap::formats::npy::NpySource;
+use chunkheap::formats::npy::{NpySource, ReadMode};
 use chunkheap::reduce::{Scalar, stats};
 use chunkheap::shape::{Region, numel};
 use chunkheap::storage::{Codec, WriteOptions};
@@ -191,11 +191,14 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.npy");
         write_npy(&p, &c.shape, &c.values, c.fortran, c.big_endian);
-        let src = NpySource::open_with_chunk_bytes(&p, "a.npy", c.chunk_bytes).unwrap();
-        check_stats(&src, &c.values)?;
-        // Whole-array read equals the values in C order.
-        let all = src.read_region(&Region::full(&c.shape)).unwrap();
-        prop_assert!(same_bits(all.as_slice::<f64>(), &c.values));
+        for mode in [ReadMode::Pread, ReadMode::Mmap] {
+            let mut src = NpySource::open_with_chunk_bytes(&p, "a.npy", c.chunk_bytes).unwrap();
+            src.set_read_mode(mode);
+            check_stats(&src, &c.values)?;
+            // Whole-array read equals the values in C order.
+            let all = src.read_region(&Region::full(&c.shape)).unwrap();
+            prop_assert!(same_bits(all.as_slice::<f64>(), &c.values));
+        }
     }
 
     #[test]
