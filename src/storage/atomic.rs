@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tempfile::{NamedTempFile, TempDir};
@@ -34,8 +35,10 @@ impl AtomicFile {
     /// Starts writing a temporary file beside `target`.
     pub fn create(target: &Path) -> Result<AtomicFile> {
         let dir = parent_dir(target);
+        // Ordinary file permissions (0666 less the umask), not tempfile's private 0600.
         let tmp = tempfile::Builder::new()
             .prefix(&temp_prefix(target))
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(&dir)
             .map_err(|e| Error::io(&dir, "create temporary file in", e))?;
         Ok(AtomicFile {
@@ -89,6 +92,7 @@ impl AtomicDir {
         let dir = parent_dir(target);
         let tmp = tempfile::Builder::new()
             .prefix(&temp_prefix(target))
+            .permissions(std::fs::Permissions::from_mode(0o777))
             .tempdir_in(&dir)
             .map_err(|e| Error::io(&dir, "create temporary directory in", e))?;
         Ok(AtomicDir {
