@@ -120,13 +120,30 @@ fn fill_run<T: Element>(out: &mut [T], start: u64, dist: Dist, seed: u64) {
             }
         }
         Dist::Normal { mean, std } => {
+            // Box–Muller gives two normals per pair of uniforms: element 2k takes the cosine
+            // branch of pair k, element 2k + 1 the sine branch.
             let key2 = mix64(key ^ GOLDEN);
-            for (k, o) in out.iter_mut().enumerate() {
+            let pair = |p: u64| {
+                let u1 = 1.0 - unit(draw(key, p)); // (0, 1]
+                let u2 = unit(draw(key2, p));
+                let r = (-2.0 * u1.ln()).sqrt();
+                let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
+                (r * c, r * s)
+            };
+            let mut k = 0;
+            while k < out.len() {
                 let i = start + k as u64;
-                let u1 = 1.0 - unit(draw(key, i)); // (0, 1]
-                let u2 = unit(draw(key2, i));
-                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-                *o = T::from_f64(mean + std * z);
+                let (z0, z1) = pair(i / 2);
+                if i.is_multiple_of(2) {
+                    out[k] = T::from_f64(mean + std * z0);
+                    if k + 1 < out.len() {
+                        out[k + 1] = T::from_f64(mean + std * z1);
+                    }
+                    k += 2;
+                } else {
+                    out[k] = T::from_f64(mean + std * z1);
+                    k += 1;
+                }
             }
         }
     }

@@ -31,6 +31,16 @@ struct Cli {
     /// Progress bars on stderr: auto (only on a terminal), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
+    /// Memory budget for everything that grows with the data (e.g. 512MiB, 2GiB, 1.5G; default:
+    /// half of physical memory).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    memory_limit: Option<u64>,
+    /// Directory for spill files (default: the system temp dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    temp_dir: Option<std::path::PathBuf>,
+    /// Print memory statistics at exit to stderr (`--stats` or `--stats=json`).
+    #[arg(long, global = true, value_enum, num_args = 0..=1, default_missing_value = "text", require_equals = true)]
+    stats: Option<StatsMode>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +112,51 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum StatsMode {
+    Text,
+    Json,
+}
+
+/// Options every command sees.
+pub(crate) struct Globals {
+    pub progress: ProgressMode,
+    pub temp_dir: Option<std::path::PathBuf>,
+}
+
+/// Parses a size: `512MiB`, `2GiB`, `1.5G` (bare K/M/G/T are binary), `2GB` (decimal), `4096`.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?} (expected e.g. 512MiB, 2GiB, 1.5G)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024f64.powi(2),
+        "g" | "gib" => 1024f64.powi(3),
+        "t" | "tib" => 1024f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, K, M, G, KB, MB, GB)"
+            ));
+        }
+    };
+    let bytes = n * mult;
+    if !(bytes >= 1.0) || bytes > u64::MAX as f64 {
+        return Err(format!("size {s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum DistArg {
     Uniform,
     Normal,
@@ -134,8 +189,16 @@ fn run(cli: Cli) -> Result<()> {
             .build_global()
             .context("starting the thread pool")?;
     }
+    if let Some(limit) = cli.memory_limit {
+        chunkheap::memory::global().set_limit(limit);
+    }
+    let globals = Globals {
+        progress: cli.progress,
+        temp_dir: cli.temp_dir.clone(),
+    };
     let progress = cli.progress;
-    match cli.command {
+    let start = Instant::now();
+    let result = match cli.command {
         Command::Info { src } => cmd_info(&src),
         Command::Stats { src, json, ddof } => cmd_stats(&src, json, ddof, progress),
         Command::Gen {
@@ -168,7 +231,39 @@ fn run(cli: Cli) -> Result<()> {
             &write_options(chunks.as_deref(), &codec)?,
             progress,
         ),
-        Command::Demo { size } => demo::run(&size, progress),
+        Command::Demo { size } => demo::run(&size, &globals),
+    };
+    if let Some(mode) = cli.stats {
+        print_stats(mode, start.elapsed().as_secs_f64());
+    }
+    result
+}
+
+/// Memory figures at exit, on stderr.
+fn print_stats(mode: StatsMode, secs: f64) {
+    let b = chunkheap::memory::global();
+    let m = chunkheap::memstat::read().unwrap_or_default();
+    match mode {
+        StatsMode::Json => eprintln!(
+            "{{\"elapsed_s\": {secs:.6}, \"budget_limit\": {}, \"budget_used\": {}, \"budget_peak\": {}, \
+             \"peak_rss\": {}, \"rss\": {}, \"rss_anon\": {}, \"rss_file\": {}}}",
+            b.limit(),
+            b.used(),
+            b.peak(),
+            m.peak_rss,
+            m.rss,
+            m.rss_anon,
+            m.rss_file
+        ),
+        StatsMode::Text => eprintln!(
+            "memory: budget {} (peak reserved {}, in use at exit {}), peak RSS {} (anon {}, file {}), {secs:.3} s",
+            human_bytes(b.limit()),
+            human_bytes(b.peak()),
+            human_bytes(b.used()),
+            human_bytes(m.peak_rss),
+            human_bytes(m.rss_anon),
+            human_bytes(m.rss_file)
+        ),
     }
 }
 
