@@ -150,7 +150,7 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         }
     };
     let bytes = n * mult;
-    if !(bytes >= 1.0) || bytes > u64::MAX as f64 {
+    if bytes.is_nan() || bytes < 1.0 || bytes > u64::MAX as f64 {
         return Err(format!("size {s:?} is out of range"));
     }
     Ok(bytes as u64)
