@@ -223,3 +223,47 @@ fn demo_runs_and_checks_itself() {
     assert!(out.contains("\"count\": 393216"), "{out}");
     assert!(out.contains("peak RSS"), "{out}");
 }
+
+#[test]
+fn memory_limit_and_stats_flags() {
+    let f = crate::util::data("npy/f64.npy");
+    let out = run(&[
+        "--memory-limit",
+        "1.5G",
+        "--stats=json",
+        "stats",
+        "--json",
+        &f,
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let j = parse_py_json(err.lines().last().unwrap());
+    assert_eq!(j["budget_limit"].as_u64(), Some(1610612736), "{err}");
+    assert!(j["peak_rss"].as_u64().unwrap() > 0);
+    assert!(
+        j["budget_peak"].as_u64().unwrap() >= 8000,
+        "the 8000-byte chunk was reserved: {err}"
+    );
+    // stdout holds only the result.
+    parse_py_json(&String::from_utf8_lossy(&out.stdout));
+
+    // A chunk that cannot fit the budget at all: a clear error naming the budget and the request.
+    let out = run(&["--memory-limit", "1KiB", "stats", &f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("memory budget of 1.0 KiB exceeded")
+            && err.contains("chunk buffer asked for 7.8 KiB"),
+        "{err}"
+    );
+
+    for bad in ["12XB", "-5M", "0", "lots"] {
+        let out = run(&[&format!("--memory-limit={bad}"), "info", &f]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad}: clap rejects bad sizes with usage errors"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains(bad));
+    }
+}

@@ -5,4 +5,5 @@ mod cli;
 mod fixtures;
 mod interop;
 mod prop;
+mod scale;
 mod util;
