@@ -78,9 +78,12 @@ impl State {
             let o = self.obj_mut(id);
             o.gc_refs = o.rc as i64;
         }
+        // One scratch vector for referent lists (no allocation per object).
+        let mut refs = Vec::new();
         for &id in set {
-            let refs = self.obj(id).payload.referents();
-            for r in refs {
+            refs.clear();
+            self.obj(id).payload.for_each_referent(|r| refs.push(r));
+            for &r in &refs {
                 let t = self.obj_mut(r);
                 if t.mark == MARK_CANDIDATE {
                     t.gc_refs -= 1;
@@ -96,7 +99,9 @@ impl State {
             self.obj_mut(id).mark = MARK_REACHABLE;
         }
         while let Some(id) = stack.pop() {
-            for r in self.obj(id).payload.referents() {
+            refs.clear();
+            self.obj(id).payload.for_each_referent(|r| refs.push(r));
+            for &r in &refs {
                 let t = self.obj_mut(r);
                 if t.mark == MARK_CANDIDATE {
                     t.mark = MARK_REACHABLE;
@@ -236,8 +241,11 @@ impl Heap {
             payloads.push(st.remove(id, &mut freed));
         }
         let collected = unreachable.len() as u64;
+        let mut refs = Vec::new();
         for p in &payloads {
-            for r in p.referents() {
+            refs.clear();
+            p.for_each_referent(|r| refs.push(r));
+            for &r in &refs {
                 // Referents in the garbage are gone already (their slots are empty).
                 if st.slots[r as usize]
                     .obj
