@@ -28,8 +28,12 @@ fn bench(c: &mut Criterion) {
     let h = heap.int(1);
     let arc = Arc::new(1u64);
     let mut g = c.benchmark_group("handles");
-    g.bench_function("baseline: Arc clone + drop", |b| b.iter(|| drop(black_box(arc.clone()))));
-    g.bench_function("heap Handle clone + drop", |b| b.iter(|| drop(black_box(h.clone()))));
+    g.bench_function("baseline: Arc clone + drop", |b| {
+        b.iter(|| drop(black_box(arc.clone())))
+    });
+    g.bench_function("heap Handle clone + drop", |b| {
+        b.iter(|| drop(black_box(h.clone())))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("collect");

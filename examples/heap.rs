@@ -8,7 +8,10 @@ use chunkheap::memory::MemoryBudget;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A 32 MiB budget for 64 MiB of intermediate chunks: half of them will be spilled.
     let budget = MemoryBudget::new(32 << 20);
-    let heap = Heap::with_config(&HeapConfig { budget: Some(budget.clone()), temp_dir: None })?;
+    let heap = Heap::with_config(&HeapConfig {
+        budget: Some(budget.clone()),
+        temp_dir: None,
+    })?;
     let mut chunks = Vec::new();
     for i in 0..8u64 {
         let mut b = heap.alloc_buffer(8 << 20)?;
@@ -16,9 +19,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         chunks.push(heap.chunk(b, true));
     }
     let s = heap.stats();
-    println!("8 chunks of 8 MiB under 32 MiB: {} MiB resident, {} MiB spilled in {} files",
-        s.chunk_bytes_resident >> 20, s.chunk_bytes_spilled >> 20, s.spill_files);
-    let total: u64 = chunks.iter().map(|c| heap.with_chunk(c, |b| b.as_slice::<u64>()[0]).unwrap()).sum();
+    println!(
+        "8 chunks of 8 MiB under 32 MiB: {} MiB resident, {} MiB spilled in {} files",
+        s.chunk_bytes_resident >> 20,
+        s.chunk_bytes_spilled >> 20,
+        s.spill_files
+    );
+    let total: u64 = chunks
+        .iter()
+        .map(|c| heap.with_chunk(c, |b| b.as_slice::<u64>()[0]).unwrap())
+        .sum();
     println!("first element of every chunk, reloaded as needed, sums to {total} (expected 28)");
 
     // Put them in a cycle and let go: reference counting cannot free it, the collector can.
@@ -28,10 +38,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("why is chunk 0 alive? {:?}", heap.why_alive(&chunks[0]));
     drop(chunks);
     drop((list, holder));
-    println!("before collect: {} objects, budget {} MiB in use", heap.live_objects(), budget.used() >> 20);
+    println!(
+        "before collect: {} objects, budget {} MiB in use",
+        heap.live_objects(),
+        budget.used() >> 20
+    );
     let found = heap.collect(2)?;
     let g = &heap.get_stats()[2];
-    println!("collect(2) found {found} unreachable containers, freed {} MiB in {:?}; {} objects left, budget {} MiB",
-        g.bytes_freed >> 20, g.pause, heap.live_objects(), budget.used() >> 20);
+    println!(
+        "collect(2) found {found} unreachable containers, freed {} MiB in {:?}; {} objects left, budget {} MiB",
+        g.bytes_freed >> 20,
+        g.pause,
+        heap.live_objects(),
+        budget.used() >> 20
+    );
     Ok(())
 }

@@ -31,7 +31,7 @@ impl SharedBytes for arrow_buffer::Buffer {
 ///
 /// **Invariant:** the bytes start at an address aligned to 8, so they can be viewed as a slice of
 /// any [`Element`].
-/// **Invariant:** owned bytes are reserved in the global [`memory`](crate::memory) budget for as
+/// **Invariant:** owned bytes are reserved in the global [`memory`] budget for as
 /// long as they live (borrowed bytes carry their owner's reservation, e.g. a map window's).
 pub struct Buffer {
     repr: Repr,
