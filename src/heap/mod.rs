@@ -158,6 +158,8 @@ pub struct HeapStats {
     pub budget_used: u64,
     /// Peak bytes reserved.
     pub budget_peak: u64,
+    /// Bytes reserved per category (mapped chunk windows, chunk buffers, ...), largest first.
+    pub budget_holders: Vec<(&'static str, u64)>,
     /// Per-generation collector statistics.
     pub gc: [GenStats; 3],
 }
@@ -931,6 +933,7 @@ impl Heap {
         s.budget_limit = self.inner.budget.limit();
         s.budget_used = self.inner.budget.used();
         s.budget_peak = self.inner.budget.peak();
+        s.budget_holders = self.inner.budget.holders();
         s
     }
 }
