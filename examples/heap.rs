@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..8u64 {
         let mut b = heap.alloc_buffer(8 << 20)?;
         b.as_mut_slice::<u64>().iter_mut().for_each(|v| *v = i);
-        chunks.push(heap.chunk(b, true));
+        chunks.push(heap.chunk(b, true)?);
     }
     let s = heap.stats();
     println!(

@@ -412,6 +412,8 @@ struct Lanes<T> {
 #[inline(always)]
 fn leaf<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
     let mut r = [0.0f64; 8];
+    // Accumulators in locals (registers), written back once per leaf.
+    let mut cnt = l.cnt;
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for j in 0..8 {
@@ -420,9 +422,10 @@ fn leaf<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
             #[allow(clippy::eq_op)]
             let ok = v == v;
             r[j] += if ok { v } else { 0.0 };
-            l.cnt[j] += if ok { 1.0 } else { 0.0 };
+            cnt[j] += if ok { 1.0 } else { 0.0 };
         }
     }
+    l.cnt = cnt;
     let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
     for (j, &e) in it.remainder().iter().enumerate() {
         let ok = !e.is_nan();
@@ -436,14 +439,16 @@ fn leaf<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
 /// Updates the lane minima and maxima with `x`.
 #[inline(always)]
 fn extremes<T: StatElem>(x: &[T], l: &mut Lanes<T>) {
+    let (mut mn, mut mx) = (l.mn, l.mx);
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for j in 0..8 {
             let e = c[j];
-            l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
-            l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
+            mn[j] = if e < mn[j] { e } else { mn[j] };
+            mx[j] = if e > mx[j] { e } else { mx[j] };
         }
     }
+    (l.mn, l.mx) = (mn, mx);
     for (j, &e) in it.remainder().iter().enumerate() {
         l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
         l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };

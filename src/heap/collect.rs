@@ -22,7 +22,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Freed, Handle, Heap, ObjId, State, elapsed};
+use std::cell::Cell;
+
+use super::{Freed, Handle, Heap, ObjId, State, elapsed, run_finalizer};
+
+thread_local! {
+    /// True while this thread runs a collection (its finalizers and callbacks included).
+    static IN_COLLECTION: Cell<bool> = const { Cell::new(false) };
+}
 use crate::error::{Error, Result};
 
 /// Statistics of one generation (CPython's `gc.get_stats()`, plus bytes and pauses).
@@ -152,6 +159,11 @@ impl Heap {
                 "invalid generation {generation} (expected 0, 1 or 2)"
             )));
         }
+        // A collection requested from a finalizer or callback of the collection running on this
+        // thread is absorbed by it (as in CPython); other threads wait their turn.
+        if IN_COLLECTION.with(Cell::get) {
+            return Ok(0);
+        }
         let _one = self
             .inner
             .collecting
@@ -176,6 +188,13 @@ impl Heap {
     }
 
     fn collect_locked(&self, generation: usize) -> u64 {
+        IN_COLLECTION.with(|f| f.set(true));
+        let n = self.collect_inner(generation);
+        IN_COLLECTION.with(|f| f.set(false));
+        n
+    }
+
+    fn collect_inner(&self, generation: usize) -> u64 {
         self.run_callbacks(&GcEvent {
             phase: GcPhase::Start,
             generation,
@@ -186,6 +205,9 @@ impl Heap {
         let start = Instant::now();
         let mut st = self.state();
         let young: Vec<ObjId> = (0..=generation).flat_map(|g| st.gens[g].clone()).collect();
+        // Tags identify the occupants: a slot freed and reused while finalizers ran (unlocked)
+        // holds a new, unexamined object that must not be promoted with the survivors.
+        let tags: Vec<u32> = young.iter().map(|&id| st.slots[id as usize].tag).collect();
         st.mark_all(&young, super::collect::MARK_CANDIDATE);
         let mut unreachable = st.unreachable_in(&young);
 
@@ -222,7 +244,7 @@ impl Heap {
                 .collect();
             drop(st);
             for (h, f) in handles {
-                f(&h);
+                run_finalizer(f, &h);
             }
             st = self.state();
             for &id in &unreachable {
@@ -263,11 +285,13 @@ impl Heap {
         // Survivors are promoted; counts and long-lived bookkeeping as in CPython.
         let target = (generation + 1).min(2);
         let mut promoted = 0u64;
-        for &id in &young {
-            let live = st.slots[id as usize]
-                .obj
-                .as_ref()
-                .is_some_and(|o| o.track.is_some_and(|(g, _)| g <= generation));
+        for (&id, &tag) in young.iter().zip(&tags) {
+            let slot = &st.slots[id as usize];
+            let live = slot.tag == tag
+                && slot
+                    .obj
+                    .as_ref()
+                    .is_some_and(|o| o.track.is_some_and(|(g, _)| g <= generation));
             if live {
                 if st.obj(id).track.map(|t| t.0) != Some(target) {
                     promoted += 1;

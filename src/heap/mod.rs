@@ -127,6 +127,7 @@ pub struct WeakHandle {
 pub(crate) struct Freed {
     payloads: Vec<Payload>,
     finalize: Vec<(ObjId, Finalizer)>,
+    orphans: Vec<Finalizer>,
     pub(crate) objects: u64,
     pub(crate) bytes: u64,
 }
@@ -150,6 +151,8 @@ pub struct HeapStats {
     pub chunk_bytes_spilled: u64,
     /// Chunk objects currently evicted (re-readable from their source).
     pub chunks_evicted: usize,
+    /// Chunk objects in use (locked by a reader or writer) when the figures were taken.
+    pub chunks_pinned: usize,
     /// Spill files on disk.
     pub spill_files: usize,
     /// The budget's limit, use and peak, in bytes.
@@ -241,6 +244,11 @@ impl State {
         }
         out.objects += 1;
         out.bytes += payload_bytes(&o.payload);
+        if let Some(f) = o.finalizer {
+            // Attached to the garbage while its finalizers ran: it cannot run without its object,
+            // and must not be dropped under the lock (it may own handles).
+            out.orphans.push(f);
+        }
         o.payload
     }
 
@@ -277,6 +285,12 @@ impl State {
     }
 }
 
+/// Runs a finalizer; a panic inside it is contained (the object is treated as finalized), so
+/// one faulty finalizer cannot leak the garbage it belongs to or poison the heap.
+pub(crate) fn run_finalizer(f: Finalizer, h: &Handle) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(h)));
+}
+
 /// Memory an object's payload holds (chunk data in memory, string bytes).
 fn payload_bytes(p: &Payload) -> u64 {
     match p {
@@ -294,15 +308,19 @@ impl Freed {
     /// the payloads — outside the state lock.
     fn finish(self, heap: &Heap) {
         let Freed {
-            payloads, finalize, ..
+            payloads,
+            finalize,
+            orphans,
+            ..
         } = self;
         drop(payloads);
+        drop(orphans);
         for (id, f) in finalize {
             let h = Handle {
                 heap: heap.clone(),
                 id,
             };
-            f(&h);
+            run_finalizer(f, &h);
         }
     }
 }
@@ -320,8 +338,9 @@ impl Reclaim for HeapInner {
                 })
                 .collect()
         };
-        // Least recently used first; cells in use (locked) are pinned and skipped.
-        cells.sort_by_key(|c| c.state.try_lock().map(|g| g.last_use).unwrap_or(u64::MAX));
+        // Least recently used first (keys read once: they change under us); cells in use
+        // (locked) are pinned and skipped.
+        cells.sort_by_cached_key(|c| c.state.try_lock().map(|g| g.last_use).unwrap_or(u64::MAX));
         let mut got = 0u64;
         for c in cells {
             if got >= want {
@@ -486,8 +505,17 @@ impl Heap {
 
     /// A chunk object owning `data`. A `dirty` chunk has no other copy: under memory pressure it is
     /// spilled to a temp file, never dropped.
-    pub fn chunk(&self, data: Buffer, dirty: bool) -> Handle {
-        self.chunk_cell(data, dirty, None)
+    pub fn chunk(&self, data: Buffer, dirty: bool) -> Result<Handle> {
+        // The heap can only give back memory that its own budget accounts for: bytes reserved
+        // elsewhere (or borrowed) are copied into this budget first.
+        let data = if data.is_reserved_in(&self.inner.budget) {
+            data
+        } else {
+            let mut b = self.alloc_buffer(data.len())?;
+            b.bytes_mut().copy_from_slice(data.bytes());
+            b
+        };
+        Ok(self.chunk_cell(data, dirty, None))
     }
 
     /// A clean chunk object holding chunk `index` of `source` (read now, as an owned copy); under
@@ -551,17 +579,23 @@ impl Heap {
     }
 
     /// Gives a chunk's memory back now: evicts it if clean, spills it if dirty. Returns the bytes
-    /// released.
+    /// released (0 if it is not resident or is in use).
     pub fn release_chunk(&self, h: &Handle) -> Result<u64> {
         let cell = self.cell(h)?;
-        let n = cell.lock().release(self.spill_dir())?;
-        Ok(n as u64)
+        // A pinned chunk (in use) cannot be released; that is not an error.
+        let Ok(mut g) = cell.state.try_lock() else {
+            return Ok(0);
+        };
+        Ok(g.release(self.spill_dir())? as u64)
     }
 
-    /// Where a chunk's bytes are: `"resident"`, `"evicted"` or `"spilled"`.
+    /// Where a chunk's bytes are: `"resident"`, `"evicted"` or `"spilled"` — or `"pinned"` while
+    /// a reader or writer holds it.
     pub fn chunk_state(&self, h: &Handle) -> Result<&'static str> {
         let cell = self.cell(h)?;
-        let g = cell.lock();
+        let Ok(g) = cell.state.try_lock() else {
+            return Ok("pinned");
+        };
         Ok(match g.data {
             ChunkState::Resident(_) => "resident",
             ChunkState::Evicted => "evicted",
@@ -749,6 +783,7 @@ impl Heap {
 
     /// The integer value of an `int` object.
     pub fn as_int(&self, h: &Handle) -> Option<i64> {
+        self.check(h);
         match self.state().obj(h.id).payload {
             Payload::Int(v) => Some(v),
             _ => None,
@@ -757,6 +792,7 @@ impl Heap {
 
     /// The value of a `bool` object.
     pub fn as_bool(&self, h: &Handle) -> Option<bool> {
+        self.check(h);
         match self.state().obj(h.id).payload {
             Payload::Bool(v) => Some(v),
             _ => None,
@@ -765,6 +801,7 @@ impl Heap {
 
     /// The value of a `float` object.
     pub fn as_float(&self, h: &Handle) -> Option<f64> {
+        self.check(h);
         match self.state().obj(h.id).payload {
             Payload::Float(v) => Some(v),
             _ => None,
@@ -773,6 +810,7 @@ impl Heap {
 
     /// The text of a `str` object.
     pub fn as_str(&self, h: &Handle) -> Option<String> {
+        self.check(h);
         match &self.state().obj(h.id).payload {
             Payload::Str(s) => Some(s.clone()),
             _ => None,
@@ -780,10 +818,19 @@ impl Heap {
     }
 
     /// Attaches a finalizer (replacing any previous one). It runs once, when the object is about
-    /// to be freed by reference counting or by the collector.
+    /// to be freed by reference counting or by the collector. A finalizer that panics is treated
+    /// as finished.
     pub fn set_finalizer(&self, h: &Handle, f: Finalizer) {
         self.check(h);
-        self.state().obj_mut(h.id).finalizer = Some(f);
+        let old = {
+            let mut st = self.state();
+            let o = st.obj_mut(h.id);
+            // A newly attached finalizer runs once too, even on an object finalized before.
+            o.finalized = false;
+            o.finalizer.replace(f)
+        };
+        // Dropped outside the lock: it may own handles whose drop re-enters the heap.
+        drop(old);
     }
 
     /// Number of live objects.
@@ -920,7 +967,12 @@ impl Heap {
         };
         s.chunks = cells.len();
         for c in cells {
-            let g = c.lock();
+            // A chunk in use (maybe by the caller, inside `with_chunk`) is pinned: counted, not
+            // waited for.
+            let Ok(g) = c.state.try_lock() else {
+                s.chunks_pinned += 1;
+                continue;
+            };
             match &g.data {
                 ChunkState::Resident(b) => s.chunk_bytes_resident += b.len() as u64,
                 ChunkState::Evicted => s.chunks_evicted += 1,

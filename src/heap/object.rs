@@ -220,20 +220,25 @@ impl ChunkCellInner {
             return Ok(0);
         };
         let n = b.len();
-        if !self.dirty && self.reload.is_some() {
-            self.data = ChunkState::Evicted;
-            return Ok(n);
-        }
-        let mut f = tempfile::Builder::new()
-            .prefix("spill-")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(dir, "create spill file in", e))?;
-        f.write_all(b.bytes())
-            .map_err(|e| Error::io(f.path(), "write spill file", e))?;
-        self.data = ChunkState::Spilled {
-            file: f.into_temp_path(),
-            len: n,
+        let next = if !self.dirty && self.reload.is_some() {
+            ChunkState::Evicted
+        } else {
+            let mut f = tempfile::Builder::new()
+                .prefix("spill-")
+                .tempfile_in(dir)
+                .map_err(|e| Error::io(dir, "create spill file in", e))?;
+            f.write_all(b.bytes())
+                .map_err(|e| Error::io(f.path(), "write spill file", e))?;
+            ChunkState::Spilled {
+                file: f.into_temp_path(),
+                len: n,
+            }
         };
+        // The memory goes back for real, not into the buffer pool (whose bytes would stay
+        // reserved), so what the reclaimer reports is what the budget regains.
+        if let ChunkState::Resident(b) = std::mem::replace(&mut self.data, next) {
+            b.discard();
+        }
         Ok(n)
     }
 }

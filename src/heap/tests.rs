@@ -98,7 +98,7 @@ fn rings_and_dict_cycles_are_collected_with_their_payloads() {
         hp.list_append(&nodes[i], &nodes[(i + 1) % 10]).unwrap();
     }
     // A cycle through dicts holding a chunk of data.
-    let chunk = hp.chunk(hp.alloc_buffer(1 << 20).unwrap(), true);
+    let chunk = hp.chunk(hp.alloc_buffer(1 << 20).unwrap(), true).unwrap();
     let d1 = hp.dict(&[("data", &chunk)]);
     let d2 = hp.dict(&[("peer", &d1)]);
     hp.dict_set(&d1, "peer", &d2).unwrap();
@@ -370,7 +370,7 @@ fn chunks_evict_spill_reload_and_clean_up() {
         .iter_mut()
         .enumerate()
         .for_each(|(i, v)| *v = i as f64);
-    let c = hp.chunk(data, true);
+    let c = hp.chunk(data, true).unwrap();
     assert_eq!(hp.chunk_state(&c).unwrap(), "resident");
     assert_eq!(hp.release_chunk(&c).unwrap(), 4096);
     assert_eq!(hp.chunk_state(&c).unwrap(), "spilled");
@@ -412,7 +412,7 @@ fn budget_pressure_spills_dirty_chunks_instead_of_failing() {
     for i in 0..8u8 {
         let mut b = hp.alloc_buffer(2 << 20).unwrap();
         b.bytes_mut().fill(i);
-        chunks.push(hp.chunk(b, true));
+        chunks.push(hp.chunk(b, true).unwrap());
         assert!(budget.used() <= 10 << 20);
     }
     let s = hp.stats();
@@ -619,7 +619,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Alloc(list) => {
-                    let h = if list { hp.list(&[]) } else { hp.chunk(hp.alloc_buffer(64).unwrap(), true) };
+                    let h = if list { hp.list(&[]) } else { hp.chunk(hp.alloc_buffer(64).unwrap(), true).unwrap() };
                     let id = m.alive.len();
                     m.alive.push(true);
                     m.edges.push(Vec::new());
@@ -713,7 +713,7 @@ proptest! {
 fn pinned_young_collection_frees_a_young_self_cycle() {
     let hp = heap();
     let l = hp.list(&[]);
-    let _leaf = hp.chunk(hp.alloc_buffer(64).unwrap(), true);
+    let _leaf = hp.chunk(hp.alloc_buffer(64).unwrap(), true).unwrap();
     hp.list_append(&l, &l).unwrap();
     let w = l.downgrade();
     drop(l);
@@ -745,7 +745,7 @@ fn rayon_workers_share_chunks_under_budget_pressure() {
         .map(|i| {
             let mut b = hp.alloc_buffer(1 << 20).unwrap();
             b.as_mut_slice::<u64>().iter_mut().for_each(|v| *v = i);
-            hp.chunk(b, true)
+            hp.chunk(b, true).unwrap()
         })
         .collect();
     for round in 1..4u64 {
@@ -765,4 +765,121 @@ fn rayon_workers_share_chunks_under_budget_pressure() {
     assert!(hp.stats().chunk_bytes_spilled > 0);
     drop(chunks);
     assert_eq!(budget.used(), 0);
+}
+
+// ---- Regressions from review (each used to deadlock or misaccount) --------------------------
+
+#[test]
+fn replacing_a_finalizer_that_owns_a_handle() {
+    let hp = heap();
+    let a = hp.int(1);
+    let b = hp.int(2);
+    let b2 = b.clone();
+    hp.set_finalizer(&a, Box::new(move |_| drop(b2)));
+    hp.set_finalizer(&a, Box::new(|_| {})); // drops the first one, and with it a handle
+    assert_eq!(b.refcount(), 1);
+}
+
+#[test]
+fn finalizer_attached_after_resurrection_runs_once_more() {
+    let hp = heap();
+    let keep = hp.list(&[]);
+    let a = hp.int(1);
+    let k = keep.clone();
+    hp.set_finalizer(
+        &a,
+        Box::new(move |me| k.heap().list_append(&k, me).unwrap()),
+    );
+    drop(a);
+    let a = hp.list_pop(&keep).unwrap().unwrap(); // resurrected
+    let other = hp.int(2);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (o2, r2) = (other.clone(), runs.clone());
+    hp.set_finalizer(
+        &a,
+        Box::new(move |_| {
+            drop(o2);
+            r2.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    drop(a);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(other.refcount(), 1);
+}
+
+#[test]
+fn collect_inside_finalizers_and_callbacks_is_absorbed() {
+    let hp = heap();
+    let l = hp.list(&[]);
+    hp.list_append(&l, &l).unwrap();
+    let hp2 = hp.clone();
+    hp.set_finalizer(
+        &l,
+        Box::new(move |_| assert_eq!(hp2.collect(2).unwrap(), 0)),
+    );
+    let hp3 = hp.clone();
+    hp.add_callback(move |_| {
+        hp3.collect(0).unwrap();
+    });
+    drop(l);
+    assert_eq!(hp.collect(2).unwrap(), 1);
+    assert_eq!(hp.live_objects(), 0);
+}
+
+#[test]
+fn introspection_inside_a_chunk_closure() {
+    let hp = heap();
+    let c = hp.chunk(hp.alloc_buffer(64).unwrap(), true).unwrap();
+    let (pinned, state, released) = hp
+        .with_chunk(&c, |_| {
+            (
+                hp.stats().chunks_pinned,
+                hp.chunk_state(&c).unwrap(),
+                hp.release_chunk(&c).unwrap(),
+            )
+        })
+        .unwrap();
+    assert_eq!((pinned, state, released), (1, "pinned", 0));
+}
+
+#[test]
+fn chunks_from_another_budget_are_moved_into_the_heaps() {
+    let budget = MemoryBudget::new(1 << 20);
+    let hp = Heap::with_config(&HeapConfig {
+        budget: Some(budget.clone()),
+        temp_dir: None,
+    })
+    .unwrap();
+    let foreign = Buffer::zeroed(4096).unwrap(); // reserved in the global budget
+    let c = hp.chunk(foreign, true).unwrap();
+    assert_eq!(
+        budget.used(),
+        4096,
+        "the heap accounts for what it may later spill"
+    );
+    assert_eq!(hp.release_chunk(&c).unwrap(), 4096);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn a_panicking_finalizer_does_not_leak_its_cycle() {
+    let hp = heap();
+    let l = hp.list(&[]);
+    hp.list_append(&l, &l).unwrap();
+    hp.set_finalizer(&l, Box::new(|_| panic!("finalizer failed")));
+    drop(l);
+    let n = hp.collect(2).unwrap(); // the panic message is printed; the collection completes
+    assert_eq!(n, 1);
+    assert_eq!(hp.live_objects(), 0);
+}
+
+#[test]
+fn handles_from_another_heap_are_refused() {
+    let (h1, h2) = (heap(), heap());
+    let x = h2.int(111);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h1.as_int(&x)));
+    assert!(
+        r.is_err(),
+        "a foreign handle must not read another object's value"
+    );
 }

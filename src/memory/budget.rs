@@ -12,6 +12,12 @@ use crate::error::{Error, Result};
 pub trait Reclaim: Send + Sync {
     /// Frees up to `want` bytes (by dropping reservations); returns the bytes released.
     fn reclaim(&self, want: u64) -> u64;
+
+    /// How costly reclaiming is here: cheaper reclaimers are asked first (0 for caches that just
+    /// drop memory, 1 for evicting or spilling data).
+    fn cost(&self) -> u32 {
+        1
+    }
 }
 
 struct State {
@@ -183,6 +189,8 @@ impl MemoryBudget {
             rs.retain(|w| w.strong_count() > 0);
             rs.iter().filter_map(Weak::upgrade).collect()
         };
+        let mut live = live;
+        live.sort_by_key(|r| r.cost());
         let mut got = 0;
         for r in live {
             if got >= want {
@@ -302,6 +310,11 @@ impl Reservation {
     /// True if the reservation is held in the process-wide budget.
     pub fn is_global(&self) -> bool {
         self.budget.same(global())
+    }
+
+    /// True if the reservation is held in `budget`.
+    pub fn is_in(&self, budget: &MemoryBudget) -> bool {
+        self.budget.same(budget)
     }
 
     /// The category.

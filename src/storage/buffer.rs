@@ -71,6 +71,10 @@ fn pool() -> std::sync::MutexGuard<'static, Vec<(Vec<u64>, Reservation)>> {
 struct PoolReclaimer;
 
 impl Reclaim for PoolReclaimer {
+    fn cost(&self) -> u32 {
+        0
+    }
+
     fn reclaim(&self, want: u64) -> u64 {
         let mut got = 0;
         let freed: Vec<_> = {
@@ -232,6 +236,20 @@ impl Buffer {
     /// An owned buffer holding `values`.
     pub fn from_elements<T: Element>(values: &[T]) -> Result<Buffer> {
         Buffer::copy_from(bytemuck::cast_slice(values))
+    }
+
+    /// Frees the buffer without recycling it into the pool: its memory and its reservation go
+    /// back at once (used when reclaiming memory under pressure).
+    pub fn discard(mut self) {
+        if let Repr::Owned { words, res, .. } = &mut self.repr {
+            drop(std::mem::take(words));
+            drop(std::mem::replace(res, Reservation::empty()));
+        }
+    }
+
+    /// True when the bytes are owned and reserved in `budget`.
+    pub fn is_reserved_in(&self, budget: &memory::MemoryBudget) -> bool {
+        matches!(&self.repr, Repr::Owned { res, .. } if res.is_in(budget))
     }
 
     /// True when the bytes are borrowed from a map or another owner (no copy was made).

@@ -101,7 +101,7 @@ fn dirty_chunks_beyond_the_budget_spill_and_clean_up() {
             .iter_mut()
             .enumerate()
             .for_each(|(k, v)| *v = i * 1_000_000 + k as u64);
-        chunks.push(heap.chunk(b, true));
+        chunks.push(heap.chunk(b, true).unwrap());
         assert!(budget.used() <= LIMIT);
     }
     let s = heap.stats();
