@@ -340,6 +340,20 @@ pub(crate) fn human_bytes(n: u64) -> String {
     bytesize::ByteSize(n).display().iec().to_string()
 }
 
+/// Adds the source's name to an error that does not already mention it (e.g. a budget error).
+fn about(src: &str, e: chunkheap::Error) -> anyhow::Error {
+    let (path, _) = formats::split_source_name(src);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if e.to_string().contains(&name) {
+        e.into()
+    } else {
+        anyhow::Error::new(e).context(src.to_string())
+    }
+}
+
 fn cmd_info(src: &str) -> Result<()> {
     let s = formats::open(src)?;
     let i = s.info();
@@ -374,7 +388,7 @@ fn cmd_stats(src: &str, json: bool, ddof: u64, mode: ProgressMode) -> Result<()>
     let nbytes = s.info().nbytes();
     let bar = Reporter::new(mode, nbytes, "stats");
     let t = Instant::now();
-    let st = reduce::stats_with_progress(s.as_ref(), &|n| bar.add(n))?;
+    let st = reduce::stats_with_progress(s.as_ref(), &|n| bar.add(n)).map_err(|e| about(src, e))?;
     let secs = t.elapsed().as_secs_f64();
     bar.finish();
     if json {
@@ -475,7 +489,7 @@ fn cmd_convert(src: &str, out: &str, options: &WriteOptions, mode: ProgressMode)
     let writer = formats::create(out, i.dtype, &i.shape, options)?;
     let bar = Reporter::new(mode, i.nbytes(), "convert");
     let t = Instant::now();
-    pipeline::copy(s.as_ref(), writer, &|n| bar.add(n))?;
+    pipeline::copy(s.as_ref(), writer, &|n| bar.add(n)).map_err(|e| about(src, e))?;
     bar.finish();
     eprintln!(
         "wrote {out}: {} {}, {}",

@@ -253,7 +253,8 @@ fn memory_limit_and_stats_flags() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("memory budget of 1.0 KiB exceeded")
-            && err.contains("chunk buffer asked for 7.8 KiB"),
+            && err.contains("mapped chunk asked for 8.0 KiB")
+            && err.contains("f64.npy"),
         "{err}"
     );
 
