@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         chunks: Some(vec![250_000]),
         codec: Codec::Zstd(3),
         column: None,
+        ..Default::default()
     };
     pipeline::copy(
         src.as_ref(),

@@ -102,6 +102,7 @@ pub fn run(size: &str, globals: &Globals) -> Result<()> {
                 chunks: Some(vec![1 << 20]),
                 codec: Codec::Zstd(1),
                 column: None,
+                ..Default::default()
             },
             "series.zarr (zstd)",
         ),

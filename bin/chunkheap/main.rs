@@ -38,6 +38,9 @@ struct Cli {
     /// Directory for spill files (default: the system temp dir).
     #[arg(long, global = true, value_name = "DIR")]
     temp_dir: Option<std::path::PathBuf>,
+    /// fsync outputs before renaming them into place (durable across power loss, slower).
+    #[arg(long, global = true)]
+    fsync: bool,
     /// Print memory statistics at exit to stderr (`--stats` or `--stats=json`).
     #[arg(long, global = true, value_enum, num_args = 0..=1, default_missing_value = "text", require_equals = true)]
     stats: Option<StatsMode>,
@@ -216,7 +219,10 @@ fn run(cli: Cli) -> Result<()> {
                 dtype: dtype.parse::<DType>()?,
                 dist: parse_dist(dist, range.as_deref())?,
                 seed,
-                options: write_options(chunks.as_deref(), &codec)?,
+                options: WriteOptions {
+                    fsync: cli.fsync,
+                    ..write_options(chunks.as_deref(), &codec)?
+                },
             };
             cmd_gen(&out, &spec, progress)
         }
@@ -333,6 +339,7 @@ pub(crate) fn write_options(chunks: Option<&str>, codec: &str) -> Result<WriteOp
         chunks,
         codec,
         column: None,
+        ..Default::default()
     })
 }
 

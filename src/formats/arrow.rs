@@ -833,7 +833,8 @@ impl ArrowWriter {
             arrow_type(dtype),
             false,
         )]));
-        let out = AtomicFile::create(path)?;
+        let mut out = AtomicFile::create(path)?;
+        out.set_fsync(options.fsync);
         let writer = FileWriter::try_new(AtomicSink(out), &schema)
             .map_err(|e| write_error(path, "start Arrow file", e))?;
         Ok(ArrowWriter {

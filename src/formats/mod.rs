@@ -119,7 +119,11 @@ pub fn create(
         options.column = column;
     }
     Ok(match format {
-        Format::Npy => Box::new(npy::NpyWriter::create(&p, dtype, shape)?),
+        Format::Npy => {
+            let w = npy::NpyWriter::create(&p, dtype, shape)?;
+            w.set_fsync(options.fsync);
+            Box::new(w)
+        }
         Format::Zarr => Box::new(zarr::ZarrWriter::create(&p, dtype, shape, &options)?),
         Format::Arrow => Box::new(arrow::ArrowWriter::create(&p, dtype, shape, &options)?),
     })

@@ -522,6 +522,15 @@ impl NpyWriter {
         })
     }
 
+    /// Makes `finish` `fsync` the file before renaming it into place.
+    pub fn set_fsync(&self, fsync: bool) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .out
+            .set_fsync(fsync);
+    }
+
     /// The final path.
     pub fn path(&self) -> PathBuf {
         self.state

@@ -1129,6 +1129,7 @@ mod tests {
             chunks,
             codec,
             column: None,
+            ..Default::default()
         };
         if path.extension().is_some_and(|e| e == "zarr") {
             // Through the format-agnostic entry point.

@@ -29,6 +29,7 @@ fn temp_prefix(path: &Path) -> String {
 pub struct AtomicFile {
     target: PathBuf,
     writer: BufWriter<NamedTempFile>,
+    fsync: bool,
 }
 
 impl AtomicFile {
@@ -44,12 +45,18 @@ impl AtomicFile {
         Ok(AtomicFile {
             target: target.to_path_buf(),
             writer: BufWriter::with_capacity(8 << 20, tmp),
+            fsync: false,
         })
     }
 
     /// The final path.
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// Makes [`commit`](Self::commit) `fsync` the data before the rename.
+    pub fn set_fsync(&mut self, fsync: bool) {
+        self.fsync = fsync;
     }
 
     /// Appends bytes.
@@ -64,16 +71,18 @@ impl AtomicFile {
         &mut self.writer
     }
 
-    /// Flushes, syncs and renames the file into place.
+    /// Flushes (and with [`set_fsync`](Self::set_fsync), syncs) and renames the file into place.
     pub fn commit(self) -> Result<()> {
         let target = self.target;
         let tmp = self
             .writer
             .into_inner()
             .map_err(|e| Error::io(&target, "write", e.into_error()))?;
-        tmp.as_file()
-            .sync_data()
-            .map_err(|e| Error::io(&target, "sync", e))?;
+        if self.fsync {
+            tmp.as_file()
+                .sync_data()
+                .map_err(|e| Error::io(&target, "sync", e))?;
+        }
         tmp.persist(&target)
             .map_err(|e| Error::io(&target, "rename into place", e.error))?;
         Ok(())

@@ -204,6 +204,7 @@ fn convert_round_trips_bytes() {
         "999",
     ]);
     run_ok(&[
+        "--fsync",
         "convert",
         &format!("{}#u", a.display()),
         back.to_str().unwrap(),

@@ -262,6 +262,7 @@ fn round_trip_through_every_format_keeps_stats() {
                     chunks: Some(src.info().shape.iter().map(|&d| (d / 3).max(1)).collect()),
                     codec: Codec::Zstd(1),
                     column: None,
+                    ..Default::default()
                 },
             ),
         ];

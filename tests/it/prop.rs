@@ -209,7 +209,7 @@ proptest! {
         let src = NpySource::open_with_chunk_bytes(&npy, "a.npy", c.chunk_bytes).unwrap();
         let out = dir.path().join("a.zarr").to_string_lossy().into_owned();
         let codec = [Codec::None, Codec::Zstd(1), Codec::Gzip(1)][c.codec as usize];
-        let opts = WriteOptions { chunks: Some(c.zarr_chunks.clone()), codec, column: None };
+        let opts = WriteOptions { chunks: Some(c.zarr_chunks.clone()), codec, column: None, ..Default::default() };
         let w = formats::create(&out, chunkheap::DType::F64, &c.shape, &opts).unwrap();
         pipeline::copy(&src, w, &pipeline::no_progress).unwrap();
         let z = formats::open(&out).unwrap();
