@@ -4,7 +4,8 @@
 //! **Invariant:** results never depend on the thread count: work is split by chunk, and partial
 //! results are returned (and combined by callers) in chunk-index order.
 //! **Invariant:** at most `batch` chunks are materialised at once (one per worker for maps,
-//! `2 x threads` for copies), so memory stays bounded whatever the array size.
+//! three batches of one chunk per worker for writes), so memory stays bounded whatever the array
+//! size.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
