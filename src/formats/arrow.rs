@@ -867,10 +867,6 @@ impl ArrayWriter for ArrowWriter {
         &self.layout
     }
 
-    fn encode<'a>(&self, _index: usize, data: &'a [u8]) -> Result<Cow<'a, [u8]>> {
-        Ok(Cow::Borrowed(data))
-    }
-
     fn write(&self, index: usize, encoded: &[u8]) -> Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if index != st.next || index >= self.layout.num_chunks() {

@@ -5,7 +5,6 @@
 //! columns (Fortran order) is a contiguous byte range: the virtual grid cuts the array into such
 //! runs of about [`DEFAULT_CHUNK_BYTES`], each read through its own map window.
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -545,10 +544,6 @@ impl NpyWriter {
 impl ArrayWriter for NpyWriter {
     fn layout(&self) -> &ChunkLayout {
         &self.layout
-    }
-
-    fn encode<'a>(&self, _index: usize, data: &'a [u8]) -> Result<Cow<'a, [u8]>> {
-        Ok(Cow::Borrowed(data))
     }
 
     fn write(&self, index: usize, encoded: &[u8]) -> Result<()> {

@@ -758,12 +758,8 @@ impl Heap {
         }))
     }
 
-    /// The objects a container holds, in order (lists, tuples, expression arguments, dict
-    /// values). Empty for leaves.
-    pub fn items(&self, h: &Handle) -> Vec<Handle> {
-        self.check(h);
-        let mut st = self.state();
-        let ids = st.obj(h.id).payload.referents();
+    /// Strong handles to `ids`, one reference each (taken under the caller's lock).
+    fn new_handles(&self, st: &mut State, ids: Vec<ObjId>) -> Vec<Handle> {
         ids.into_iter()
             .map(|id| {
                 st.incref(id);
@@ -773,6 +769,15 @@ impl Heap {
                 }
             })
             .collect()
+    }
+
+    /// The objects a container holds, in order (lists, tuples, expression arguments, dict
+    /// values). Empty for leaves.
+    pub fn items(&self, h: &Handle) -> Vec<Handle> {
+        self.check(h);
+        let mut st = self.state();
+        let ids = st.obj(h.id).payload.referents();
+        self.new_handles(&mut st, ids)
     }
 
     /// Number of elements of a container (0 for leaves).
@@ -852,15 +857,7 @@ impl Heap {
                 }
             }
         }
-        ids.into_iter()
-            .map(|id| {
-                st.incref(id);
-                Handle {
-                    heap: self.clone(),
-                    id,
-                }
-            })
-            .collect()
+        self.new_handles(&mut st, ids)
     }
 
     /// The objects `h` refers to (one entry per reference).

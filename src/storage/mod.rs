@@ -173,8 +173,11 @@ pub trait ArrayWriter: Send + Sync {
     /// The chunking of the output; the driver supplies exactly these regions.
     fn layout(&self) -> &ChunkLayout;
 
-    /// Turns a chunk's dense native C-order bytes into what is stored (e.g. compresses).
-    fn encode<'a>(&self, index: usize, data: &'a [u8]) -> Result<Cow<'a, [u8]>>;
+    /// Turns a chunk's dense native C-order bytes into what is stored (e.g. compresses). The
+    /// default stores them as they are.
+    fn encode<'a>(&self, _index: usize, data: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        Ok(Cow::Borrowed(data))
+    }
 
     /// Stores encoded chunk `index`. Called once per chunk, in index order, concurrently with
     /// `encode` calls for later chunks (so sequential state lives behind a lock).
