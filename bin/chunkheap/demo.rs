@@ -95,7 +95,7 @@ pub fn run(size: &str, globals: &Globals) -> Result<()> {
     );
     println!("            {}", s_npy.to_json(0));
 
-    for (out, opts, label) in [
+    for (step, (out, opts, label)) in [
         (
             &zarr,
             WriteOptions {
@@ -107,19 +107,27 @@ pub fn run(size: &str, globals: &Globals) -> Result<()> {
             "series.zarr (zstd)",
         ),
         (&arrow, WriteOptions::default(), "series.arrow"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let step = 4 + 2 * step;
         let w = formats::create(out, DType::F64, &[n], &opts)?;
         let bar = Reporter::new(mode, n * 8, "convert");
         let ((), secs) = timed(|| Ok(pipeline::copy(src.as_ref(), w, &|b| bar.add(b))?))?;
         bar.finish();
         let stored = formats::open(out)?.info().stored_bytes;
         println!(
-            "4. convert  -> {label:<28} {}  [{} on disk]",
+            "{step}. convert  -> {label:<28} {}  [{} on disk]",
             throughput_line(n * 8, secs),
             crate::human_bytes(stored)
         );
         let (s, secs) = stats_of(out, mode)?;
-        println!("5. stats    {label:<32} {}", throughput_line(n * 8, secs));
+        println!(
+            "{}. stats    {label:<32} {}",
+            step + 1,
+            throughput_line(n * 8, secs)
+        );
         if !s.same_up_to_rounding(&s_npy, 1e-12) {
             bail!(
                 "statistics of {label} differ from series.npy:\n{}\n{}",
@@ -142,7 +150,7 @@ pub fn run(size: &str, globals: &Globals) -> Result<()> {
     Ok(())
 }
 
-/// Step 6: the managed heap — chunks as objects under a budget a quarter of the data, a cycle,
+/// Steps 8 and 9: the managed heap — chunks as objects under a budget a quarter of the data, a cycle,
 /// and the collector.
 fn heap_tour(npy: &str, bytes: u64, globals: &Globals) -> Result<()> {
     let budget = MemoryBudget::new((bytes / 4).max(32 << 20));
@@ -167,7 +175,7 @@ fn heap_tour(npy: &str, bytes: u64, globals: &Globals) -> Result<()> {
     }
     let s = heap.stats();
     println!(
-        "6. heap     {n} chunk objects ({}) under a {} budget: {} resident, {} spilled to {} files, {} evicted  [{:.2} s]",
+        "8. heap     {n} chunk objects ({}) under a {} budget: {} resident, {} spilled to {} files, {} evicted  [{:.2} s]",
         crate::human_bytes(bytes),
         crate::human_bytes(budget.limit()),
         crate::human_bytes(s.chunk_bytes_resident),
@@ -202,7 +210,7 @@ fn heap_tour(npy: &str, bytes: u64, globals: &Globals) -> Result<()> {
     let after = heap.stats();
     let g = &heap.get_stats()[2];
     println!(
-        "7. gc       cycle of list <-> dict holding every chunk: collect(2) found {collected} unreachable containers, freed {} objects, {} of memory, {} spill files removed in {:.1} ms",
+        "9. gc       cycle of list <-> dict holding every chunk: collect(2) found {collected} unreachable containers, freed {} objects, {} of memory, {} spill files removed in {:.1} ms",
         before.objects - after.objects,
         crate::human_bytes(g.bytes_freed),
         before.spill_files - after.spill_files,
