@@ -110,12 +110,12 @@ fn fill_run<T: Element>(out: &mut [T], start: u64, dist: Dist, seed: u64) {
                 for (k, o) in out.iter_mut().enumerate() {
                     let u = draw(key, start + k as u64) as u128;
                     let v = lo + ((u * span) >> 64) as i128;
-                    *o = T::from_f64(v as f64);
-                    if std::mem::size_of::<T>() == 8 {
+                    *o = if std::mem::size_of::<T>() == 8 {
                         // 64-bit integers beyond 2^53 do not survive f64: build them from bits.
-                        let bits = (v as i64).to_ne_bytes();
-                        *o = bytemuck::pod_read_unaligned(&bits);
-                    }
+                        bytemuck::pod_read_unaligned(&(v as i64).to_ne_bytes())
+                    } else {
+                        T::from_f64(v as f64)
+                    };
                 }
             }
         }

@@ -7,8 +7,6 @@
 //! three batches of one chunk per worker for writes), so memory stays bounded whatever the array
 //! size.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -119,20 +117,4 @@ pub fn copy(
     }
     checked_numel(&shape)?;
     write_all(writer, progress, |region| src.read_region(region))
-}
-
-/// A thread-safe byte counter, handy as a progress sink in tests and benchmarks.
-#[derive(Debug, Default)]
-pub struct ByteCounter(AtomicU64);
-
-impl ByteCounter {
-    /// Adds `n` bytes.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Bytes counted so far.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
 }

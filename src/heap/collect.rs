@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use std::cell::Cell;
 
-use super::{Freed, Handle, Heap, ObjId, State, elapsed, run_finalizer};
+use super::{Freed, Handle, Heap, ObjId, State, run_finalizer};
 
 thread_local! {
     /// True while this thread runs a collection (its finalizers and callbacks included).
@@ -311,7 +311,7 @@ impl Heap {
             st.long_lived_pending = 0;
             st.long_lived_total = st.gens[2].len() as u64;
         }
-        let pause = elapsed(start);
+        let pause = start.elapsed();
         let s = &mut st.stats[generation];
         s.collections += 1;
         s.collected += collected;

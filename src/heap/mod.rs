@@ -31,7 +31,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::memory::{self, MemoryBudget, Reclaim};
@@ -1078,9 +1077,4 @@ impl WeakHandle {
     pub fn is_gone(&self) -> bool {
         self.upgrade().is_none()
     }
-}
-
-/// The pause of one collection, for callbacks and statistics.
-pub(crate) fn elapsed(start: std::time::Instant) -> Duration {
-    start.elapsed()
 }

@@ -105,16 +105,6 @@ fn register_pool_reclaimer() {
     });
 }
 
-/// Empties the buffer pool (its memory goes back to the allocator and the budget).
-pub fn clear_pool() {
-    drop(std::mem::take(&mut *pool()));
-}
-
-/// Bytes held by the buffer pool.
-pub fn pool_bytes() -> u64 {
-    pool().iter().map(|e| e.1.bytes()).sum()
-}
-
 fn pool_take(words: usize) -> Option<(Vec<u64>, Reservation)> {
     if words * 8 < POOL_MIN_BYTES {
         return None;
@@ -157,7 +147,9 @@ impl Buffer {
     /// allocated (recycled from earlier chunks when possible). Waits for room under pressure and
     /// fails if the budget cannot make room.
     pub fn zeroed(len: usize) -> Result<Buffer> {
-        Buffer::zeroed_with(len, |bytes| memory::global().reserve(bytes, "chunk buffer"))
+        Buffer::owned(len, true, |bytes| {
+            memory::global().reserve(bytes, "chunk buffer")
+        })
     }
 
     /// A zero-filled owned buffer of `len` bytes reserved in `budget` (the buffer pool only serves
@@ -181,34 +173,27 @@ impl Buffer {
     /// old bytes): for callers that overwrite every byte, such as reads. Saves zeroing a buffer
     /// that is about to be filled.
     pub fn for_overwrite(len: usize) -> Result<Buffer> {
-        let words = len.div_ceil(8);
-        let (mut v, res) = match pool_take(words) {
-            Some(e) => e,
-            None => {
-                let res = memory::global().reserve(words as u64 * 8, "chunk buffer")?;
-                (Vec::with_capacity(words), res)
-            }
-        };
-        if v.len() > words {
-            v.truncate(words);
-        } else {
-            v.resize(words, 0);
-        }
-        Ok(Buffer {
-            repr: Repr::Owned { words: v, len, res },
+        Buffer::owned(len, false, |bytes| {
+            memory::global().reserve(bytes, "chunk buffer")
         })
     }
 
-    fn zeroed_with(len: usize, reserve: impl FnOnce(u64) -> Result<Reservation>) -> Result<Buffer> {
+    /// An owned buffer of `len` bytes, recycled from the pool when one fits, otherwise reserved
+    /// with `reserve` and allocated; zero-filled if `zero`.
+    fn owned(
+        len: usize,
+        zero: bool,
+        reserve: impl FnOnce(u64) -> Result<Reservation>,
+    ) -> Result<Buffer> {
         let words = len.div_ceil(8);
         let (mut v, res) = match pool_take(words) {
             Some(e) => e,
-            None => {
-                let res = reserve(words as u64 * 8)?;
-                (Vec::with_capacity(words), res)
-            }
+            None => (Vec::with_capacity(words), reserve(words as u64 * 8)?),
         };
-        v.clear();
+        if zero {
+            v.clear();
+        }
+        // Shrinks a recycled buffer, or zero-extends it (and a fresh one) to `words`.
         v.resize(words, 0);
         Ok(Buffer {
             repr: Repr::Owned { words: v, len, res },
@@ -217,7 +202,7 @@ impl Buffer {
 
     /// An owned copy of `bytes`.
     pub fn copy_from(bytes: &[u8]) -> Result<Buffer> {
-        let mut b = Buffer::zeroed(bytes.len())?;
+        let mut b = Buffer::for_overwrite(bytes.len())?;
         b.bytes_mut().copy_from_slice(bytes);
         Ok(b)
     }
@@ -231,11 +216,6 @@ impl Buffer {
         } else {
             Buffer::copy_from(bytes.bytes())
         }
-    }
-
-    /// An owned buffer holding `values`.
-    pub fn from_elements<T: Element>(values: &[T]) -> Result<Buffer> {
-        Buffer::copy_from(bytemuck::cast_slice(values))
     }
 
     /// Frees the buffer without recycling it into the pool: its memory and its reservation go
@@ -281,7 +261,7 @@ impl Buffer {
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         if let Repr::Shared(s) = &self.repr {
             let src = s.bytes();
-            let owned = Buffer::zeroed_with(src.len(), |b| {
+            let owned = Buffer::owned(src.len(), false, |b| {
                 Ok(memory::global().reserve_forced(b, "chunk buffer"))
             })
             .map(|mut b| {
