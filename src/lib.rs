@@ -34,10 +34,12 @@ pub mod error;
 pub mod formats;
 pub mod generate;
 pub mod heap;
+pub mod kernels;
 pub mod memory;
 pub mod memstat;
 pub mod pipeline;
 pub mod reduce;
+pub mod script;
 pub mod shape;
 pub mod storage;
 

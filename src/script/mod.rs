@@ -1,0 +1,1 @@
+//! The batch-script language (in progress).
