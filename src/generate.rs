@@ -149,6 +149,28 @@ fn fill_run<T: Element>(out: &mut [T], start: u64, dist: Dist, seed: u64) {
     }
 }
 
+impl GenSpec {
+    /// Checks the shape, and that the distribution suits the dtype and its bounds are sane.
+    pub fn validate(&self) -> Result<()> {
+        checked_numel(&self.shape)?;
+        if matches!(self.dist, Dist::Normal { .. }) && !self.dtype.is_float() {
+            return Err(Error::Invalid(format!(
+                "the normal distribution needs a float dtype (f32 or f64), not {}",
+                self.dtype
+            )));
+        }
+        if let Dist::Uniform {
+            low: Some(l),
+            high: Some(h),
+        } = self.dist
+            && (h.is_nan() || l.is_nan() || h <= l)
+        {
+            return Err(Error::Invalid(format!("uniform range [{l}, {h}) is empty")));
+        }
+        Ok(())
+    }
+}
+
 /// Generates the values of `region` of an array of `shape` as a dense C-order buffer.
 pub fn generate_region(
     shape: &[u64],
@@ -193,21 +215,7 @@ pub fn generate(out: &str, spec: &GenSpec) -> Result<()> {
 
 /// [`generate`], reporting written bytes to `progress`.
 pub fn generate_with_progress(out: &str, spec: &GenSpec, progress: Progress<'_>) -> Result<()> {
-    checked_numel(&spec.shape)?;
-    if matches!(spec.dist, Dist::Normal { .. }) && !spec.dtype.is_float() {
-        return Err(Error::Invalid(format!(
-            "the normal distribution needs a float dtype (f32 or f64), not {}",
-            spec.dtype
-        )));
-    }
-    if let Dist::Uniform {
-        low: Some(l),
-        high: Some(h),
-    } = spec.dist
-        && (h.is_nan() || l.is_nan() || h <= l)
-    {
-        return Err(Error::Invalid(format!("uniform range [{l}, {h}) is empty")));
-    }
+    spec.validate()?;
     let writer = formats::create(out, spec.dtype, &spec.shape, &spec.options)?;
     write_all(writer, progress, |region| {
         generate_region(&spec.shape, region, spec.dtype, spec.dist, spec.seed)

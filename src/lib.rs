@@ -31,6 +31,7 @@
 
 pub mod dtype;
 pub mod error;
+pub mod expr;
 pub mod formats;
 pub mod generate;
 pub mod heap;

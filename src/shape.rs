@@ -206,6 +206,20 @@ impl ChunkLayout {
         }
     }
 
+    /// Elements in the largest chunk.
+    pub fn max_chunk_elems(&self) -> u64 {
+        match self {
+            ChunkLayout::Regular { shape, chunk_shape } => shape
+                .iter()
+                .zip(chunk_shape)
+                .map(|(&d, &c)| d.min(c))
+                .product(),
+            ChunkLayout::Ranges { bounds } => {
+                bounds.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+            }
+        }
+    }
+
     /// Total number of chunks (0 when the array is empty; 1 for a 0-d array).
     pub fn num_chunks(&self) -> usize {
         numel(&self.grid_shape()) as usize

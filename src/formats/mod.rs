@@ -90,6 +90,7 @@ pub fn open(name: &str) -> Result<Box<dyn ChunkSource>> {
         Format::Npy => Box::new(npy::NpySource::open(&path, name)?),
         Format::Zarr => Box::new(zarr::ZarrSource::open(&path, name)?),
         Format::Arrow => Box::new(arrow::ArrowSource::open(&path, name, column.as_deref())?),
+        Format::Computed => unreachable!("detect() only names file formats"),
     })
 }
 
@@ -126,5 +127,6 @@ pub fn create(
         }
         Format::Zarr => Box::new(zarr::ZarrWriter::create(&p, dtype, shape, &options)?),
         Format::Arrow => Box::new(arrow::ArrowWriter::create(&p, dtype, shape, &options)?),
+        Format::Computed => unreachable!("format_from_extension() only names file formats"),
     })
 }

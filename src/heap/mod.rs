@@ -487,6 +487,21 @@ impl Heap {
             Payload::Expr {
                 op: op.to_string(),
                 args: args.iter().map(|h| h.id).collect(),
+                source: None,
+            },
+            args,
+        )
+    }
+
+    /// A lazy array expression `op(args...)`: a container of its operand objects (so they stay
+    /// alive, and the collector and `get_referrers` see the graph) that also carries the
+    /// evaluable `source`.
+    pub fn expr_array(&self, op: &str, args: &[&Handle], source: Arc<dyn ChunkSource>) -> Handle {
+        self.alloc(
+            Payload::Expr {
+                op: op.to_string(),
+                args: args.iter().map(|h| h.id).collect(),
+                source: Some(source),
             },
             args,
         )
@@ -607,6 +622,9 @@ impl Heap {
         self.check(h);
         match &self.state().obj(h.id).payload {
             Payload::Array(s) => Ok(s.clone()),
+            Payload::Expr {
+                source: Some(s), ..
+            } => Ok(s.clone()),
             p => Err(Error::Invalid(format!(
                 "object #{} is a {}, not an array",
                 h.id,

@@ -82,7 +82,13 @@ pub(crate) enum Payload {
     Dict(Vec<(String, ObjId)>),
     Array(Arc<dyn ChunkSource>),
     Chunk(Arc<ChunkCell>),
-    Expr { op: String, args: Vec<ObjId> },
+    /// A lazy expression: its operation, operand objects, and (for array expressions) the
+    /// evaluable source.
+    Expr {
+        op: String,
+        args: Vec<ObjId>,
+        source: Option<Arc<dyn ChunkSource>>,
+    },
 }
 
 impl Payload {
@@ -134,7 +140,7 @@ impl Payload {
                 .iter()
                 .find(|e| e.1 == target)
                 .map(|e| format!("[{:?}]", e.0)),
-            Payload::Expr { op, args } => args
+            Payload::Expr { op, args, .. } => args
                 .iter()
                 .position(|&i| i == target)
                 .map(|p| format!("{op} arg {p}")),

@@ -27,6 +27,8 @@ pub enum Format {
     Zarr,
     /// An Arrow IPC file (`.arrow`, `.ipc`, `.feather` v2).
     Arrow,
+    /// Computed on demand: a lazy expression, a view of another source or data held in memory.
+    Computed,
 }
 
 impl Format {
@@ -36,6 +38,7 @@ impl Format {
             Format::Npy => "npy",
             Format::Zarr => "zarr",
             Format::Arrow => "arrow",
+            Format::Computed => "computed",
         }
     }
 }
@@ -96,7 +99,7 @@ impl Chunk {
 
 /// A readable chunked array. Implementations are cheap to share across threads; `read_chunk` may be
 /// called concurrently for different (or the same) chunks.
-pub trait ChunkSource: Send + Sync {
+pub trait ChunkSource: std::any::Any + Send + Sync {
     /// What the array is.
     fn info(&self) -> &SourceInfo;
 

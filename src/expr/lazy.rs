@@ -1,0 +1,758 @@
+//! Lazy element-wise expressions and their fused evaluation.
+//!
+//! A [`Node`] is itself a [`ChunkSource`]: reading one of its chunks evaluates the whole
+//! element-wise graph below it for that region only. Evaluation is planned once per node
+//! ([`Plan`]): the graph is flattened into steps with common subexpressions shared (by identity
+//! and by structure), every non-expression source becomes a leaf read once per region, scalars
+//! become constant tiles, and the steps run tile by tile (`TILE` elements, so the temporaries
+//! stay in L1/L2) — `sum(a*2+b)` reads `a` and `b` once and allocates only per-chunk scratch.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use super::kernels::{self, StepFn};
+use super::ops::{BinOp, UnOp};
+use crate::dtype::{ByteOrder, DType};
+use crate::error::{Error, Result};
+use crate::shape::{ChunkLayout, Region, numel, shape_str};
+use crate::storage::{Buffer, Chunk, ChunkSource, Format, SourceInfo};
+
+/// Elements per tile: 4096 x 8 bytes = 32 KiB per temporary.
+pub(crate) const TILE: usize = 4096;
+
+/// A shared source (a file, a view, or another expression).
+pub type Src = Arc<dyn ChunkSource>;
+
+/// What a [`Node`] computes.
+pub(crate) enum NodeOp {
+    /// One element of the node's dtype, broadcast to any shape (the node's shape is `[]`).
+    Const(Vec<u8>),
+    Unary(UnOp, Src),
+    Binary(BinOp, Src, Src),
+    Where(Src, Src, Src),
+    /// Conversion to the node's dtype.
+    Cast(Src),
+}
+
+/// A lazy element-wise expression over other sources. Reading a chunk evaluates it.
+pub struct Node {
+    info: SourceInfo,
+    op: NodeOp,
+    plan: OnceLock<std::result::Result<Plan, String>>,
+}
+
+/// NumPy's broadcasting of two shapes.
+pub fn broadcast_shapes(a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::Invalid(format!(
+                "operands could not be broadcast together with shapes {} {}",
+                shape_str(a),
+                shape_str(b)
+            )));
+        };
+    }
+    Ok(out)
+}
+
+fn computed_info(name: String, dtype: DType, shape: Vec<u64>, layout: ChunkLayout) -> SourceInfo {
+    SourceInfo {
+        name,
+        path: PathBuf::new(),
+        format: Format::Computed,
+        dtype,
+        shape,
+        layout,
+        byte_order: ByteOrder::NATIVE,
+        stored_bytes: 0,
+        details: Vec::new(),
+    }
+}
+
+/// Builds [`SourceInfo`] for a computed source (no file behind it).
+pub fn computed_source_info(
+    name: String,
+    dtype: DType,
+    shape: Vec<u64>,
+    layout: ChunkLayout,
+) -> SourceInfo {
+    computed_info(name, dtype, shape, layout)
+}
+
+/// Short display name of a source inside an expression.
+fn label(s: &Src) -> String {
+    let info = s.info();
+    if info.format == Format::Computed {
+        return info.name.clone();
+    }
+    let base = info
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| info.name.clone());
+    match info.name.rsplit_once('#') {
+        Some((_, col)) => format!("{base}#{col}"),
+        None => base,
+    }
+}
+
+fn wrap(s: &Src) -> String {
+    let l = label(s);
+    if as_node(s).is_some_and(|n| matches!(n.op, NodeOp::Binary(..) | NodeOp::Where(..))) {
+        format!("({l})")
+    } else {
+        l
+    }
+}
+
+/// The expression node behind a source, if it is one.
+pub fn as_node(s: &Src) -> Option<&Node> {
+    let any: &dyn Any = s.as_ref();
+    any.downcast_ref::<Node>()
+}
+
+impl Node {
+    fn make(name: String, dtype: DType, shape: Vec<u64>, op: NodeOp, layout_from: &[&Src]) -> Src {
+        let layout = choose_layout(&shape, dtype, layout_from);
+        Arc::new(Node {
+            info: computed_info(name, dtype, shape, layout),
+            op,
+            plan: OnceLock::new(),
+        })
+    }
+
+    /// A scalar constant of `dtype` (shape `[]`), given as its value in `f64`/`i128` form.
+    pub fn constant(dtype: DType, value: ConstValue) -> Src {
+        let bytes = crate::with_dtype!(dtype, T => {
+            let v: T = match value {
+                ConstValue::Int(i) => <T as super::num::Num>::from_i128(i),
+                ConstValue::Float(f) => <T as crate::Element>::from_f64(f),
+                ConstValue::Bool(b) => <T as super::num::Num>::from_i128(i128::from(b)),
+            };
+            bytemuck::bytes_of(&v).to_vec()
+        });
+        let name = value.to_string();
+        Arc::new(Node {
+            info: computed_info(name, dtype, vec![], ChunkLayout::contiguous(&[], 1, 1)),
+            op: NodeOp::Const(bytes),
+            plan: OnceLock::new(),
+        })
+    }
+
+    /// `src` converted to `dtype` (returns `src` itself when it already is).
+    pub fn cast(src: &Src, dtype: DType) -> Src {
+        if src.info().dtype == dtype {
+            return src.clone();
+        }
+        if let Some(n) = as_node(src)
+            && let NodeOp::Const(bytes) = &n.op
+        {
+            let from = n.info.dtype;
+            let mut out = vec![0u8; dtype.size()];
+            let f = kernels::convert(from, dtype);
+            let mut word = vec![0u64; 1];
+            let w: &mut [u8] = bytemuck::cast_slice_mut(&mut word);
+            w[..bytes.len()].copy_from_slice(bytes);
+            // Converting one element cannot fail.
+            let _ = f(&[&w[..from.size()]], &mut out);
+            return Arc::new(Node {
+                info: computed_info(
+                    n.info.name.clone(),
+                    dtype,
+                    vec![],
+                    ChunkLayout::contiguous(&[], 1, 1),
+                ),
+                op: NodeOp::Const(out),
+                plan: OnceLock::new(),
+            });
+        }
+        let info = src.info();
+        Node::make(
+            format!("{}.astype({dtype})", wrap(src)),
+            dtype,
+            info.shape.clone(),
+            NodeOp::Cast(src.clone()),
+            &[src],
+        )
+    }
+
+    /// `op(a)` with NumPy's result type.
+    pub fn unary(op: UnOp, a: &Src) -> Result<Src> {
+        let (compute, out) = op.types(a.info().dtype)?;
+        let a = Node::cast(a, compute);
+        let name = match op {
+            UnOp::Neg => format!("-{}", wrap(&a)),
+            UnOp::Invert => format!("~{}", wrap(&a)),
+            _ => format!("{}({})", op.name(), label(&a)),
+        };
+        let shape = a.info().shape.clone();
+        Ok(Node::make(
+            name,
+            out,
+            shape,
+            NodeOp::Unary(op, a.clone()),
+            &[&a],
+        ))
+    }
+
+    /// `a op b` with NumPy's promotion and broadcasting.
+    pub fn binary(op: BinOp, a: &Src, b: &Src) -> Result<Src> {
+        let (compute, out) = op.types(a.info().dtype, b.info().dtype)?;
+        let shape = broadcast_shapes(&a.info().shape, &b.info().shape)?;
+        let a = Node::cast(a, compute);
+        let b = Node::cast(b, compute);
+        let name = if op.is_infix() {
+            format!("{} {} {}", wrap(&a), op.name(), wrap(&b))
+        } else {
+            format!("{}({}, {})", op.name(), label(&a), label(&b))
+        };
+        Ok(Node::make(
+            name,
+            out,
+            shape,
+            NodeOp::Binary(op, a.clone(), b.clone()),
+            &[&a, &b],
+        ))
+    }
+
+    /// `where(cond, a, b)`.
+    pub fn select(cond: &Src, a: &Src, b: &Src) -> Result<Src> {
+        let dtype = super::ops::promote(a.info().dtype, b.info().dtype);
+        let shape = broadcast_shapes(
+            &broadcast_shapes(&cond.info().shape, &a.info().shape)?,
+            &b.info().shape,
+        )?;
+        let c = Node::cast(cond, DType::Bool);
+        let a = Node::cast(a, dtype);
+        let b = Node::cast(b, dtype);
+        let name = format!("where({}, {}, {})", label(&c), label(&a), label(&b));
+        Ok(Node::make(
+            name,
+            dtype,
+            shape,
+            NodeOp::Where(c.clone(), a.clone(), b.clone()),
+            &[&c, &a, &b],
+        ))
+    }
+
+    /// The compiled plan (built on first use).
+    pub fn plan(&self) -> Result<&Plan> {
+        self.plan
+            .get_or_init(|| Plan::build(self).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::Invalid(e.clone()))
+    }
+
+    /// Evaluates `region` of the expression, handing each tile of results (as bytes of the
+    /// node's dtype, in C order of the region) to `sink` with its element offset.
+    pub fn for_each_tile(
+        &self,
+        region: &Region,
+        sink: &mut dyn FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.plan()?.run(region, sink)
+    }
+}
+
+/// A scalar constant's value before it is given a dtype.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConstValue {
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i128),
+    /// A float.
+    Float(f64),
+}
+
+impl std::fmt::Display for ConstValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConstValue::Bool(b) => write!(f, "{}", if *b { "True" } else { "False" }),
+            ConstValue::Int(i) => write!(f, "{i}"),
+            ConstValue::Float(x) => f.write_str(&crate::reduce::fmt_f64(*x)),
+        }
+    }
+}
+
+/// The output chunking: that of the first operand with the full shape (so it is read without
+/// copying), else contiguous ~8 MiB runs.
+fn choose_layout(shape: &[u64], dtype: DType, from: &[&Src]) -> ChunkLayout {
+    for s in from {
+        let info = s.info();
+        if info.shape == shape {
+            // Keep chunks a sensible size when the result is wider than the operand.
+            let chunk_bytes = info.layout.max_chunk_elems() * dtype.size() as u64;
+            if chunk_bytes <= 4 * crate::formats::DEFAULT_CHUNK_BYTES {
+                return info.layout.clone();
+            }
+        }
+    }
+    ChunkLayout::contiguous(shape, dtype.size(), crate::formats::DEFAULT_CHUNK_BYTES)
+}
+
+impl ChunkSource for Node {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn read_chunk(&self, index: usize) -> Result<Chunk> {
+        let region = self.info.layout.chunk_region(index);
+        let data = self.read_region(&region)?;
+        Ok(Chunk {
+            region,
+            dtype: self.info.dtype,
+            data,
+        })
+    }
+
+    fn read_region(&self, region: &Region) -> Result<Buffer> {
+        let esize = self.info.dtype.size();
+        let mut out = Buffer::for_overwrite(region.numel() as usize * esize)?;
+        {
+            let bytes = out.bytes_mut();
+            self.for_each_tile(region, &mut |off, tile| {
+                bytes[off * esize..off * esize + tile.len()].copy_from_slice(tile);
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+/// Where a step reads an input from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Operand {
+    Leaf(usize),
+    Const(usize),
+    Step(usize),
+}
+
+struct Leaf {
+    src: Src,
+    /// Elements per output element read (1, or less when broadcast).
+    label: String,
+}
+
+struct Step {
+    f: StepFn,
+    inputs: Vec<Operand>,
+    dtype: DType,
+    label: String,
+}
+
+/// A compiled expression: leaves to read, constants, and steps in evaluation order.
+pub struct Plan {
+    shape: Vec<u64>,
+    dtype: DType,
+    leaves: Vec<Leaf>,
+    consts: Vec<(DType, Vec<u8>)>,
+    steps: Vec<Step>,
+    root: Operand,
+    /// Expression nodes that were shared instead of recomputed.
+    shared: usize,
+}
+
+struct Builder {
+    leaves: Vec<Leaf>,
+    consts: Vec<(DType, Vec<u8>)>,
+    steps: Vec<Step>,
+    by_ptr: HashMap<usize, Operand>,
+    by_key: HashMap<String, Operand>,
+    shared: usize,
+}
+
+impl Builder {
+    fn operand(&mut self, s: &Src) -> Result<Operand> {
+        let ptr = Arc::as_ptr(s) as *const () as usize;
+        if let Some(&o) = self.by_ptr.get(&ptr) {
+            self.shared += 1;
+            return Ok(o);
+        }
+        let o = match as_node(s) {
+            None => {
+                self.leaves.push(Leaf {
+                    src: s.clone(),
+                    label: label(s),
+                });
+                Operand::Leaf(self.leaves.len() - 1)
+            }
+            Some(n) => {
+                let dtype = n.info.dtype;
+                let (key, f, inputs, what) = match &n.op {
+                    NodeOp::Const(bytes) => {
+                        let key = format!("const {dtype} {bytes:?}");
+                        if let Some(&o) = self.by_key.get(&key) {
+                            self.by_ptr.insert(ptr, o);
+                            return Ok(o);
+                        }
+                        self.consts.push((dtype, bytes.clone()));
+                        let o = Operand::Const(self.consts.len() - 1);
+                        self.by_key.insert(key, o);
+                        self.by_ptr.insert(ptr, o);
+                        return Ok(o);
+                    }
+                    NodeOp::Unary(op, a) => {
+                        let a = self.operand(a)?;
+                        let cd = n_dtype_of(self, a);
+                        (
+                            format!("{op:?} {a:?}"),
+                            kernels::unary(*op, cd),
+                            vec![a],
+                            op.name().to_string(),
+                        )
+                    }
+                    NodeOp::Binary(op, a, b) => {
+                        let a = self.operand(a)?;
+                        let b = self.operand(b)?;
+                        let cd = n_dtype_of(self, a);
+                        (
+                            format!("{op:?} {a:?} {b:?}"),
+                            kernels::binary(*op, cd),
+                            vec![a, b],
+                            op.name().to_string(),
+                        )
+                    }
+                    NodeOp::Where(c, a, b) => {
+                        let c = self.operand(c)?;
+                        let a = self.operand(a)?;
+                        let b = self.operand(b)?;
+                        (
+                            format!("where {c:?} {a:?} {b:?}"),
+                            kernels::select(dtype),
+                            vec![c, a, b],
+                            "where".to_string(),
+                        )
+                    }
+                    NodeOp::Cast(a) => {
+                        let a = self.operand(a)?;
+                        let from = n_dtype_of(self, a);
+                        (
+                            format!("cast {dtype} {a:?}"),
+                            kernels::convert(from, dtype),
+                            vec![a],
+                            format!("astype({dtype})"),
+                        )
+                    }
+                };
+                if let Some(&o) = self.by_key.get(&key) {
+                    self.shared += 1;
+                    self.by_ptr.insert(ptr, o);
+                    return Ok(o);
+                }
+                self.steps.push(Step {
+                    f,
+                    inputs,
+                    dtype,
+                    label: what,
+                });
+                let o = Operand::Step(self.steps.len() - 1);
+                self.by_key.insert(key, o);
+                o
+            }
+        };
+        self.by_ptr.insert(ptr, o);
+        Ok(o)
+    }
+}
+
+fn n_dtype_of(b: &Builder, o: Operand) -> DType {
+    match o {
+        Operand::Leaf(i) => b.leaves[i].src.info().dtype,
+        Operand::Const(i) => b.consts[i].0,
+        Operand::Step(i) => b.steps[i].dtype,
+    }
+}
+
+impl Plan {
+    fn build(node: &Node) -> Result<Plan> {
+        let mut b = Builder {
+            leaves: Vec::new(),
+            consts: Vec::new(),
+            steps: Vec::new(),
+            by_ptr: HashMap::new(),
+            by_key: HashMap::new(),
+            shared: 0,
+        };
+        // The node itself is not behind an Arc here; compile its operation through a temporary
+        // wrapper of its children.
+        let root = match &node.op {
+            NodeOp::Const(bytes) => {
+                b.consts.push((node.info.dtype, bytes.clone()));
+                Operand::Const(0)
+            }
+            _ => {
+                let (f, inputs, label) = match &node.op {
+                    NodeOp::Unary(op, a) => {
+                        let a = b.operand(a)?;
+                        let cd = n_dtype_of(&b, a);
+                        (kernels::unary(*op, cd), vec![a], op.name().to_string())
+                    }
+                    NodeOp::Binary(op, x, y) => {
+                        let x = b.operand(x)?;
+                        let y = b.operand(y)?;
+                        let cd = n_dtype_of(&b, x);
+                        (kernels::binary(*op, cd), vec![x, y], op.name().to_string())
+                    }
+                    NodeOp::Where(c, x, y) => {
+                        let ops = vec![b.operand(c)?, b.operand(x)?, b.operand(y)?];
+                        (kernels::select(node.info.dtype), ops, "where".to_string())
+                    }
+                    NodeOp::Cast(a) => {
+                        let a = b.operand(a)?;
+                        let from = n_dtype_of(&b, a);
+                        (
+                            kernels::convert(from, node.info.dtype),
+                            vec![a],
+                            format!("astype({})", node.info.dtype),
+                        )
+                    }
+                    NodeOp::Const(_) => unreachable!(),
+                };
+                b.steps.push(Step {
+                    f,
+                    inputs,
+                    dtype: node.info.dtype,
+                    label,
+                });
+                Operand::Step(b.steps.len() - 1)
+            }
+        };
+        Ok(Plan {
+            shape: node.info.shape.clone(),
+            dtype: node.info.dtype,
+            leaves: b.leaves,
+            consts: b.consts,
+            steps: b.steps,
+            root,
+            shared: b.shared,
+        })
+    }
+
+    /// Bytes one worker holds while evaluating a region of `elems` elements: each leaf's data
+    /// (read whole, expanded when broadcast), the output, and one tile per step.
+    pub fn bytes_per_region(&self, elems: u64) -> u64 {
+        let leaves: u64 = self
+            .leaves
+            .iter()
+            .map(|l| elems * l.src.info().dtype.size() as u64)
+            .sum();
+        let tiles = (self.steps.len() + self.consts.len()) as u64 * (TILE as u64 * 8);
+        leaves + elems * self.dtype.size() as u64 + tiles
+    }
+
+    /// A human-readable description of the steps.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let name = |o: &Operand| match o {
+            Operand::Leaf(i) => format!("L{i}"),
+            Operand::Const(i) => format!("C{i}"),
+            Operand::Step(i) => format!("S{i}"),
+        };
+        for (i, l) in self.leaves.iter().enumerate() {
+            let info = l.src.info();
+            let _ = writeln!(
+                s,
+                "  L{i} = read {} ({} {}, {} chunks{})",
+                l.label,
+                info.dtype,
+                shape_str(&info.shape),
+                info.layout.num_chunks(),
+                if info.shape != self.shape {
+                    ", broadcast"
+                } else {
+                    ""
+                }
+            );
+        }
+        for (i, (d, bytes)) in self.consts.iter().enumerate() {
+            let v = crate::with_dtype!(*d, T => {
+                let mut w = [0u64; 1];
+                bytemuck::cast_slice_mut::<u64, u8>(&mut w)[..bytes.len()].copy_from_slice(bytes);
+                let t: &[T] = bytemuck::cast_slice(&bytemuck::cast_slice::<u64, u8>(&w)[..bytes.len()]);
+                format!("{:?}", t[0])
+            });
+            let _ = writeln!(s, "  C{i} = {v} ({d}, one tile)");
+        }
+        for (i, st) in self.steps.iter().enumerate() {
+            let args: Vec<String> = st.inputs.iter().map(name).collect();
+            let _ = writeln!(
+                s,
+                "  S{i} = {}({}) -> {}{}",
+                st.label,
+                args.join(", "),
+                st.dtype,
+                if Operand::Step(i) == self.root {
+                    "   [result]"
+                } else {
+                    ""
+                }
+            );
+        }
+        if self.shared > 0 {
+            let _ = writeln!(s, "  ({} common subexpression(s) shared)", self.shared);
+        }
+        s
+    }
+
+    /// Number of fused element-wise steps.
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The sources the plan reads.
+    pub fn leaves(&self) -> Vec<Src> {
+        self.leaves.iter().map(|l| l.src.clone()).collect()
+    }
+
+    fn run(&self, region: &Region, sink: &mut dyn FnMut(usize, &[u8]) -> Result<()>) -> Result<()> {
+        let n = region.numel() as usize;
+        if n == 0 {
+            return Ok(());
+        }
+        // Read every leaf once for the whole region (zero-copy when the region is one of its
+        // chunks), expanding broadcast operands.
+        let mut leaf_data = Vec::with_capacity(self.leaves.len());
+        for l in &self.leaves {
+            leaf_data.push(read_broadcast(&l.src, region, &self.shape)?);
+        }
+        let tile = TILE.min(n);
+        let mut const_tiles: Vec<Vec<u64>> = Vec::with_capacity(self.consts.len());
+        for (d, bytes) in &self.consts {
+            let mut t = vec![0u64; (tile * d.size()).div_ceil(8)];
+            kernels::fill(
+                &mut bytemuck::cast_slice_mut::<u64, u8>(&mut t)[..tile * d.size()],
+                bytes,
+            );
+            const_tiles.push(t);
+        }
+        let mut step_tiles: Vec<Vec<u64>> = self
+            .steps
+            .iter()
+            .map(|s| vec![0u64; (tile * s.dtype.size()).div_ceil(8)])
+            .collect();
+        let mut off = 0;
+        while off < n {
+            let len = tile.min(n - off);
+            for (i, st) in self.steps.iter().enumerate() {
+                let (done, rest) = step_tiles.split_at_mut(i);
+                let out =
+                    &mut bytemuck::cast_slice_mut::<u64, u8>(&mut rest[0])[..len * st.dtype.size()];
+                let mut ins: [&[u8]; 3] = [&[], &[], &[]];
+                for (k, o) in st.inputs.iter().enumerate() {
+                    ins[k] = match *o {
+                        Operand::Leaf(j) => {
+                            let es = self.leaves[j].src.info().dtype.size();
+                            &leaf_data[j].bytes()[off * es..(off + len) * es]
+                        }
+                        Operand::Const(j) => {
+                            let es = self.consts[j].0.size();
+                            &bytemuck::cast_slice::<u64, u8>(&const_tiles[j])[..len * es]
+                        }
+                        Operand::Step(j) => {
+                            let es = self.steps[j].dtype.size();
+                            &bytemuck::cast_slice::<u64, u8>(&done[j])[..len * es]
+                        }
+                    };
+                }
+                (st.f)(&ins[..st.inputs.len()], out)?;
+            }
+            let es = self.dtype.size();
+            let result: &[u8] = match self.root {
+                Operand::Step(j) => &bytemuck::cast_slice::<u64, u8>(&step_tiles[j])[..len * es],
+                Operand::Leaf(j) => &leaf_data[j].bytes()[off * es..(off + len) * es],
+                Operand::Const(j) => &bytemuck::cast_slice::<u64, u8>(&const_tiles[j])[..len * es],
+            };
+            sink(off, result)?;
+            off += len;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the part of `src` that broadcasts onto `region` of an array of shape `out_shape`, as a
+/// dense buffer of `region.numel()` elements.
+pub(crate) fn read_broadcast(src: &Src, region: &Region, out_shape: &[u64]) -> Result<Buffer> {
+    let info = src.info();
+    let nd = out_shape.len();
+    let ld = info.shape.len();
+    let mut start = Vec::with_capacity(ld);
+    let mut shape = Vec::with_capacity(ld);
+    let mut expand = false;
+    for j in 0..ld {
+        let k = j + nd - ld;
+        if info.shape[j] == 1 && out_shape[k] != 1 {
+            start.push(0);
+            shape.push(1);
+            expand |= region.shape[k] != 1;
+        } else {
+            start.push(region.origin[k]);
+            shape.push(region.shape[k]);
+        }
+    }
+    let sub = Region {
+        origin: start,
+        shape,
+    };
+    let data = src.read_region(&sub)?;
+    if !expand && numel(&sub.shape) == region.numel() {
+        return Ok(data);
+    }
+    // Expand: the source box, padded with leading 1s, broadcast onto the region.
+    let es = info.dtype.size();
+    let mut src_shape = vec![1u64; nd - ld];
+    src_shape.extend_from_slice(&sub.shape);
+    let mut out = Buffer::for_overwrite(region.numel() as usize * es)?;
+    expand_into(data.bytes(), &src_shape, out.bytes_mut(), &region.shape, es);
+    Ok(out)
+}
+
+/// Broadcast copy of a dense C-order box `src` (dims 1 or equal to `dst_shape`'s) into `dst`.
+fn expand_into(src: &[u8], src_shape: &[u64], dst: &mut [u8], dst_shape: &[u64], es: usize) {
+    if dst_shape.is_empty() {
+        dst[..es].copy_from_slice(&src[..es]);
+        return;
+    }
+    let d0 = dst_shape[0] as usize;
+    let s0 = src_shape[0] as usize;
+    let dst_inner = numel(&dst_shape[1..]) as usize * es;
+    let src_inner = numel(&src_shape[1..]) as usize * es;
+    if dst_shape.len() == 1 {
+        if s0 == d0 {
+            dst[..d0 * es].copy_from_slice(&src[..d0 * es]);
+        } else {
+            kernels::fill(&mut dst[..d0 * es], &src[..es]);
+        }
+        return;
+    }
+    for i in 0..d0 {
+        if s0 == 1 && i > 0 {
+            // Same source row: copy the first expanded row.
+            let (first, rest) = dst.split_at_mut(i * dst_inner);
+            rest[..dst_inner].copy_from_slice(&first[..dst_inner]);
+            continue;
+        }
+        let s = &src[i * src_inner..(i + 1) * src_inner];
+        let d = &mut dst[i * dst_inner..(i + 1) * dst_inner];
+        expand_into(s, &src_shape[1..], d, &dst_shape[1..], es);
+    }
+}
