@@ -18,7 +18,7 @@ pub mod reduction;
 pub use mem::MemArray;
 pub use reduction::{RedOp, Reduction, reduce_all, reduce_axis};
 pub mod views;
-pub use views::{Concatenated, Generated, Index, Reshaped, Sliced};
+pub use views::{Concatenated, Generated, Index, Rechunked, Reshaped, Sliced};
 pub mod scan;
 pub use scan::{Scan, ScanOp};
 pub mod array;

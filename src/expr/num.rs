@@ -335,15 +335,19 @@ pub(crate) fn cast<S: Num, D: Num>(x: S) -> D {
         // NaN != 0 is true in NumPy.
         return D::from_i128(i128::from(x.truthy() || x.is_nan()));
     }
-    if D::FLOAT || S::FLOAT {
-        if S::FLOAT && !D::FLOAT {
-            return D::from_f64(x.to_f64());
-        }
-        if S::FLOAT {
-            return D::from_f64(x.to_f64());
-        }
-        // Integer to float: from the exact integer (i64/u64 round once).
-        return D::from_i128(x.to_i128());
+    if S::FLOAT && !D::FLOAT {
+        // Out-of-range values are undefined in NumPy; like its x86 builds, truncate to a 64-bit
+        // integer first, then wrap to the narrower type.
+        let v = x.to_f64();
+        let i = if v >= 9.223_372_036_854_775_808e18 {
+            i128::from(v as u64)
+        } else {
+            i128::from(v as i64)
+        };
+        return D::from_i128(i);
+    }
+    if S::FLOAT {
+        return D::from_f64(x.to_f64());
     }
     D::from_i128(x.to_i128())
 }

@@ -563,3 +563,47 @@ impl ChunkSource for Generated {
         crate::generate::generate_region(&s.shape, region, s.dtype, s.dist, s.seed)
     }
 }
+
+/// The same array read through a different chunk layout (each new chunk is assembled from the
+/// source's overlapping chunks). Useful to align operands, and to test chunking independence.
+pub struct Rechunked {
+    src: Src,
+    info: SourceInfo,
+}
+
+impl Rechunked {
+    /// Views `src` with `layout` (whose shape must be the source's).
+    pub fn new(src: Src, layout: ChunkLayout) -> Result<Src> {
+        let sinfo = src.info();
+        if layout.shape() != sinfo.shape {
+            return Err(Error::Invalid(format!(
+                "layout of shape {} for an array of shape {}",
+                shape_str(&layout.shape()),
+                shape_str(&sinfo.shape)
+            )));
+        }
+        let info =
+            computed_source_info(sinfo.name.clone(), sinfo.dtype, sinfo.shape.clone(), layout);
+        Ok(Arc::new(Rechunked { src, info }))
+    }
+}
+
+impl ChunkSource for Rechunked {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn read_chunk(&self, index: usize) -> Result<Chunk> {
+        let region = self.info.layout.chunk_region(index);
+        let data = self.src.read_region(&region)?;
+        Ok(Chunk {
+            region,
+            dtype: self.info.dtype,
+            data,
+        })
+    }
+
+    fn read_region(&self, region: &Region) -> Result<Buffer> {
+        self.src.read_region(region)
+    }
+}

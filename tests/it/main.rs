@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cli;
+mod expr;
 mod fixtures;
 mod interop;
 mod prop;
