@@ -317,3 +317,198 @@ fn weak_scalar_overflow_and_shape_errors_are_clear() {
     let c = s.scalar(ConstValue::Float(1.5), DType::F32);
     assert_eq!(c.shape(), &[] as &[u64]);
 }
+
+mod prop {
+    use std::sync::Arc;
+
+    use chunkheap::expr::{
+        Array, BinOp, MemArray, Rechunked, Reduction, ScanOp, Session, SessionConfig, UnOp,
+    };
+    use chunkheap::shape::ChunkLayout;
+    use proptest::prelude::*;
+
+    fn chunked(s: &Session, shape: &[u64], vals: &[f64], chunk: &[u64]) -> Array {
+        let m = MemArray::from_vec("x", shape.to_vec(), vals).unwrap();
+        let layout = ChunkLayout::regular(shape, chunk).unwrap();
+        s.wrap(Rechunked::new(Arc::new(m), layout).unwrap())
+    }
+
+    fn pool(n: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    }
+
+    /// Shape (1-3 dims), values with some NaNs, and two chunk shapes.
+    fn case() -> impl Strategy<Value = (Vec<u64>, Vec<f64>, Vec<u64>, Vec<u64>)> {
+        prop::collection::vec(1u64..7, 1..4).prop_flat_map(|shape| {
+            let n: u64 = shape.iter().product();
+            let c1: Vec<_> = shape.iter().map(|&d| 1..=d).collect();
+            let c2: Vec<_> = shape.iter().map(|&d| 1..=d).collect();
+            (
+                Just(shape),
+                prop::collection::vec(
+                    prop_oneof![9 => -50.0f64..50.0, 1 => Just(f64::NAN)],
+                    n as usize,
+                ),
+                c1,
+                c2,
+            )
+        })
+    }
+
+    fn bits(a: &Array) -> Vec<u64> {
+        match a.dtype() {
+            chunkheap::DType::F64 => a
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect(),
+            chunkheap::DType::Bool => a
+                .to_vec::<chunkheap::dtype::Bool>()
+                .unwrap()
+                .iter()
+                .map(|v| v.0 as u64)
+                .collect(),
+            chunkheap::DType::I64 => a
+                .to_vec::<i64>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as u64)
+                .collect(),
+            chunkheap::DType::I32 => a
+                .to_vec::<i32>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as u64)
+                .collect(),
+            d => panic!("{d}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A fused expression with broadcasting gives the same bits for any chunking and any
+        /// thread count, and equals the element-by-element reference.
+        #[test]
+        fn fused_expressions_ignore_chunking_and_threads((shape, vals, c1, c2) in case(), k in 0usize..4) {
+            let s = Session::new(SessionConfig::default()).unwrap();
+            let a1 = chunked(&s, &shape, &vals, &c1);
+            let a2 = chunked(&s, &shape, &vals, &c2);
+            // A row operand broadcast along every leading axis.
+            let last = *shape.last().unwrap();
+            let row: Vec<f64> = (0..last).map(|i| i as f64 - 1.5).collect();
+            let r = chunked(&s, &[last], &row, &[1]);
+            let build = |a: &Array| -> Array {
+                let t = ((a * 2.0).unwrap() + &r).unwrap();
+                match k {
+                    0 => t,
+                    1 => t.unary(UnOp::Abs).unwrap().unary(UnOp::Sqrt).unwrap(),
+                    2 => s.where_(&t.binary(BinOp::Gt, 0.0).unwrap(), &t, -1.0).unwrap(),
+                    _ => t.binary(BinOp::FloorDiv, 3.0).unwrap().astype(chunkheap::DType::I32),
+                }
+            };
+            let e1 = build(&a1);
+            let e2 = build(&a2);
+            let b1 = pool(1).install(|| bits(&e1));
+            let b2 = pool(2).install(|| bits(&e2));
+            let b7 = pool(7).install(|| bits(&e1));
+            prop_assert_eq!(&b1, &b2);
+            prop_assert_eq!(&b1, &b7);
+            // Reference, element by element.
+            let n = vals.len();
+            for i in 0..n {
+                let t = vals[i] * 2.0 + row[i % last as usize];
+                let want = match k {
+                    0 => t,
+                    1 => t.abs().sqrt(),
+                    2 => if t > 0.0 { t } else { -1.0 },
+                    _ => 0.0,
+                };
+                if k < 3 {
+                    let got = f64::from_bits(b1[i]);
+                    prop_assert!(got == want || (got.is_nan() && want.is_nan()), "[{}] {} vs {}", i, got, want);
+                }
+            }
+        }
+
+        /// Axis reductions against plain loops, identical bits for 1, 2 and 7 threads.
+        #[test]
+        fn axis_reductions_match_loops((shape, vals, c1, _c2) in case(), which in 0usize..6) {
+            let s = Session::new(SessionConfig::default()).unwrap();
+            let a = chunked(&s, &shape, &vals, &c1);
+            let name = ["sum", "nansum", "max", "nanmin", "argmax", "nanmean"][which];
+            let r = Reduction::from_name(name).unwrap();
+            for axis in 0..shape.len() {
+                let got1 = pool(1).install(|| a.reduce_axis(&r, axis as isize).unwrap());
+                let got7 = pool(7).install(|| a.reduce_axis(&r, axis as isize).unwrap());
+                let g1 = bits(&got1);
+                prop_assert_eq!(&g1, &bits(&got7));
+                // Reference.
+                let outer: u64 = shape[..axis].iter().product();
+                let len = shape[axis];
+                let inner: u64 = shape[axis + 1..].iter().product();
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let col: Vec<f64> = (0..len).map(|j| vals[((o * len + j) * inner + i) as usize]).collect();
+                        let q = (o * inner + i) as usize;
+                        let valid: Vec<f64> = col.iter().copied().filter(|v| !v.is_nan()).collect();
+                        let has_nan = valid.len() < col.len();
+                        let want: f64 = match name {
+                            "sum" => if has_nan { f64::NAN } else { col.iter().sum() },
+                            "nansum" => valid.iter().sum(),
+                            "max" => if has_nan { f64::NAN } else { col.iter().copied().fold(f64::NEG_INFINITY, f64::max) },
+                            "nanmin" => if valid.is_empty() { f64::NAN } else { valid.iter().copied().fold(f64::INFINITY, f64::min) },
+                            "nanmean" => if valid.is_empty() { f64::NAN } else { valid.iter().sum::<f64>() / valid.len() as f64 },
+                            _ => {
+                                let idx = if has_nan { col.iter().position(|v| v.is_nan()).unwrap() } else {
+                                    let m = col.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                                    col.iter().position(|&v| v == m).unwrap()
+                                };
+                                idx as f64
+                            }
+                        };
+                        let got = if name == "argmax" { g1[q] as i64 as f64 } else { f64::from_bits(g1[q]) };
+                        prop_assert!(
+                            (got.is_nan() && want.is_nan()) || (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                            "{} axis {} [{}]: {} vs {}", name, axis, q, got, want
+                        );
+                    }
+                }
+            }
+        }
+
+        /// Scans carry across chunks: cumsum along every axis and flattened equals running sums.
+        #[test]
+        fn scans_carry_across_chunks((shape, vals, c1, _c2) in case()) {
+            let s = Session::new(SessionConfig::default()).unwrap();
+            let clean: Vec<f64> = vals.iter().map(|v| if v.is_nan() { 1.0 } else { v.round() }).collect();
+            let a = chunked(&s, &shape, &clean, &c1);
+            let flat = pool(2).install(|| a.scan(ScanOp::CumSum, None).unwrap().to_vec::<f64>().unwrap());
+            let mut acc = 0.0;
+            for (i, v) in clean.iter().enumerate() {
+                acc += v;
+                prop_assert_eq!(flat[i], acc);
+            }
+            for axis in 0..shape.len() {
+                let got = pool(7).install(|| a.scan(ScanOp::CumSum, Some(axis as isize)).unwrap().to_vec::<f64>().unwrap());
+                let outer: u64 = shape[..axis].iter().product();
+                let len = shape[axis];
+                let inner: u64 = shape[axis + 1..].iter().product();
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let mut acc = 0.0;
+                        for j in 0..len {
+                            let q = ((o * len + j) * inner + i) as usize;
+                            acc += clean[q];
+                            prop_assert_eq!(got[q], acc);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
