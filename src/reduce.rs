@@ -565,27 +565,70 @@ fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64]) -> Partial<T> {
     let mut acc = Partial::<T>::empty();
     let mut sums = Vec::with_capacity(data.len().div_ceil(BLOCK));
     for (b, block) in data.chunks(BLOCK).enumerate() {
-        let (p, extremes) = block_partial(block);
-        sums.push(p.fsum);
-        acc = acc.merge(&p);
-        let Some((lo, hi)) = extremes else { continue };
-        // Blocks come in order, so a later block only wins with a strictly better value; only then
-        // is its position looked up.
-        let base = (b * BLOCK) as u64;
-        if acc.min.is_none_or(|(v, _)| lo < v) {
-            let i = block.iter().position(|&e| e == lo).unwrap_or(0) as u64;
-            acc.min = Some((lo, base + i));
-        }
-        if acc.max.is_none_or(|(v, _)| hi > v) {
-            let i = block.iter().position(|&e| e == hi).unwrap_or(0) as u64;
-            acc.max = Some((hi, base + i));
-        }
+        add_block(&mut acc, &mut sums, block, (b * BLOCK) as u64);
     }
     acc.fsum = pairwise_f64(&sums);
     let to_global = |i: u64| chunk.region.global_flat_index(i, shape);
     acc.min = acc.min.map(|(v, i)| (v, to_global(i)));
     acc.max = acc.max.map(|(v, i)| (v, to_global(i)));
     acc
+}
+
+/// Folds one block (at local position `base`) into a chunk's running partial; its sum goes to
+/// `sums` for the chunk's pairwise total.
+#[inline(always)]
+fn add_block<T: StatElem>(acc: &mut Partial<T>, sums: &mut Vec<f64>, block: &[T], base: u64) {
+    let (p, extremes) = block_partial(block);
+    sums.push(p.fsum);
+    *acc = std::mem::replace(acc, Partial::empty()).merge(&p);
+    let Some((lo, hi)) = extremes else { return };
+    // Blocks come in order, so a later block only wins with a strictly better value; only then
+    // is its position looked up.
+    if acc.min.is_none_or(|(v, _)| lo < v) {
+        let i = block.iter().position(|&e| e == lo).unwrap_or(0) as u64;
+        acc.min = Some((lo, base + i));
+    }
+    if acc.max.is_none_or(|(v, _)| hi > v) {
+        let i = block.iter().position(|&e| e == hi).unwrap_or(0) as u64;
+        acc.max = Some((hi, base + i));
+    }
+}
+
+/// [`add_block`] for one tile of a fused expression, compiled for AVX2 too.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn add_tile<T: StatElem>(acc: &mut Partial<T>, sums: &mut Vec<f64>, tile: &[T], base: u64) {
+    add_block(acc, sums, tile, base);
+}
+
+/// [`stats`] of a lazy element-wise expression, fused: every tile of results is reduced while it
+/// is still in L1, so no chunk of the expression is ever materialised.
+pub fn stats_of_expr(node: &crate::expr::Node, progress: Progress<'_>) -> Result<Stats> {
+    use rayon::prelude::*;
+    let info = node.info();
+    let shape = info.shape.clone();
+    let dtype = info.dtype;
+    let layout = info.layout.clone();
+    let n = layout.num_chunks();
+    crate::with_dtype!(dtype, T => {
+        let partials: Vec<Partial<T>> = (0..n)
+            .into_par_iter()
+            .map(|i| -> Result<Partial<T>> {
+                let region = layout.chunk_region(i);
+                let mut acc = Partial::<T>::empty();
+                let mut sums = Vec::with_capacity((region.numel() as usize).div_ceil(BLOCK));
+                node.for_each_tile(&region, &mut |off, bytes| {
+                    add_tile::<T>(&mut acc, &mut sums, bytemuck::cast_slice(bytes), off as u64);
+                    Ok(())
+                })?;
+                acc.fsum = pairwise_f64(&sums);
+                acc.min = acc.min.map(|(v, i)| (v, region.global_flat_index(i, &shape)));
+                acc.max = acc.max.map(|(v, i)| (v, region.global_flat_index(i, &shape)));
+                progress(region.numel() * dtype.size() as u64);
+                Ok(acc)
+            })
+            .collect::<Result<_>>()?;
+        Ok(finish::<T>(partials, dtype, shape.clone()))
+    })
 }
 
 fn finish<T: StatElem>(partials: Vec<Partial<T>>, dtype: DType, shape: Vec<u64>) -> Stats {

@@ -155,7 +155,12 @@ pub fn reduce_all(src: &dyn ChunkSource, r: &Reduction, progress: Progress<'_>) 
         let m = reduce_impl(src, r, None, progress)?;
         return Ok(scalar_of(&m));
     }
-    let s = crate::reduce::stats_with_progress(src, progress)?;
+    let any: &dyn std::any::Any = src;
+    let s = match any.downcast_ref::<super::lazy::Node>() {
+        // Fused: tiles of the expression are reduced as they are computed.
+        Some(node) if node.plan().is_ok() => crate::reduce::stats_of_expr(node, progress)?,
+        _ => crate::reduce::stats_with_progress(src, progress)?,
+    };
     let total = s.count + s.nan_count;
     let nan = s.nan_count > 0 && !r.skip_nan;
     let float = |v: f64| {
