@@ -905,3 +905,68 @@ fn from_bytes<T: Pod>(b: &[u8]) -> Vec<T> {
         .map(bytemuck::pod_read_unaligned)
         .collect()
 }
+
+/// Sorts `$SORT_XCHECK_DIR/{f64,i16}.npy` (written by NumPy) into `*_sort.npy`, `*_argsort.npy`,
+/// `*_sort_last.npy`, `*_argsort_last.npy`, `*_top.npy` / `*_topi.npy` for comparison with NumPy
+/// (by hand; see the sort report). Spills (small runs) for the flat sorts.
+#[test]
+#[ignore]
+fn numpy_cross_check() {
+    let dir = std::env::var("SORT_XCHECK_DIR")
+        .expect("set SORT_XCHECK_DIR to the NumPy files' directory");
+    let spill = tempfile::tempdir().unwrap();
+    for name in ["f64", "i16"] {
+        let src = crate::formats::open(&format!("{dir}/{name}.npy")).unwrap();
+        let info = src.info().clone();
+        let n = info.numel();
+        for (axis, suffix) in [(Axis::Flat, ""), (Axis::Last, "_last")] {
+            let shape = if axis == Axis::Flat {
+                vec![n]
+            } else {
+                info.shape.clone()
+            };
+            let o = SortOptions {
+                axis,
+                ..opts(Some(4096), None, spill.path())
+            };
+            let w = crate::formats::create(
+                &format!("{dir}/{name}_sort{suffix}.npy"),
+                info.dtype,
+                &shape,
+                &Default::default(),
+            )
+            .unwrap();
+            sort(src.as_ref(), w, &o, &no_progress).unwrap();
+            let w = crate::formats::create(
+                &format!("{dir}/{name}_argsort{suffix}.npy"),
+                DType::I64,
+                &shape,
+                &Default::default(),
+            )
+            .unwrap();
+            argsort(src.as_ref(), w, &o, &no_progress).unwrap();
+        }
+        for (largest, tag) in [(true, "large"), (false, "small")] {
+            let (vals, idx) = top_k(src.as_ref(), 50, largest).unwrap();
+            let w = crate::formats::create(
+                &format!("{dir}/{name}_top_{tag}.npy"),
+                info.dtype,
+                &[50],
+                &Default::default(),
+            )
+            .unwrap();
+            w.write(0, vals.bytes()).unwrap();
+            w.finish().unwrap();
+            let w = crate::formats::create(
+                &format!("{dir}/{name}_topi_{tag}.npy"),
+                DType::I64,
+                &[50],
+                &Default::default(),
+            )
+            .unwrap();
+            w.write(0, bytemuck::cast_slice(&idx)).unwrap();
+            w.finish().unwrap();
+        }
+    }
+    assert_dir_empty(spill.path());
+}
