@@ -1,0 +1,972 @@
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::dtype::ByteOrder;
+use crate::storage::{Format, SourceInfo};
+
+// ---------------------------------------------------------------------------------------------
+// In-memory source and writer
+
+/// An array held in memory, cut into chunks of `layout`.
+struct MemSource {
+    info: SourceInfo,
+    bytes: Vec<u8>,
+}
+
+impl MemSource {
+    fn new<T: Element>(vals: &[T], shape: &[u64], chunks: &[u64]) -> MemSource {
+        let layout = ChunkLayout::regular(shape, chunks).unwrap();
+        MemSource {
+            info: SourceInfo {
+                name: "mem".into(),
+                path: PathBuf::from("mem"),
+                format: Format::Npy,
+                dtype: T::DTYPE,
+                shape: shape.to_vec(),
+                layout,
+                byte_order: ByteOrder::NATIVE,
+                stored_bytes: std::mem::size_of_val(vals) as u64,
+                details: vec![],
+            },
+            bytes: bytemuck::cast_slice(vals).to_vec(),
+        }
+    }
+}
+
+impl ChunkSource for MemSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn read_chunk(&self, index: usize) -> Result<Chunk> {
+        let region = self.info.layout.chunk_region(index);
+        let elem = self.info.dtype.size();
+        let mut data = Buffer::zeroed(region.numel() as usize * elem)?;
+        let full = Region::full(&self.info.shape);
+        if self.info.shape.is_empty() {
+            data.bytes_mut().copy_from_slice(&self.bytes);
+        } else {
+            copy_box(&self.bytes, &full, data.bytes_mut(), &region, &region, elem);
+        }
+        Ok(Chunk {
+            region,
+            dtype: self.info.dtype,
+            data,
+        })
+    }
+}
+
+/// Where a [`MemWriter`] leaves its array when finished.
+type Collected = Arc<Mutex<Option<Vec<u8>>>>;
+
+/// Collects the chunks it is given into one C-order array; checks order and completeness.
+struct MemWriter {
+    layout: ChunkLayout,
+    elem: usize,
+    state: Mutex<(Vec<u8>, usize)>,
+    out: Collected,
+}
+
+fn mem_writer(shape: &[u64], chunks: &[u64], elem: usize) -> (Box<dyn ArrayWriter>, Collected) {
+    let out = Arc::new(Mutex::new(None));
+    let n = crate::shape::numel(shape) as usize;
+    let w = MemWriter {
+        layout: ChunkLayout::regular(shape, chunks).unwrap(),
+        elem,
+        state: Mutex::new((vec![0; n * elem], 0)),
+        out: out.clone(),
+    };
+    (Box::new(w), out)
+}
+
+impl ArrayWriter for MemWriter {
+    fn layout(&self) -> &ChunkLayout {
+        &self.layout
+    }
+
+    fn write(&self, index: usize, encoded: &[u8]) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        assert_eq!(index, st.1, "chunks written out of order");
+        let region = self.layout.chunk_region(index);
+        assert_eq!(encoded.len(), region.numel() as usize * self.elem);
+        let full = Region::full(&self.layout.shape());
+        copy_box(encoded, &region, &mut st.0, &full, &region, self.elem);
+        st.1 += 1;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let (bytes, written) = self.state.into_inner().unwrap();
+        assert_eq!(written, self.layout.num_chunks(), "not every chunk written");
+        *self.out.lock().unwrap() = Some(bytes);
+        Ok(())
+    }
+}
+
+fn taken(out: &Collected) -> Vec<u8> {
+    out.lock().unwrap().take().expect("writer finished")
+}
+
+// ---------------------------------------------------------------------------------------------
+// References (independent of the key functions)
+
+trait TestElem: SortKey {
+    /// NumPy's comparison: NaNs equal and last, -0.0 == 0.0.
+    fn np_cmp(a: Self, b: Self) -> Ordering;
+    /// The documented order of bit patterns among NumPy-equal values.
+    fn tie(a: Self, b: Self) -> Ordering;
+    /// A value from random bits, rich in duplicates and special values.
+    fn from_bits64(bits: u64) -> Self;
+}
+
+macro_rules! int_test_elem {
+    ($($t:ty),*) => {$(
+        impl TestElem for $t {
+            fn np_cmp(a: Self, b: Self) -> Ordering { a.cmp(&b) }
+            fn tie(_: Self, _: Self) -> Ordering { Ordering::Equal }
+            fn from_bits64(bits: u64) -> Self {
+                match bits % 4 {
+                    0 => (bits >> 8) as $t,
+                    1 => <$t>::MIN,
+                    2 => <$t>::MAX,
+                    _ => ((bits >> 8) % 7) as $t,
+                }
+            }
+        }
+    )*};
+}
+int_test_elem!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+impl TestElem for Bool {
+    fn np_cmp(a: Self, b: Self) -> Ordering {
+        a.0.cmp(&b.0)
+    }
+    fn tie(_: Self, _: Self) -> Ordering {
+        Ordering::Equal
+    }
+    fn from_bits64(bits: u64) -> Self {
+        Bool(((bits >> 8) % 2) as u8)
+    }
+}
+
+macro_rules! float_test_elem {
+    ($t:ty, $u:ty) => {
+        impl TestElem for $t {
+            fn np_cmp(a: Self, b: Self) -> Ordering {
+                match (a.is_nan(), b.is_nan()) {
+                    (false, false) => a.partial_cmp(&b).unwrap(),
+                    (true, true) => Ordering::Equal,
+                    (true, false) => Ordering::Greater,
+                    (false, true) => Ordering::Less,
+                }
+            }
+            fn tie(a: Self, b: Self) -> Ordering {
+                let (na, nb) = (a.is_sign_negative(), b.is_sign_negative());
+                if a.is_nan() {
+                    // Positive NaNs by payload, then negative NaNs by decreasing payload.
+                    na.cmp(&nb).then_with(|| {
+                        if na {
+                            b.to_bits().cmp(&a.to_bits())
+                        } else {
+                            a.to_bits().cmp(&b.to_bits())
+                        }
+                    })
+                } else {
+                    nb.cmp(&na) // -0.0 first
+                }
+            }
+            fn from_bits64(bits: u64) -> Self {
+                let r = (bits >> 16) as $u;
+                match bits % 16 {
+                    0 => <$t>::NAN,
+                    1 => -<$t>::NAN,
+                    2 => <$t>::from_bits(<$t>::NAN.to_bits() | (r & 0xff)), // payload NaN
+                    3 => -0.0,
+                    4 => 0.0,
+                    5 => <$t>::INFINITY,
+                    6 => <$t>::NEG_INFINITY,
+                    7 => ((bits >> 8) % 5) as $t - 2.0,
+                    8 => <$t>::MIN_POSITIVE / 4.0, // subnormal
+                    _ => ((bits >> 11) as f64 / (1u64 << 53) as f64 * 200.0 - 100.0) as $t,
+                }
+            }
+        }
+    };
+}
+float_test_elem!(f32, u32);
+float_test_elem!(f64, u64);
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn gen_vals<T: TestElem>(n: usize, seed: u64) -> Vec<T> {
+    (0..n as u64)
+        .map(|i| T::from_bits64(splitmix(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15))))
+        .collect()
+}
+
+/// `np.sort` with the documented tie order.
+fn ref_sort<T: TestElem>(v: &[T]) -> Vec<T> {
+    let mut s = v.to_vec();
+    s.sort_by(|&a, &b| T::np_cmp(a, b).then_with(|| T::tie(a, b)));
+    s
+}
+
+/// `np.argsort(kind="stable")`.
+fn ref_argsort<T: TestElem>(v: &[T]) -> Vec<i64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| T::np_cmp(v[a], v[b]));
+    idx.into_iter().map(|i| i as i64).collect()
+}
+
+fn bits<T: Element>(v: &[T]) -> Vec<u8> {
+    bytemuck::cast_slice(v).to_vec()
+}
+
+fn opts(run_bytes: Option<u64>, budget: Option<MemoryBudget>, dir: &Path) -> SortOptions {
+    SortOptions {
+        axis: Axis::Flat,
+        temp_dir: Some(dir.to_path_buf()),
+        budget,
+        run_bytes,
+    }
+}
+
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
+}
+
+fn no_progress(_: u64) {}
+
+fn assert_dir_empty(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
+}
+
+/// Sorts and argsorts `v` (shape, chunks) flattened; returns (sort bytes, argsort indices, sort
+/// report).
+fn run_flat<T: TestElem>(
+    v: &[T],
+    shape: &[u64],
+    chunks: &[u64],
+    out_chunk: u64,
+    o: &SortOptions,
+) -> (Vec<u8>, Vec<i64>, SortReport, SortReport) {
+    let src = MemSource::new(v, shape, chunks);
+    let n = v.len() as u64;
+    let (w, out) = mem_writer(&[n], &[out_chunk], size_of::<T>());
+    let rs = sort(&src, w, o, &no_progress).unwrap();
+    let sorted = taken(&out);
+    let (w, out) = mem_writer(&[n], &[out_chunk], 8);
+    let ra = argsort(&src, w, o, &no_progress).unwrap();
+    let idx = from_bytes::<i64>(&taken(&out));
+    (sorted, idx, rs, ra)
+}
+
+#[track_caller]
+fn check_flat<T: TestElem>(
+    n: usize,
+    shape: &[u64],
+    chunks: &[u64],
+    seed: u64,
+    run_bytes: Option<u64>,
+) {
+    let v = gen_vals::<T>(n, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(run_bytes, None, dir.path());
+    let (sorted, idx, rs, ra) = run_flat(&v, shape, chunks, 37, &o);
+    let want = ref_sort(&v);
+    assert_eq!(
+        sorted,
+        bits(&want),
+        "{} sort of {n} (run_bytes {run_bytes:?})",
+        T::DTYPE
+    );
+    assert_eq!(idx, ref_argsort(&v), "{} argsort of {n}", T::DTYPE);
+    assert_eq!(rs.elements, n as u64);
+    if n > 0 && run_bytes.is_some_and(|r| (r as usize) < n * size_of::<T>()) {
+        assert!(rs.spilled() && ra.spilled(), "{rs:?}");
+    }
+    assert_dir_empty(dir.path());
+}
+
+/// Row-major coordinates are the flat order, so a 2-D test array's flat order is `v`.
+fn check_all_dtypes(n: usize, shape: &[u64], chunks: &[u64], seed: u64, run_bytes: Option<u64>) {
+    check_flat::<Bool>(n, shape, chunks, seed, run_bytes);
+    check_flat::<i8>(n, shape, chunks, seed, run_bytes);
+    check_flat::<i16>(n, shape, chunks, seed, run_bytes);
+    check_flat::<i32>(n, shape, chunks, seed, run_bytes);
+    check_flat::<i64>(n, shape, chunks, seed, run_bytes);
+    check_flat::<u8>(n, shape, chunks, seed, run_bytes);
+    check_flat::<u16>(n, shape, chunks, seed, run_bytes);
+    check_flat::<u32>(n, shape, chunks, seed, run_bytes);
+    check_flat::<u64>(n, shape, chunks, seed, run_bytes);
+    check_flat::<f32>(n, shape, chunks, seed, run_bytes);
+    check_flat::<f64>(n, shape, chunks, seed, run_bytes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+#[test]
+fn float_keys_are_a_monotone_bijection() {
+    let specials = [
+        f64::NEG_INFINITY,
+        -1e300,
+        -1.0,
+        -f64::MIN_POSITIVE / 2.0,
+        -0.0,
+        0.0,
+        f64::MIN_POSITIVE / 2.0,
+        1.0,
+        f64::MAX,
+        f64::INFINITY,
+        f64::NAN,
+        f64::from_bits(f64::NAN.to_bits() | 1),
+        // Negative NaNs last, by decreasing payload (total_cmp's order, rotated).
+        f64::from_bits((-f64::NAN).to_bits() | 1),
+        -f64::NAN,
+    ];
+    for w in specials.windows(2) {
+        assert!(w[0].to_key() < w[1].to_key(), "{:?} !< {:?}", w[0], w[1]);
+    }
+    for x in specials {
+        assert_eq!(f64::from_key(x.to_key()).to_bits(), x.to_bits());
+        let y = x as f32;
+        assert_eq!(f32::from_key(y.to_key()).to_bits(), y.to_bits());
+    }
+    // Exhaustive over the f32 bit patterns' extremes and a stride through the rest.
+    for b in (0..=u32::MAX)
+        .step_by(65_537)
+        .chain([0x7f80_0001, 0xff80_0001, 0xffff_ffff])
+    {
+        let x = f32::from_bits(b);
+        assert_eq!(f32::from_key(x.to_key()).to_bits(), b);
+    }
+    assert_eq!((-0.0f64).arg_key(), 0.0f64.arg_key());
+    assert_eq!((-f64::NAN).arg_key(), f64::NAN.arg_key());
+    assert!(f64::INFINITY.arg_key() < f64::NAN.arg_key());
+    assert!(i8::MIN.to_key() < (-1i8).to_key() && (-1i8).to_key() < 0i8.to_key());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flat sort and argsort
+
+#[test]
+fn pinned_numpy_cases() {
+    // np.sort / np.argsort(kind="stable") of this array (NumPy 2.4.6):
+    // argsort -> [5 1 2 6 7 4 0 3], sort -> [-inf -0. 0. 0. -0. 1. nan nan] (stable order)
+    let v = [
+        f64::NAN,
+        -0.0,
+        0.0,
+        -f64::NAN,
+        1.0,
+        f64::NEG_INFINITY,
+        0.0,
+        -0.0,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for run_bytes in [None, Some(16)] {
+        let o = opts(run_bytes, None, dir.path());
+        let (sorted, idx, _, _) = run_flat(&v, &[8], &[3], 3, &o);
+        assert_eq!(idx, [5, 1, 2, 6, 7, 4, 0, 3]);
+        let want = [
+            f64::NEG_INFINITY,
+            -0.0,
+            -0.0,
+            0.0,
+            0.0,
+            1.0,
+            f64::NAN,
+            -f64::NAN,
+        ];
+        assert_eq!(sorted, bits(&want));
+    }
+    // Bool bytes other than 0/1 sort by byte, as NumPy: [0 1 1 2].
+    let v = [Bool(2), Bool(1), Bool(0), Bool(1)];
+    let o = opts(None, None, dir.path());
+    let (sorted, idx, _, _) = run_flat(&v, &[4], &[2], 4, &o);
+    assert_eq!(sorted, [0, 1, 1, 2]);
+    assert_eq!(idx, [2, 1, 3, 0]);
+}
+
+#[test]
+fn flat_in_memory_and_spilled_every_dtype() {
+    check_all_dtypes(0, &[0], &[5], 1, None);
+    check_all_dtypes(1, &[1], &[5], 2, Some(8));
+    check_all_dtypes(1000, &[1000], &[77], 3, None);
+    check_all_dtypes(1000, &[1000], &[77], 4, Some(256));
+    // N-d chunks: flat C-order indices of a (20, 50) array in (7, 9) chunks.
+    check_all_dtypes(1000, &[20, 50], &[7, 9], 5, Some(512));
+}
+
+#[test]
+fn zero_d_arrays() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = MemSource::new(&[3.5f64], &[], &[]);
+    let o = opts(None, None, dir.path());
+    let (w, out) = mem_writer(&[1], &[1], 8);
+    sort(&src, w, &o, &no_progress).unwrap();
+    assert_eq!(from_bytes::<f64>(&taken(&out)), [3.5]);
+    let last = SortOptions {
+        axis: Axis::Last,
+        ..o.clone()
+    };
+    let (w, _) = mem_writer(&[1], &[1], 8);
+    let e = sort(&src, w, &last, &no_progress).unwrap_err().to_string();
+    assert!(e.contains("0-d") && e.contains("mem"), "{e}");
+    // np.argsort of a 0-d array is [0].
+    let (w, out) = mem_writer(&[1], &[1], 8);
+    argsort(&src, w, &last, &no_progress).unwrap();
+    assert_eq!(from_bytes::<i64>(&taken(&out)), [0]);
+}
+
+#[test]
+fn wrong_output_shape_is_refused() {
+    let src = MemSource::new(&[1i32, 2, 3, 4, 5, 6], &[2, 3], &[1, 3]);
+    let (w, _) = mem_writer(&[2, 3], &[1, 3], 4);
+    let e = sort(&src, w, &SortOptions::default(), &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(6,)") && e.contains("(2, 3)"), "{e}");
+}
+
+/// Several merge passes under a 64 KiB budget: every buffer is reserved in it, it is never
+/// exceeded, and everything is released.
+#[test]
+fn tiny_budget_forces_several_merge_passes() {
+    let budget = MemoryBudget::new(64 << 10);
+    let n = 40_000;
+    let v = gen_vals::<f64>(n, 11);
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(None, Some(budget.clone()), dir.path());
+    let (sorted, idx, rs, ra) = run_flat(&v, &[n as u64], &[1000], 100, &o);
+    assert_eq!(sorted, bits(&ref_sort(&v)));
+    assert_eq!(idx, ref_argsort(&v));
+    assert!(
+        rs.merge_passes >= 3 && ra.merge_passes >= 3,
+        "{rs:?} {ra:?}"
+    );
+    assert!(rs.runs > 4 && rs.fan_in >= 2, "{rs:?}");
+    assert!(rs.peak_spill_bytes >= (n * 8) as u64, "{rs:?}");
+    assert!(rs.spilled_bytes > rs.peak_spill_bytes, "{rs:?}");
+    assert!(budget.peak() <= 64 << 10, "peak {}", budget.peak());
+    assert!(
+        budget.peak() > 32 << 10,
+        "the sort used little of its budget: {}",
+        budget.peak()
+    );
+    assert_eq!(budget.used(), 0);
+    assert_dir_empty(dir.path());
+    assert!(rs.to_string().contains("merge pass"), "{rs}");
+}
+
+#[test]
+fn too_small_budget_is_a_clear_error() {
+    let budget = MemoryBudget::new(4 << 10);
+    let src = MemSource::new(&[1.0f64; 100], &[100], &[10]);
+    let (w, _) = mem_writer(&[100], &[10], 8);
+    let dir = tempfile::tempdir().unwrap();
+    let e = sort(&src, w, &opts(None, Some(budget), dir.path()), &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4.0 KiB") && e.contains("too small"), "{e}");
+}
+
+#[test]
+fn missing_temp_dir_is_reported() {
+    let src = MemSource::new(&gen_vals::<i32>(1000, 3), &[1000], &[100]);
+    let (w, _) = mem_writer(&[1000], &[100], 4);
+    let dir = PathBuf::from("/nonexistent/chunkheap-sort");
+    let e = sort(&src, w, &opts(Some(64), None, &dir), &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/nonexistent/chunkheap-sort") && e.contains("spill"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bytes_do_not_depend_on_threads_chunks_or_run_size() {
+    let n = 5000;
+    let v = gen_vals::<f32>(n, 21);
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = Vec::new();
+    for threads in [1, 2, 7] {
+        for (chunks, run) in [(n as u64, None), (333, Some(1000)), (64, Some(100))] {
+            let o = opts(run, None, dir.path());
+            let r = pool(threads).install(|| run_flat(&v, &[n as u64], &[chunks], 999, &o));
+            results.push((r.0, r.1));
+        }
+    }
+    assert_eq!(results[0].0, bits(&ref_sort(&v)));
+    for r in &results[1..] {
+        assert!(r == &results[0]);
+    }
+    assert_dir_empty(dir.path());
+}
+
+/// Through real files: a chunked Zarr input and an `.npy` output written by `formats::create`.
+#[test]
+fn files_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.zarr");
+    let input = input.to_str().unwrap();
+    crate::generate::generate(
+        input,
+        &crate::generate::GenSpec {
+            shape: vec![30, 70],
+            dtype: DType::F64,
+            dist: crate::generate::Dist::NORMAL,
+            seed: 5,
+            options: crate::WriteOptions {
+                chunks: Some(vec![8, 16]),
+                ..Default::default()
+            },
+        },
+    )
+    .unwrap();
+    let src = crate::formats::open(input).unwrap();
+    let all = src.read_region(&Region::full(&[30, 70])).unwrap();
+    let v: Vec<f64> = all.as_slice::<f64>().to_vec();
+    let out = dir.path().join("s.npy");
+    let w = crate::formats::create(
+        out.to_str().unwrap(),
+        DType::F64,
+        &[2100],
+        &Default::default(),
+    )
+    .unwrap();
+    let r = sort(
+        src.as_ref(),
+        w,
+        &opts(Some(2048), None, spill.path()),
+        &no_progress,
+    )
+    .unwrap();
+    assert!(r.spilled());
+    let back = crate::formats::open(out.to_str().unwrap()).unwrap();
+    let got = back.read_region(&Region::full(&[2100])).unwrap();
+    assert_eq!(got.bytes(), &bits(&ref_sort(&v))[..]);
+    assert_dir_empty(spill.path());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Along the last axis
+
+#[track_caller]
+fn check_last<T: TestElem>(
+    shape: &[u64],
+    in_chunks: &[u64],
+    out_chunks: &[u64],
+    seed: u64,
+    budget: Option<MemoryBudget>,
+) -> SortReport {
+    let n = crate::shape::numel(shape) as usize;
+    let v = gen_vals::<T>(n, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let o = SortOptions {
+        axis: Axis::Last,
+        ..opts(None, budget, dir.path())
+    };
+    let src = MemSource::new(&v, shape, in_chunks);
+    let (w, out) = mem_writer(shape, out_chunks, size_of::<T>());
+    let rs = sort(&src, w, &o, &no_progress).unwrap();
+    let got = taken(&out);
+    let (w, out) = mem_writer(shape, out_chunks, 8);
+    argsort(&src, w, &o, &no_progress).unwrap();
+    let idx = from_bytes::<i64>(&taken(&out));
+    let row = *shape.last().unwrap() as usize;
+    let mut want = Vec::new();
+    let mut want_idx = Vec::new();
+    if row > 0 {
+        for r in v.chunks(row) {
+            want.extend(ref_sort(r));
+            want_idx.extend(ref_argsort(r));
+        }
+    }
+    assert_eq!(
+        got,
+        bits(&want),
+        "{} sort along the last axis of {shape:?}",
+        T::DTYPE
+    );
+    assert_eq!(
+        idx,
+        want_idx,
+        "{} argsort along the last axis of {shape:?}",
+        T::DTYPE
+    );
+    assert_dir_empty(dir.path());
+    rs
+}
+
+#[test]
+fn last_axis_bands_and_partial_chunks() {
+    check_last::<f64>(&[13, 29], &[4, 7], &[5, 29], 1, None);
+    check_last::<f64>(&[13, 29], &[4, 7], &[5, 8], 2, None);
+    check_last::<i16>(&[3, 4, 17], &[2, 3, 5], &[2, 1, 6], 3, None);
+    check_last::<Bool>(&[6, 5], &[6, 5], &[1, 5], 4, None);
+    check_last::<f32>(&[1, 2000], &[1, 300], &[1, 512], 5, None);
+    check_last::<u8>(&[4, 0], &[1, 1], &[1, 1], 6, None);
+    check_last::<u8>(&[0, 4], &[1, 1], &[1, 1], 6, None);
+    // 1-D: the last axis is the whole array (and may spill).
+    check_last::<i64>(&[500], &[64], &[100], 7, None);
+}
+
+#[test]
+fn last_axis_stages_rows_when_a_band_does_not_fit() {
+    // Output chunks of 40 x 7 make bands of 40 rows of 50 f64 (16 KB + buffers) in a 12 KiB
+    // budget: rows go through a staging file in bands that fit.
+    let budget = MemoryBudget::new(12 << 10);
+    let r = check_last::<f64>(
+        &[2, 40, 50],
+        &[1, 9, 11],
+        &[1, 40, 7],
+        8,
+        Some(budget.clone()),
+    );
+    assert!(r.spilled() && r.runs > 2, "{r:?}");
+    assert!(budget.peak() <= 12 << 10);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn last_axis_row_too_long_is_a_clear_error() {
+    let budget = MemoryBudget::new(8 << 10);
+    let src = MemSource::new(&vec![1u64; 4000], &[2, 2000], &[1, 100]);
+    let (w, _) = mem_writer(&[2, 2000], &[1, 100], 8);
+    let o = SortOptions {
+        axis: Axis::Last,
+        budget: Some(budget),
+        ..SortOptions::default()
+    };
+    let e = sort(&src, w, &o, &no_progress).unwrap_err().to_string();
+    assert!(
+        e.contains("a row of 2000 elements") && e.contains("8.0 KiB"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Top-k
+
+fn ref_top_k<T: TestElem>(v: &[T], k: usize, largest: bool) -> (Vec<u8>, Vec<i64>) {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    if largest {
+        idx.sort_by(|&a, &b| T::np_cmp(v[b], v[a]));
+    } else {
+        idx.sort_by(|&a, &b| T::np_cmp(v[a], v[b]));
+    }
+    idx.truncate(k);
+    let vals: Vec<T> = idx.iter().map(|&i| v[i]).collect();
+    (bits(&vals), idx.into_iter().map(|i| i as i64).collect())
+}
+
+#[track_caller]
+fn check_top_k<T: TestElem>(v: &[T], shape: &[u64], chunks: &[u64], k: usize, largest: bool) {
+    let src = MemSource::new(v, shape, chunks);
+    let (vals, idx) = top_k(&src, k, largest).unwrap();
+    let (want_v, want_i) = ref_top_k(v, k, largest);
+    assert_eq!(idx, want_i, "{} top-{k} (largest {largest})", T::DTYPE);
+    assert_eq!(vals.bytes(), &want_v[..]);
+}
+
+#[test]
+fn top_k_pinned_and_errors() {
+    // np.argsort(-a, kind="stable") style: NaN largest, ties to the smaller index.
+    let v = [1.0, f64::NAN, -0.0, 3.0, 0.0, f64::NAN, 3.0];
+    let src = MemSource::new(&v, &[7], &[3]);
+    let (vals, idx) = top_k(&src, 4, true).unwrap();
+    assert_eq!(idx, [1, 5, 3, 6]);
+    assert!(vals.as_slice::<f64>()[0].is_nan() && vals.as_slice::<f64>()[3] == 3.0);
+    let (vals, idx) = top_k(&src, 3, false).unwrap();
+    assert_eq!(idx, [2, 4, 0]);
+    assert_eq!(bits(vals.as_slice::<f64>()), bits(&[-0.0, 0.0, 1.0]));
+    let e = top_k(&src, 8, true).unwrap_err().to_string();
+    assert!(e.contains("k = 8") && e.contains("7 elements"), "{e}");
+    assert!(top_k(&src, 0, true).unwrap().1.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+#[derive(Debug, Clone, Copy)]
+enum Dt {
+    Bool,
+    I8,
+    I32,
+    U16,
+    U64,
+    F32,
+    F64,
+}
+
+fn dt() -> impl Strategy<Value = Dt> {
+    prop_oneof![
+        Just(Dt::Bool),
+        Just(Dt::I8),
+        Just(Dt::I32),
+        Just(Dt::U16),
+        Just(Dt::U64),
+        Just(Dt::F32),
+        Just(Dt::F64)
+    ]
+}
+
+/// A shape of up to 3 dims with up to ~3000 elements and a chunk shape for it.
+fn shape_and_chunks() -> impl Strategy<Value = (Vec<u64>, Vec<u64>)> {
+    prop::collection::vec(1u64..16, 1..=3)
+        .prop_flat_map(|shape| {
+            let s = shape.clone();
+            let extra = 1u64..(3000 / crate::shape::numel(&s)).max(2);
+            (Just(shape), extra)
+        })
+        .prop_flat_map(|(mut shape, extra)| {
+            shape[0] *= extra;
+            let chunks: Vec<_> = shape.iter().map(|&d| 1..=d).collect();
+            (Just(shape), chunks)
+        })
+}
+
+macro_rules! by_dt {
+    ($dt:expr, $f:ident ( $($arg:expr),* )) => {
+        match $dt {
+            Dt::Bool => $f::<Bool>($($arg),*),
+            Dt::I8 => $f::<i8>($($arg),*),
+            Dt::I32 => $f::<i32>($($arg),*),
+            Dt::U16 => $f::<u16>($($arg),*),
+            Dt::U64 => $f::<u64>($($arg),*),
+            Dt::F32 => $f::<f32>($($arg),*),
+            Dt::F64 => $f::<f64>($($arg),*),
+        }
+    };
+}
+
+fn prop_flat<T: TestElem>(
+    shape: &[u64],
+    chunks: &[u64],
+    seed: u64,
+    run: Option<u64>,
+    threads: usize,
+) {
+    let n = crate::shape::numel(shape) as usize;
+    pool(threads).install(|| check_flat::<T>(n, shape, chunks, seed, run));
+}
+
+fn prop_top<T: TestElem>(shape: &[u64], chunks: &[u64], seed: u64, k: usize, threads: usize) {
+    let n = crate::shape::numel(shape) as usize;
+    let v = gen_vals::<T>(n, seed);
+    let k = k.min(n);
+    pool(threads).install(|| {
+        check_top_k(&v, shape, chunks, k, true);
+        check_top_k(&v, shape, chunks, k, false);
+    });
+}
+
+fn prop_last<T: TestElem>(shape: &[u64], chunks: &[u64], out: &[u64], seed: u64, threads: usize) {
+    pool(threads).install(|| {
+        check_last::<T>(shape, chunks, out, seed, None);
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_sort_argsort_match_reference(
+        (shape, chunks) in shape_and_chunks(),
+        d in dt(),
+        seed in any::<u64>(),
+        run in prop_oneof![Just(None), (8u64..4096).prop_map(Some)],
+        threads in prop_oneof![Just(1usize), Just(2), Just(7)],
+    ) {
+        by_dt!(d, prop_flat(&shape, &chunks, seed, run, threads));
+    }
+
+    #[test]
+    fn prop_top_k_matches_reference(
+        (shape, chunks) in shape_and_chunks(),
+        d in dt(),
+        seed in any::<u64>(),
+        k in 0usize..200,
+        threads in prop_oneof![Just(1usize), Just(2), Just(7)],
+    ) {
+        by_dt!(d, prop_top(&shape, &chunks, seed, k, threads));
+    }
+
+    #[test]
+    fn prop_last_axis_matches_reference(
+        (shape, chunks) in shape_and_chunks(),
+        out_seed in any::<u64>(),
+        d in dt(),
+        seed in any::<u64>(),
+        threads in prop_oneof![Just(1usize), Just(2), Just(7)],
+    ) {
+        let out: Vec<u64> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| 1 + (out_seed >> (i * 16)) % s)
+            .collect();
+        by_dt!(d, prop_last(&shape, &chunks, &out, seed, threads));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+/// 512 MiB of seeded uniform f64 sorted under a 128 MiB budget (external) vs an in-memory
+/// `par_sort_unstable` of the same data. Run with
+/// `cargo test --release --lib kernels::sort::tests::measure_512mib -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_512mib() {
+    use std::time::Instant;
+    let dir =
+        tempfile::tempdir_in(std::env::var("SORT_BENCH_DIR").unwrap_or("/tmp".into())).unwrap();
+    let n: u64 = 64 << 20; // 512 MiB of f64
+    let input = dir.path().join("x.npy");
+    let input = input.to_str().unwrap();
+    crate::generate::generate(
+        input,
+        &crate::generate::GenSpec {
+            shape: vec![n],
+            dtype: DType::F64,
+            dist: crate::generate::Dist::UNIFORM,
+            seed: 42,
+            options: Default::default(),
+        },
+    )
+    .unwrap();
+    let src = crate::formats::open(input).unwrap();
+    let out = dir.path().join("sorted.npy");
+    let global = memory::global();
+    let old = global.limit();
+    global.set_limit(128 << 20);
+    global.reset_peak();
+    let t = Instant::now();
+    let w = crate::formats::create(out.to_str().unwrap(), DType::F64, &[n], &Default::default())
+        .unwrap();
+    let report = sort(
+        src.as_ref(),
+        w,
+        &SortOptions {
+            temp_dir: Some(dir.path().into()),
+            ..Default::default()
+        },
+        &no_progress,
+    )
+    .unwrap();
+    let external = t.elapsed();
+    let peak = global.peak();
+    global.set_limit(old);
+    eprintln!(
+        "external sort (128 MiB budget): {:.2} s; {report}; budget peak {}",
+        external.as_secs_f64(),
+        human_bytes(peak)
+    );
+
+    // Baseline: read everything, par_sort_unstable_by(total order), in memory.
+    let t = Instant::now();
+    let all = src.read_region(&Region::full(&[n])).unwrap();
+    let mut v: Vec<f64> = all.as_slice::<f64>().to_vec();
+    drop(all);
+    let t_sort = Instant::now();
+    v.par_sort_unstable_by(|a, b| a.total_cmp(b));
+    let in_mem = t.elapsed();
+    eprintln!(
+        "in-memory read + par_sort_unstable_by: {:.2} s (sort alone {:.2} s); ratio {:.2}",
+        in_mem.as_secs_f64(),
+        t_sort.elapsed().as_secs_f64(),
+        external.as_secs_f64() / in_mem.as_secs_f64()
+    );
+    let back = crate::formats::open(out.to_str().unwrap()).unwrap();
+    let got = back.read_region(&Region::full(&[n])).unwrap();
+    assert!(got.as_slice::<f64>() == &v[..]);
+}
+
+/// The elements of (possibly unaligned) bytes.
+fn from_bytes<T: Pod>(b: &[u8]) -> Vec<T> {
+    b.chunks_exact(size_of::<T>())
+        .map(bytemuck::pod_read_unaligned)
+        .collect()
+}
+
+/// Sorts `$SORT_XCHECK_DIR/{f64,i16}.npy` (written by NumPy) into `*_sort.npy`, `*_argsort.npy`,
+/// `*_sort_last.npy`, `*_argsort_last.npy`, `*_top.npy` / `*_topi.npy` for comparison with NumPy
+/// (by hand; see the sort report). Spills (small runs) for the flat sorts.
+#[test]
+#[ignore]
+fn numpy_cross_check() {
+    let dir = std::env::var("SORT_XCHECK_DIR")
+        .expect("set SORT_XCHECK_DIR to the NumPy files' directory");
+    let spill = tempfile::tempdir().unwrap();
+    for name in ["f64", "i16"] {
+        let src = crate::formats::open(&format!("{dir}/{name}.npy")).unwrap();
+        let info = src.info().clone();
+        let n = info.numel();
+        for (axis, suffix) in [(Axis::Flat, ""), (Axis::Last, "_last")] {
+            let shape = if axis == Axis::Flat {
+                vec![n]
+            } else {
+                info.shape.clone()
+            };
+            let o = SortOptions {
+                axis,
+                ..opts(Some(4096), None, spill.path())
+            };
+            let w = crate::formats::create(
+                &format!("{dir}/{name}_sort{suffix}.npy"),
+                info.dtype,
+                &shape,
+                &Default::default(),
+            )
+            .unwrap();
+            sort(src.as_ref(), w, &o, &no_progress).unwrap();
+            let w = crate::formats::create(
+                &format!("{dir}/{name}_argsort{suffix}.npy"),
+                DType::I64,
+                &shape,
+                &Default::default(),
+            )
+            .unwrap();
+            argsort(src.as_ref(), w, &o, &no_progress).unwrap();
+        }
+        for (largest, tag) in [(true, "large"), (false, "small")] {
+            let (vals, idx) = top_k(src.as_ref(), 50, largest).unwrap();
+            let w = crate::formats::create(
+                &format!("{dir}/{name}_top_{tag}.npy"),
+                info.dtype,
+                &[50],
+                &Default::default(),
+            )
+            .unwrap();
+            w.write(0, vals.bytes()).unwrap();
+            w.finish().unwrap();
+            let w = crate::formats::create(
+                &format!("{dir}/{name}_topi_{tag}.npy"),
+                DType::I64,
+                &[50],
+                &Default::default(),
+            )
+            .unwrap();
+            w.write(0, bytemuck::cast_slice(&idx)).unwrap();
+            w.finish().unwrap();
+        }
+    }
+    assert_dir_empty(spill.path());
+}
