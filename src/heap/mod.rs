@@ -1004,6 +1004,139 @@ impl Heap {
     }
 }
 
+/// Objects of the script language (`crate::script`): callables, slices, modules, and the element
+/// access its interpreter needs.
+impl Heap {
+    /// A callable object: `code` is opaque to the heap; `refs` (default values, a bound receiver)
+    /// are held as references, so a function is a container the cycle collector tracks.
+    pub fn function(
+        &self,
+        name: &str,
+        code: Arc<dyn std::any::Any + Send + Sync>,
+        refs: &[&Handle],
+    ) -> Handle {
+        self.alloc(
+            Payload::Function {
+                name: name.to_string(),
+                code,
+                refs: refs.iter().map(|h| h.id).collect(),
+            },
+            refs,
+        )
+    }
+
+    /// The name and code of a function object (its references come from [`items`](Self::items)).
+    pub fn function_code(
+        &self,
+        h: &Handle,
+    ) -> Option<(String, Arc<dyn std::any::Any + Send + Sync>)> {
+        self.check(h);
+        match &self.state().obj(h.id).payload {
+            Payload::Function { name, code, .. } => Some((name.clone(), code.clone())),
+            _ => None,
+        }
+    }
+
+    /// A slice object `start:stop:step` (`None` for an omitted part).
+    pub fn slice(&self, parts: [Option<i64>; 3]) -> Handle {
+        self.alloc(Payload::Slice(parts), &[])
+    }
+
+    /// The parts of a slice object.
+    pub fn as_slice(&self, h: &Handle) -> Option<[Option<i64>; 3]> {
+        self.check(h);
+        match self.state().obj(h.id).payload {
+            Payload::Slice(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// A module object named `name`.
+    pub fn module(&self, name: &str) -> Handle {
+        self.alloc(Payload::Module(name.to_string()), &[])
+    }
+
+    /// The name of a module object.
+    pub fn as_module(&self, h: &Handle) -> Option<String> {
+        self.check(h);
+        match &self.state().obj(h.id).payload {
+            Payload::Module(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+
+    /// True if `h` is a handle to an object of this heap.
+    pub fn owns(&self, h: &Handle) -> bool {
+        Arc::ptr_eq(&self.inner, &h.heap.inner)
+    }
+
+    /// Element `index` of a list or tuple (`None` past the end or for other kinds).
+    pub fn item(&self, h: &Handle, index: usize) -> Option<Handle> {
+        self.check(h);
+        let mut st = self.state();
+        let id = match &st.obj(h.id).payload {
+            Payload::List(v) | Payload::Tuple(v) => *v.get(index)?,
+            _ => return None,
+        };
+        st.incref(id);
+        Some(Handle {
+            heap: self.clone(),
+            id,
+        })
+    }
+
+    /// A dict's entries in insertion order.
+    pub fn dict_entries(&self, dict: &Handle) -> Result<Vec<(String, Handle)>> {
+        self.check(dict);
+        let mut st = self.state();
+        let entries: Vec<(String, ObjId)> = match &st.obj(dict.id).payload {
+            Payload::Dict(v) => v.clone(),
+            _ => return Err(Heap::not_a(&st, dict.id, "dict")),
+        };
+        Ok(entries
+            .into_iter()
+            .map(|(k, id)| {
+                st.incref(id);
+                (
+                    k,
+                    Handle {
+                        heap: self.clone(),
+                        id,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Inserts `item` into `list` before position `index` (clamped to the length).
+    pub fn list_insert(&self, list: &Handle, index: usize, item: &Handle) -> Result<()> {
+        self.check(item);
+        self.mutate(list, |st, _| {
+            if !matches!(st.obj(list.id).payload, Payload::List(_)) {
+                return Err(Heap::not_a(st, list.id, "list"));
+            }
+            st.incref(item.id);
+            if let Payload::List(v) = &mut st.obj_mut(list.id).payload {
+                v.insert(index.min(v.len()), item.id);
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes and returns element `index` of `list` (`None` past the end).
+    pub fn list_remove(&self, list: &Handle, index: usize) -> Result<Option<Handle>> {
+        let id = self.mutate(list, |st, _| match &mut st.obj_mut(list.id).payload {
+            Payload::List(v) => Ok((index < v.len()).then(|| v.remove(index))),
+            _ => Err(Heap::not_a(st, list.id, "list")),
+        })?;
+        // The list's reference moves to the returned handle.
+        Ok(id.map(|id| Handle {
+            heap: self.clone(),
+            id,
+        }))
+    }
+}
+
 impl fmt::Debug for Heap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Heap({} objects)", self.live_objects())

@@ -1,6 +1,7 @@
 //! What lives on the heap: object kinds, payloads, and chunk cells (chunk data that can be
 //! evicted, spilled to a temp file and reloaded).
 
+use std::any::Any;
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
@@ -38,6 +39,13 @@ pub enum Kind {
     Chunk,
     /// A lazy expression node over other objects (a container).
     Expr,
+    /// A callable (a script function, builtin or bound method) holding code opaque to the heap
+    /// and references (default values, the bound receiver): a container.
+    Function,
+    /// A slice `start:stop:step` of optional integers.
+    Slice,
+    /// A named module (`gc`, `sys`, ...) of the script language.
+    Module,
 }
 
 impl Kind {
@@ -55,12 +63,18 @@ impl Kind {
             Kind::Array => "array",
             Kind::Chunk => "chunk",
             Kind::Expr => "expr",
+            Kind::Function => "function",
+            Kind::Slice => "slice",
+            Kind::Module => "module",
         }
     }
 
     /// True for kinds that can hold references (tracked by the cycle collector).
     pub const fn is_container(self) -> bool {
-        matches!(self, Kind::List | Kind::Tuple | Kind::Dict | Kind::Expr)
+        matches!(
+            self,
+            Kind::List | Kind::Tuple | Kind::Dict | Kind::Expr | Kind::Function
+        )
     }
 }
 
@@ -89,6 +103,13 @@ pub(crate) enum Payload {
         args: Vec<ObjId>,
         source: Option<Arc<dyn ChunkSource>>,
     },
+    Function {
+        name: String,
+        code: Arc<dyn Any + Send + Sync>,
+        refs: Vec<ObjId>,
+    },
+    Slice([Option<i64>; 3]),
+    Module(String),
 }
 
 impl Payload {
@@ -105,13 +126,19 @@ impl Payload {
             Payload::Array(_) => Kind::Array,
             Payload::Chunk(_) => Kind::Chunk,
             Payload::Expr { .. } => Kind::Expr,
+            Payload::Function { .. } => Kind::Function,
+            Payload::Slice(_) => Kind::Slice,
+            Payload::Module(_) => Kind::Module,
         }
     }
 
     /// The ids this object refers to (with repetition: one per reference).
     pub(crate) fn referents(&self) -> Vec<ObjId> {
         match self {
-            Payload::List(v) | Payload::Tuple(v) | Payload::Expr { args: v, .. } => v.clone(),
+            Payload::List(v)
+            | Payload::Tuple(v)
+            | Payload::Expr { args: v, .. }
+            | Payload::Function { refs: v, .. } => v.clone(),
             Payload::Dict(v) => v.iter().map(|e| e.1).collect(),
             _ => Vec::new(),
         }
@@ -120,9 +147,10 @@ impl Payload {
     /// Calls `f` for every referent without allocating.
     pub(crate) fn for_each_referent(&self, mut f: impl FnMut(ObjId)) {
         match self {
-            Payload::List(v) | Payload::Tuple(v) | Payload::Expr { args: v, .. } => {
-                v.iter().for_each(|&i| f(i))
-            }
+            Payload::List(v)
+            | Payload::Tuple(v)
+            | Payload::Expr { args: v, .. }
+            | Payload::Function { refs: v, .. } => v.iter().for_each(|&i| f(i)),
             Payload::Dict(v) => v.iter().for_each(|e| f(e.1)),
             _ => {}
         }
@@ -144,6 +172,10 @@ impl Payload {
                 .iter()
                 .position(|&i| i == target)
                 .map(|p| format!("{op} arg {p}")),
+            Payload::Function { name, refs, .. } => refs
+                .iter()
+                .position(|&i| i == target)
+                .map(|p| format!("{name} ref {p}")),
             _ => None,
         }
     }
