@@ -3,7 +3,9 @@
 //! errors into messages and exit codes.
 
 mod demo;
+mod interrupt;
 mod progress;
+mod script_cmd;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -105,6 +107,50 @@ enum Command {
         #[arg(long, default_value = "none")]
         codec: String,
     },
+    /// Evaluate an expression over named sources in one fused streaming pass, e.g.
+    /// `chunkheap eval 'sum(a*2+b)' a=x.npy b=y.zarr`. Scalars print; arrays need -o (small ones
+    /// print).
+    Eval {
+        /// The expression (the batch-script syntax: operators, functions, methods, slicing).
+        expr: String,
+        /// Sources bound to names: NAME=PATH[#COLUMN].
+        #[arg(value_name = "NAME=SRC")]
+        bindings: Vec<String>,
+        /// Write an array result here (format from the extension).
+        #[arg(short, long, value_name = "OUT")]
+        out: Option<String>,
+        /// Print `{"value": ...}`.
+        #[arg(long)]
+        json: bool,
+        /// Output chunk shape (Zarr) or batch length (Arrow).
+        #[arg(long, value_name = "C[,..]")]
+        chunks: Option<String>,
+        /// Compression for Zarr outputs: none, zstd, zstd:LEVEL, gzip, gzip:LEVEL.
+        #[arg(long, default_value = "none")]
+        codec: String,
+    },
+    /// Run a batch script (`-` reads standard input); ARGS land in `sys.argv`.
+    Run {
+        /// Script file, or `-`.
+        script: String,
+        /// Arguments for the script.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Sort an array of any size (external merge sort under the memory budget) into OUT.
+    Sort {
+        /// PATH or PATH#COLUMN.
+        src: String,
+        /// Output path (format from the extension).
+        #[arg(short, long)]
+        out: String,
+        /// Write the stable sorting permutation (i64 indices) instead of the values.
+        #[arg(long)]
+        argsort: bool,
+        /// Sort each row along the last axis instead of the flattened array.
+        #[arg(long)]
+        last_axis: bool,
+    },
     /// Generate a dataset in a temp dir, run info/stats/convert on it, print results and
     /// throughput, clean up.
     Demo {
@@ -183,6 +229,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    interrupt::install();
     if let Some(n) = cli.threads {
         if n == 0 {
             bail!("--threads must be at least 1");
@@ -237,6 +284,31 @@ fn run(cli: Cli) -> Result<()> {
             &write_options(chunks.as_deref(), &codec)?,
             progress,
         ),
+        Command::Eval {
+            expr,
+            bindings,
+            out,
+            json,
+            chunks,
+            codec,
+        } => script_cmd::cmd_eval(
+            &expr,
+            &bindings,
+            out.as_deref(),
+            json,
+            &WriteOptions {
+                fsync: cli.fsync,
+                ..write_options(chunks.as_deref(), &codec)?
+            },
+            &globals,
+        ),
+        Command::Run { script, args } => script_cmd::cmd_run(&script, &args, &globals),
+        Command::Sort {
+            src,
+            out,
+            argsort,
+            last_axis,
+        } => script_cmd::cmd_sort(&src, &out, argsort, last_axis, &globals),
         Command::Demo { size } => demo::run(&size, &globals),
     };
     if let Some(mode) = cli.stats {
@@ -313,28 +385,7 @@ pub(crate) fn write_options(chunks: Option<&str>, codec: &str) -> Result<WriteOp
     {
         bail!("--chunks needs positive sizes, got {c:?}");
     }
-    let (name, level) = match codec.split_once(':') {
-        Some((n, l)) => (
-            n,
-            Some(
-                l.parse::<i32>()
-                    .with_context(|| format!("bad codec level in {codec:?}"))?,
-            ),
-        ),
-        None => (codec, None),
-    };
-    let codec = match name {
-        "none" | "raw" => Codec::None,
-        "zstd" => Codec::Zstd(level.unwrap_or(3)),
-        "gzip" => {
-            let l = level.unwrap_or(5);
-            if !(0..=9).contains(&l) {
-                bail!("gzip level must be 0..9, got {l}");
-            }
-            Codec::Gzip(l as u32)
-        }
-        other => bail!("unknown codec {other:?} (expected none, zstd or gzip)"),
-    };
+    let codec: Codec = codec.parse()?;
     Ok(WriteOptions {
         chunks,
         codec,
@@ -348,7 +399,7 @@ pub(crate) fn human_bytes(n: u64) -> String {
 }
 
 /// Adds the source's name to an error that does not already mention it (e.g. a budget error).
-fn about(src: &str, e: chunkheap::Error) -> anyhow::Error {
+pub(crate) fn about(src: &str, e: chunkheap::Error) -> anyhow::Error {
     let (path, _) = formats::split_source_name(src);
     let name = path
         .file_name()
@@ -463,7 +514,7 @@ pub(crate) fn throughput_line(bytes: u64, secs: f64) -> String {
     )
 }
 
-fn check_not_input(src: &str, out: &str) -> Result<()> {
+pub(crate) fn check_not_input(src: &str, out: &str) -> Result<()> {
     let (sp, _) = formats::split_source_name(src);
     let op = Path::new(out.rsplit_once('#').map_or(out, |(p, _)| p));
     if let (Ok(a), Ok(b)) = (std::fs::canonicalize(&sp), std::fs::canonicalize(op))

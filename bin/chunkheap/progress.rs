@@ -35,7 +35,7 @@ impl Reporter {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{msg:>8} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                "{msg:>8} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}",
             )
             .expect("static template")
             .progress_chars("=> "),
@@ -48,7 +48,20 @@ impl Reporter {
     pub fn add(&self, n: u64) {
         if let Some(b) = &self.bar {
             b.inc(n);
+            let m = chunkheap::memory::global();
+            b.set_prefix(format!(
+                "mem {}/{}",
+                chunkheap::memory::human_bytes(m.used()),
+                chunkheap::memory::human_bytes(m.limit())
+            ));
         }
+    }
+
+    /// True once every byte has been counted.
+    pub fn done(&self) -> bool {
+        self.bar
+            .as_ref()
+            .is_some_and(|b| b.length().is_some_and(|l| b.position() >= l))
     }
 
     /// Removes the bar.

@@ -176,6 +176,11 @@ impl Session {
         })
     }
 
+    /// An array computed from `parent` by `op` (the heap records the dependency).
+    pub fn wrap_derived(&self, op: &str, parent: &Array, src: Src) -> Array {
+        self.derived(op, &[&parent.handle], src)
+    }
+
     fn derived(&self, op: &str, args: &[&Handle], src: Src) -> Array {
         let handle = self.inner.heap.expr_array(op, args, src.clone());
         Array {

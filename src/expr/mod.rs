@@ -25,3 +25,4 @@ pub mod array;
 pub mod persist;
 
 pub use array::{Array, Broadcast, Operand, Session, SessionConfig, norm_axis};
+pub mod script;

@@ -210,7 +210,10 @@ pub fn permute<T: bytemuck::Pod>(src: &[T], src_shape: &[usize], axes: &[usize],
         dst_strides[i] = dst_strides[i + 1] * dims[i + 1].0;
     }
     // q: the result axis that is contiguous in the source; l: the innermost result axis.
-    let q = dims.iter().position(|d| d.1 == 1).expect("some axis has stride 1");
+    let q = dims
+        .iter()
+        .position(|d| d.1 == 1)
+        .expect("some axis has stride 1");
     let l = nd - 1;
     let (nq, oq) = (dims[q].0, dst_strides[q]);
     let (nl, sl) = (dims[l].0, dims[l].1);
@@ -395,10 +398,7 @@ pub(crate) mod tests {
     fn case() -> impl Strategy<Value = (Vec<u64>, Vec<u64>, Vec<usize>)> {
         prop::collection::vec(0u64..7, 0..5).prop_flat_map(|shape| {
             let nd = shape.len();
-            let chunks = shape
-                .iter()
-                .map(|&d| 1..=d.max(1))
-                .collect::<Vec<_>>();
+            let chunks = shape.iter().map(|&d| 1..=d.max(1)).collect::<Vec<_>>();
             let perm = Just((0..nd).collect::<Vec<usize>>()).prop_shuffle();
             (Just(shape), chunks, perm)
         })
@@ -499,7 +499,8 @@ pub(crate) mod tests {
         // (2, 0, 1) on (a, b, c) is the (a*b, c) matrix transposed.
         check_permutation::<u32>(&[4, 6, 5], &[1, 6, 5], &[2, 0, 1]);
         let vals: Vec<f64> = vec![0.0; 4096 * 1024];
-        let src: Arc<dyn ChunkSource> = Arc::new(MemSource::new(&vals, &[4096, 1024], &[256, 1024]));
+        let src: Arc<dyn ChunkSource> =
+            Arc::new(MemSource::new(&vals, &[4096, 1024], &[256, 1024]));
         let t = transpose(src, None).unwrap();
         assert_eq!(t.info().name, "mem.T");
         // 8 MiB tiles of f64 are 1 Mi elements: square-ish, aligned to the source's 256 rows.
@@ -527,8 +528,14 @@ pub(crate) mod tests {
                 .unwrap()
                 .to_string()
         };
-        assert_eq!(e(&[0]), "mem: axes [0] don't match array of shape (2, 3) (2 dimensions)");
-        assert_eq!(e(&[0, 2]), "mem: axis 2 is out of bounds for array of dimension 2");
+        assert_eq!(
+            e(&[0]),
+            "mem: axes [0] don't match array of shape (2, 3) (2 dimensions)"
+        );
+        assert_eq!(
+            e(&[0, 2]),
+            "mem: axis 2 is out of bounds for array of dimension 2"
+        );
         assert_eq!(e(&[1, 1]), "mem: repeated axis 1 in transpose axes [1, 1]");
         let id = transpose(Arc::clone(&src), Some(&[0, 1])).unwrap();
         assert_eq!(id.info().shape, vec![2, 3]);

@@ -222,7 +222,9 @@ fn format_int(s: &Spec, i: i64) -> R<String> {
         return format_float(s, i as f64, s.ty);
     }
     if s.precision.is_some() {
-        return Err(value_err("Precision not allowed in integer format specifier"));
+        return Err(value_err(
+            "Precision not allowed in integer format specifier",
+        ));
     }
     let neg = i < 0;
     let a = i.unsigned_abs();
@@ -354,7 +356,9 @@ pub(crate) fn format_template(
                         ));
                     }
                     manual = true;
-                    let k: usize = name.parse().map_err(|_| value_err("field index too large"))?;
+                    let k: usize = name
+                        .parse()
+                        .map_err(|_| value_err("field index too large"))?;
                     positional(args, k)?
                 } else if name.contains(['.', '[']) {
                     return Err(value_err(format!(
@@ -377,9 +381,7 @@ pub(crate) fn format_template(
                         it.heap().str(&r)
                     }
                     Some(other) => {
-                        return Err(value_err(format!(
-                            "Unknown conversion specifier {other}"
-                        )));
+                        return Err(value_err(format!("Unknown conversion specifier {other}")));
                     }
                 };
                 if v.kind() == Kind::Str || !spec.is_empty() || conv.is_some() {

@@ -156,7 +156,10 @@ const PYTHON_TABLE: &[(&str, &str)] = &[
     ("sum([[1], [2]], [])", "[1, 2]"),
     ("sorted([3, 1, 2])", "[1, 2, 3]"),
     ("sorted(['b', 'a'], reverse=True)", "['b', 'a']"),
-    ("sorted([(1, 'b'), (0, 'c'), (1, 'a')])", "[(0, 'c'), (1, 'a'), (1, 'b')]"),
+    (
+        "sorted([(1, 'b'), (0, 'c'), (1, 'a')])",
+        "[(0, 'c'), (1, 'a'), (1, 'b')]",
+    ),
     ("list(enumerate('ab'))", "[(0, 'a'), (1, 'b')]"),
     ("list(zip([1, 2, 3], 'ab'))", "[(1, 'a'), (2, 'b')]"),
     ("list(range(10, 0, -3))", "[10, 7, 4, 1]"),
@@ -165,7 +168,10 @@ const PYTHON_TABLE: &[(&str, &str)] = &[
     ("str(1.5)", "'1.5'"),
     ("repr('it\\'s')", "'\"it\\'s\"'"),
     ("repr(\"a\\nb\")", "\"'a\\\\nb'\""),
-    ("str([1, 'a', 2.0, None, True])", "\"[1, 'a', 2.0, None, True]\""),
+    (
+        "str([1, 'a', 2.0, None, True])",
+        "\"[1, 'a', 2.0, None, True]\"",
+    ),
     ("repr((1,))", "'(1,)'"),
     ("repr({'a': [1, (2,)]})", "\"{'a': [1, (2,)]}\""),
     ("'a,b,,c'.split(',')", "['a', 'b', '', 'c']"),
@@ -245,7 +251,10 @@ const PYTHON_TABLE: &[(&str, &str)] = &[
     ("1.0 == True", "True"),
     ("float('nan') == float('nan')", "False"),
     ("[float('nan')] == [float('nan')]", "False"),
-    ("repr('tab\\there\\x01\\\\')", "\"'tab\\\\there\\\\x01\\\\\\\\'\""),
+    (
+        "repr('tab\\there\\x01\\\\')",
+        "\"'tab\\\\there\\\\x01\\\\\\\\'\"",
+    ),
     ("repr('\\u00a0\\u2028')", "\"'\\\\xa0\\\\u2028'\""),
     ("1e22", "1e+22"),
     ("1e-7", "1e-07"),
@@ -273,5 +282,10 @@ fn python_semantics_table() {
             Err(e) => failures.push(format!("{expr}: error {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -10,6 +10,52 @@ use tempfile::{NamedTempFile, TempDir};
 
 use crate::error::{Error, Result};
 
+/// Temporary outputs and spill directories alive in this process, so an interrupt handler can
+/// remove them before exiting ([`remove_live_temporaries`]).
+static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps `path` on the list of live temporaries until dropped.
+pub struct LiveTemp(PathBuf);
+
+impl LiveTemp {
+    /// Registers `path`.
+    pub fn register(path: &Path) -> LiveTemp {
+        if let Ok(mut l) = LIVE.lock() {
+            l.push(path.to_path_buf());
+        }
+        LiveTemp(path.to_path_buf())
+    }
+}
+
+impl Drop for LiveTemp {
+    fn drop(&mut self) {
+        if let Ok(mut l) = LIVE.lock()
+            && let Some(i) = l.iter().position(|p| *p == self.0)
+        {
+            l.swap_remove(i);
+        }
+    }
+}
+
+/// Removes every live temporary output and spill directory (for Ctrl-C: call it, then exit).
+/// Returns how many were removed.
+pub fn remove_live_temporaries() -> usize {
+    let paths: Vec<PathBuf> = match LIVE.lock() {
+        Ok(l) => l.clone(),
+        Err(_) => return 0,
+    };
+    let mut n = 0;
+    for p in paths {
+        let removed = if p.is_dir() {
+            std::fs::remove_dir_all(&p).is_ok()
+        } else {
+            std::fs::remove_file(&p).is_ok()
+        };
+        n += usize::from(removed);
+    }
+    n
+}
+
 fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -30,6 +76,7 @@ pub struct AtomicFile {
     target: PathBuf,
     writer: BufWriter<NamedTempFile>,
     fsync: bool,
+    _live: LiveTemp,
 }
 
 impl AtomicFile {
@@ -44,6 +91,7 @@ impl AtomicFile {
             .map_err(|e| Error::io(&dir, "create temporary file in", e))?;
         Ok(AtomicFile {
             target: target.to_path_buf(),
+            _live: LiveTemp::register(tmp.path()),
             writer: BufWriter::with_capacity(8 << 20, tmp),
             fsync: false,
         })
@@ -93,6 +141,7 @@ impl AtomicFile {
 pub struct AtomicDir {
     target: PathBuf,
     tmp: TempDir,
+    _live: LiveTemp,
 }
 
 impl AtomicDir {
@@ -106,6 +155,7 @@ impl AtomicDir {
             .map_err(|e| Error::io(&dir, "create temporary directory in", e))?;
         Ok(AtomicDir {
             target: target.to_path_buf(),
+            _live: LiveTemp::register(tmp.path()),
             tmp,
         })
     }

@@ -153,6 +153,41 @@ pub enum Codec {
     Gzip(u32),
 }
 
+impl std::str::FromStr for Codec {
+    type Err = crate::error::Error;
+
+    /// `none` (or `raw`), `zstd[:LEVEL]` (default 3) or `gzip[:LEVEL]` (0-9, default 5).
+    fn from_str(s: &str) -> Result<Codec> {
+        let bad = |m: String| crate::error::Error::Invalid(m);
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (
+                n,
+                Some(
+                    l.parse::<i32>()
+                        .map_err(|_| bad(format!("bad codec level in {s:?}")))?,
+                ),
+            ),
+            None => (s, None),
+        };
+        Ok(match name {
+            "none" | "raw" => Codec::None,
+            "zstd" => Codec::Zstd(level.unwrap_or(3)),
+            "gzip" => {
+                let l = level.unwrap_or(5);
+                if !(0..=9).contains(&l) {
+                    return Err(bad(format!("gzip level must be 0..9, got {l}")));
+                }
+                Codec::Gzip(l as u32)
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown codec {other:?} (expected none, zstd or gzip)"
+                )));
+            }
+        })
+    }
+}
+
 /// How to write an output.
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
