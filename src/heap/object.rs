@@ -96,7 +96,10 @@ pub(crate) enum Payload {
     Dict(Vec<(String, ObjId)>),
     Array(Arc<dyn ChunkSource>),
     Chunk(Arc<ChunkCell>),
-    Expr { op: String, args: Vec<ObjId> },
+    Expr {
+        op: String,
+        args: Vec<ObjId>,
+    },
     Function {
         name: String,
         code: Arc<dyn Any + Send + Sync>,

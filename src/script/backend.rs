@@ -97,7 +97,9 @@ pub trait ArrayBackend: Send + Sync {
 pub struct NoArrays;
 
 fn none_available(what: &str) -> Error {
-    Error::Invalid(format!("{what}: no array engine is attached to this interpreter"))
+    Error::Invalid(format!(
+        "{what}: no array engine is attached to this interpreter"
+    ))
 }
 
 impl ArrayBackend for NoArrays {
@@ -110,7 +112,10 @@ impl ArrayBackend for NoArrays {
     }
 
     fn unary(&self, _: &Heap, op: UnaryOp, _: &Handle) -> Result<Handle> {
-        Err(none_available(&format!("array operation '{}'", op.symbol())))
+        Err(none_available(&format!(
+            "array operation '{}'",
+            op.symbol()
+        )))
     }
 
     fn subscript(&self, _: &Heap, _: &Handle, _: &Handle) -> Result<Handle> {

@@ -235,7 +235,9 @@ impl Interpreter {
                 let n = match self.view(v) {
                     V::Str(s) => s.chars().count() as i64,
                     V::List | V::Tuple | V::Dict => self.heap.len(v) as i64,
-                    V::Array => self.array_len(v).map_err(|_| type_err("len() of unsized object"))?,
+                    V::Array => self
+                        .array_len(v)
+                        .map_err(|_| type_err("len() of unsized object"))?,
                     _ => {
                         return Err(type_err(format!(
                             "object of type '{}' has no len()",
@@ -262,7 +264,8 @@ impl Interpreter {
                         ),
                     )
                 })?;
-                let items: Vec<Handle> = (0..n as i64).map(|i| self.int(start + i * step)).collect();
+                let items: Vec<Handle> =
+                    (0..n as i64).map(|i| self.int(start + i * step)).collect();
                 Ok(self.list_of(&items))
             }
             "str" => {
@@ -300,7 +303,9 @@ impl Interpreter {
                 };
                 if let Some(b) = base {
                     let V::Str(s) = self.view(v) else {
-                        return Err(type_err("int() can't convert non-string with explicit base"));
+                        return Err(type_err(
+                            "int() can't convert non-string with explicit base",
+                        ));
                     };
                     return Ok(self.int(parse_int(&s, b)?));
                 }
@@ -384,7 +389,9 @@ impl Interpreter {
                     None => self.int(0),
                 };
                 if acc.kind() == Kind::Str {
-                    return Err(type_err("sum() can't sum strings [use ''.join(seq) instead]"));
+                    return Err(type_err(
+                        "sum() can't sum strings [use ''.join(seq) instead]",
+                    ));
                 }
                 let mut it = self.make_iter(&a.pos[0])?;
                 while let Some(x) = self.next(&mut it)? {
@@ -403,7 +410,10 @@ impl Interpreter {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, x) in items.into_iter().enumerate() {
                     let n = start.checked_add(i as i64).ok_or_else(|| {
-                        exc(ErrorKind::OverflowError, "enumerate() count overflows a 64-bit int")
+                        exc(
+                            ErrorKind::OverflowError,
+                            "enumerate() count overflows a 64-bit int",
+                        )
                     })?;
                     out.push(self.tuple_of(&[self.int(n), x]));
                 }
@@ -565,7 +575,9 @@ impl Interpreter {
         let mut best: Option<(Handle, Handle)> = None;
         for x in items {
             let k = match &key {
-                Some(f) if f.kind() != Kind::None => self.call_value(f, vec![x.clone()], Vec::new())?,
+                Some(f) if f.kind() != Kind::None => {
+                    self.call_value(f, vec![x.clone()], Vec::new())?
+                }
                 _ => x.clone(),
             };
             let better = match &best {
@@ -900,7 +912,9 @@ impl Interpreter {
             "strip" | "lstrip" | "rstrip" => {
                 a.check(0, 1)?;
                 let chars: Option<Vec<char>> = match a.pos.first() {
-                    Some(c) if c.kind() != Kind::None => Some(self.str_arg(name, c)?.chars().collect()),
+                    Some(c) if c.kind() != Kind::None => {
+                        Some(self.str_arg(name, c)?.chars().collect())
+                    }
                     _ => None,
                 };
                 let pat = |c: char| match &chars {
@@ -1328,7 +1342,10 @@ fn parse_int(text: &str, base: i64) -> R<i64> {
     i64::from_str_radix(&signed, radix).map_err(|_| {
         exc(
             ErrorKind::OverflowError,
-            format!("int() result {} does not fit in a 64-bit int", ops::str_repr(text)),
+            format!(
+                "int() result {} does not fit in a 64-bit int",
+                ops::str_repr(text)
+            ),
         )
     })
 }
@@ -1415,7 +1432,11 @@ fn round_float(f: f64, n: i64) -> f64 {
     let (head, tail) = digits.split_at(digits.len() - k);
     let first = tail.as_bytes()[0];
     let rest_zero = tail[1..].bytes().all(|b| b == b'0') && frac == 0.0;
-    let head_val: f64 = if head.is_empty() { 0.0 } else { head.parse().unwrap_or(0.0) };
+    let head_val: f64 = if head.is_empty() {
+        0.0
+    } else {
+        head.parse().unwrap_or(0.0)
+    };
     let odd = head.as_bytes().last().is_some_and(|d| (d - b'0') % 2 == 1);
     let up = first > b'5' || (first == b'5' && (!rest_zero || odd));
     let m = if up { head_val + 1.0 } else { head_val };

@@ -95,7 +95,7 @@ fn group(digits: &str, sep: char, every: usize) -> String {
     let n = digits.len();
     let mut out = String::with_capacity(n + n / every);
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (n - i) % every == 0 {
+        if i > 0 && (n - i).is_multiple_of(every) {
             out.push(sep);
         }
         out.push(ch);
@@ -222,7 +222,9 @@ fn format_int(s: &Spec, i: i64) -> R<String> {
         return format_float(s, i as f64, s.ty);
     }
     if s.precision.is_some() {
-        return Err(value_err("Precision not allowed in integer format specifier"));
+        return Err(value_err(
+            "Precision not allowed in integer format specifier",
+        ));
     }
     let neg = i < 0;
     let a = i.unsigned_abs();
@@ -354,7 +356,9 @@ pub(crate) fn format_template(
                         ));
                     }
                     manual = true;
-                    let k: usize = name.parse().map_err(|_| value_err("field index too large"))?;
+                    let k: usize = name
+                        .parse()
+                        .map_err(|_| value_err("field index too large"))?;
                     positional(args, k)?
                 } else if name.contains(['.', '[']) {
                     return Err(value_err(format!(
@@ -377,9 +381,7 @@ pub(crate) fn format_template(
                         it.heap().str(&r)
                     }
                     Some(other) => {
-                        return Err(value_err(format!(
-                            "Unknown conversion specifier {other}"
-                        )));
+                        return Err(value_err(format!("Unknown conversion specifier {other}")));
                     }
                 };
                 if v.kind() == Kind::Str || !spec.is_empty() || conv.is_some() {

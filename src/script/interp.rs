@@ -29,13 +29,13 @@ const MAX_NEST: usize = 60_000;
 /// Stack of the thread scripts run on (reserved address space; pages are touched as used).
 const STACK_BYTES: usize = 1 << 30;
 
+/// Keyword arguments, in call order.
+pub(crate) type Kwargs = Vec<(String, Handle)>;
+
 /// What a function object runs.
 pub(crate) enum Code {
     /// A `def` of a script.
-    User {
-        def: Arc<FuncDef>,
-        script: Arc<str>,
-    },
+    User { def: Arc<FuncDef>, script: Arc<str> },
     /// A builtin function (`len`, ...).
     Builtin(&'static str),
     /// A method bound to its receiver (the function's only reference).
@@ -123,7 +123,9 @@ impl Interpreter {
     /// An interpreter over `heap`, handing array operations to `backend` and printing to
     /// `stdout`. Globals persist from one [`run`](Self::run) to the next.
     pub fn new(heap: Heap, backend: Arc<dyn ArrayBackend>, stdout: Box<dyn Write + Send>) -> Self {
-        let small_ints = (SMALL_INT_MIN..=SMALL_INT_MAX).map(|v| heap.int(v)).collect();
+        let small_ints = (SMALL_INT_MIN..=SMALL_INT_MAX)
+            .map(|v| heap.int(v))
+            .collect();
         Interpreter {
             globals: heap.dict(&[]),
             argv: heap.list(&[]),
@@ -654,7 +656,9 @@ impl Interpreter {
             ExprKind::Name(n) => {
                 let cur = self.load(n).map_err(|e| self.locate(e, target.pos))?;
                 let rhs = self.eval(value)?;
-                let new = self.inplace(op, cur, &rhs).map_err(|e| self.locate(e, target.pos))?;
+                let new = self
+                    .inplace(op, cur, &rhs)
+                    .map_err(|e| self.locate(e, target.pos))?;
                 self.store(n, new)
             }
             ExprKind::Subscript { value: obj, index } => {
@@ -664,7 +668,9 @@ impl Interpreter {
                     .getitem(&o, &i)
                     .map_err(|e| self.locate(e, target.pos))?;
                 let rhs = self.eval(value)?;
-                let new = self.inplace(op, cur, &rhs).map_err(|e| self.locate(e, target.pos))?;
+                let new = self
+                    .inplace(op, cur, &rhs)
+                    .map_err(|e| self.locate(e, target.pos))?;
                 self.setitem(&o, &i, &new)
                     .map_err(|e| self.locate(e, target.pos))
             }
@@ -738,7 +744,10 @@ impl Interpreter {
             Some(Frame {
                 locals: Some((def, _)),
                 ..
-            }) => def.locals.binary_search_by(|l| l.as_str().cmp(name)).is_ok(),
+            }) => def
+                .locals
+                .binary_search_by(|l| l.as_str().cmp(name))
+                .is_ok(),
             _ => false,
         }
     }
@@ -761,7 +770,9 @@ impl Interpreter {
             }
             return Err(exc(
                 ErrorKind::UnboundLocalError,
-                format!("cannot access local variable '{name}' where it is not associated with a value"),
+                format!(
+                    "cannot access local variable '{name}' where it is not associated with a value"
+                ),
             ));
         }
         if let Some(v) = self.lib(self.heap.dict_get(&self.globals, name))? {
@@ -918,11 +929,7 @@ impl Interpreter {
         })
     }
 
-    fn eval_args(
-        &mut self,
-        args: &[Expr],
-        kwargs: &[(String, Expr)],
-    ) -> R<(Vec<Handle>, Vec<(String, Handle)>)> {
+    fn eval_args(&mut self, args: &[Expr], kwargs: &[(String, Expr)]) -> R<(Vec<Handle>, Kwargs)> {
         let mut a = Vec::with_capacity(args.len());
         for x in args {
             a.push(self.eval(x)?);
@@ -991,9 +998,7 @@ impl Interpreter {
         {
             return self.call_builtin(b, args, kwargs);
         }
-        let r = self
-            .backend
-            .call_function(&self.heap, name, &args, &kwargs);
+        let r = self.backend.call_function(&self.heap, name, &args, &kwargs);
         if let Some(h) = self.lib(r)? {
             return self.own(h);
         }
@@ -1106,11 +1111,7 @@ impl Interpreter {
             let names = match k {
                 1 => missing[0].clone(),
                 2 => format!("{} and {}", missing[0], missing[1]),
-                _ => format!(
-                    "{}, and {}",
-                    missing[..k - 1].join(", "),
-                    missing[k - 1]
-                ),
+                _ => format!("{}, and {}", missing[..k - 1].join(", "), missing[k - 1]),
             };
             return Err(type_err(format!(
                 "{name}() missing {k} required positional argument{}: {names}",
@@ -1148,10 +1149,7 @@ impl Interpreter {
                 } else {
                     Err(exc(
                         ErrorKind::AttributeError,
-                        format!(
-                            "'{}' object has no attribute '{name}'",
-                            self.type_name(v)
-                        ),
+                        format!("'{}' object has no attribute '{name}'", self.type_name(v)),
                     ))
                 }
             }
@@ -1274,7 +1272,9 @@ impl Interpreter {
         match self.view(seq) {
             V::Str(s) => {
                 let n = check_repeat(s.len(), count)?;
-                Ok(self.heap.str(&s.repeat(if s.is_empty() { 0 } else { n / s.len() })))
+                Ok(self
+                    .heap
+                    .str(&s.repeat(if s.is_empty() { 0 } else { n / s.len() })))
             }
             _ => {
                 let items = self.heap.items(seq);
@@ -1297,9 +1297,7 @@ impl Interpreter {
             _ => {}
         }
         if is_array(a.kind()) || is_array(b.kind()) {
-            let r = self
-                .backend
-                .binary(&self.heap, BinaryOp::Compare(op), a, b);
+            let r = self.backend.binary(&self.heap, BinaryOp::Compare(op), a, b);
             let h = self.lib(r)?;
             return self.own(h);
         }
@@ -1336,12 +1334,9 @@ impl Interpreter {
                 _ => Ok(false),
             },
             V::Array => {
-                let r = self.backend.binary(
-                    &self.heap,
-                    BinaryOp::Compare(CmpOp::In),
-                    item,
-                    container,
-                );
+                let r =
+                    self.backend
+                        .binary(&self.heap, BinaryOp::Compare(CmpOp::In), item, container);
                 let h = self.lib(r)?;
                 let h = self.own(h)?;
                 self.truth(&h)
@@ -1487,12 +1482,12 @@ impl Interpreter {
             V::List | V::Tuple => {
                 let len = self.heap.len(v);
                 if let Some(ix) = self.as_index(i) {
-                    let pos = ops::seq_index(ix, len)
-                        .ok_or_else(|| exc(ErrorKind::IndexError, format!("{kind} index out of range")))?;
-                    return self
-                        .heap
-                        .item(v, pos)
-                        .ok_or_else(|| exc(ErrorKind::IndexError, format!("{kind} index out of range")));
+                    let pos = ops::seq_index(ix, len).ok_or_else(|| {
+                        exc(ErrorKind::IndexError, format!("{kind} index out of range"))
+                    })?;
+                    return self.heap.item(v, pos).ok_or_else(|| {
+                        exc(ErrorKind::IndexError, format!("{kind} index out of range"))
+                    });
                 }
                 if let V::Slice(parts) = self.view(i) {
                     let idx = ops::slice_indices(parts, len)?;
@@ -1844,7 +1839,9 @@ pub(crate) fn check_repeat(len: usize, count: i64) -> R<usize> {
     if total > MAX {
         return Err(exc(
             ErrorKind::MemoryError,
-            format!("a sequence of {total} items is too large (limit {MAX}); use arrays for big data"),
+            format!(
+                "a sequence of {total} items is too large (limit {MAX}); use arrays for big data"
+            ),
         ));
     }
     Ok(total as usize)

@@ -36,7 +36,9 @@ pub(crate) fn int_floordiv(a: i64, b: i64) -> R<i64> {
     if b == 0 {
         return Err(zero_div("integer division or modulo by zero"));
     }
-    let q = a.checked_div(b).ok_or_else(|| overflow(a, BinOp::FloorDiv, b))?;
+    let q = a
+        .checked_div(b)
+        .ok_or_else(|| overflow(a, BinOp::FloorDiv, b))?;
     Ok(if a % b != 0 && ((a < 0) != (b < 0)) {
         q - 1
     } else {
@@ -50,7 +52,11 @@ pub(crate) fn int_mod(a: i64, b: i64) -> R<i64> {
         return Err(zero_div("integer modulo by zero"));
     }
     let r = a.wrapping_rem(b);
-    Ok(if r != 0 && ((r < 0) != (b < 0)) { r + b } else { r })
+    Ok(if r != 0 && ((r < 0) != (b < 0)) {
+        r + b
+    } else {
+        r
+    })
 }
 
 /// Python's `a / b` on ints: the correctly rounded quotient.
@@ -241,7 +247,13 @@ pub(crate) fn arith(op: BinOp, a: Num, b: Num) -> R<Num> {
 pub(crate) fn float_op(op: BinOp) -> bool {
     matches!(
         op,
-        BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::FloorDiv | BinOp::Mod | BinOp::Pow
+        BinOp::Add
+            | BinOp::Sub
+            | BinOp::Mul
+            | BinOp::Div
+            | BinOp::FloorDiv
+            | BinOp::Mod
+            | BinOp::Pow
     )
 }
 
@@ -286,7 +298,11 @@ pub fn float_repr(v: f64) -> String {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if v.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     // `{:e}` gives the shortest round-trip digits: "1.2345e-7", "-5e16".
     let s = format!("{v:e}");

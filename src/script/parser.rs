@@ -287,10 +287,7 @@ impl Parser {
                 first.kind,
                 ExprKind::Name(_) | ExprKind::Subscript { .. } | ExprKind::Attribute { .. }
             ) {
-                return Err(syntax_err(
-                    p,
-                    "illegal expression for augmented assignment",
-                ));
+                return Err(syntax_err(p, "illegal expression for augmented assignment"));
             }
             self.advance();
             let value = self.testlist()?;
@@ -307,7 +304,9 @@ impl Parser {
         while self.eat_op("=") {
             targets.push(self.testlist()?);
         }
-        let value = targets.pop().unwrap_or_else(|| Expr::new(Pos::default(), ExprKind::None));
+        let value = targets
+            .pop()
+            .unwrap_or_else(|| Expr::new(Pos::default(), ExprKind::None));
         for t in &targets {
             check_target(t, false)?;
         }
@@ -381,7 +380,10 @@ impl Parser {
         let test = self.test()?;
         let body = self.loop_body()?;
         if self.is_kw("else") {
-            return Err(syntax_err(self.pos(), "'else' after a loop is not supported"));
+            return Err(syntax_err(
+                self.pos(),
+                "'else' after a loop is not supported",
+            ));
         }
         Ok(Stmt {
             pos,
@@ -411,7 +413,10 @@ impl Parser {
         let iter = self.testlist()?;
         let body = self.loop_body()?;
         if self.is_kw("else") {
-            return Err(syntax_err(self.pos(), "'else' after a loop is not supported"));
+            return Err(syntax_err(
+                self.pos(),
+                "'else' after a loop is not supported",
+            ));
         }
         Ok(Stmt {
             pos,
@@ -841,7 +846,10 @@ impl Parser {
                 let v = self.test()?;
                 hmax = hmax.max(self.h);
                 if !kwargs.is_empty() {
-                    return Err(syntax_err(p, "positional argument follows keyword argument"));
+                    return Err(syntax_err(
+                        p,
+                        "positional argument follows keyword argument",
+                    ));
                 }
                 if self.is_kw("for") {
                     return Err(syntax_err(self.pos(), "comprehensions are not supported"));

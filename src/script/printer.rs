@@ -146,7 +146,9 @@ fn precedence(e: &Expr) -> u8 {
     match &e.kind {
         ExprKind::IfExp { .. } => P_IFEXP,
         ExprKind::BoolOp { op: BoolOp::Or, .. } => P_OR,
-        ExprKind::BoolOp { op: BoolOp::And, .. } => P_AND,
+        ExprKind::BoolOp {
+            op: BoolOp::And, ..
+        } => P_AND,
         ExprKind::Unary {
             op: UnaryOp::Not, ..
         } => P_NOT,
@@ -172,7 +174,10 @@ fn expr(e: &Expr, min: u8) -> String {
 }
 
 fn items(v: &[Expr]) -> String {
-    v.iter().map(|x| expr(x, P_IFEXP)).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| expr(x, P_IFEXP))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn render(e: &Expr) -> String {
@@ -265,7 +270,8 @@ fn primary(e: &Expr) -> String {
 fn slice_item(e: &Expr) -> String {
     match &e.kind {
         ExprKind::Slice { lower, upper, step } => {
-            let part = |x: &Option<Box<Expr>>| x.as_ref().map(|x| expr(x, P_IFEXP)).unwrap_or_default();
+            let part =
+                |x: &Option<Box<Expr>>| x.as_ref().map(|x| expr(x, P_IFEXP)).unwrap_or_default();
             let mut s = format!("{}:{}", part(lower), part(upper));
             if step.is_some() {
                 s.push(':');
