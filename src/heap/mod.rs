@@ -1027,14 +1027,20 @@ impl Heap {
         )
     }
 
-    /// The name and code of a function object (its references come from [`items`](Self::items)).
-    pub fn function_code(
-        &self,
-        h: &Handle,
-    ) -> Option<(String, Arc<dyn std::any::Any + Send + Sync>)> {
+    /// The code of a function object (its references come from [`items`](Self::items)).
+    pub fn function_code(&self, h: &Handle) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         self.check(h);
         match &self.state().obj(h.id).payload {
-            Payload::Function { name, code, .. } => Some((name.clone(), code.clone())),
+            Payload::Function { code, .. } => Some(code.clone()),
+            _ => None,
+        }
+    }
+
+    /// The name of a function object.
+    pub fn function_name(&self, h: &Handle) -> Option<String> {
+        self.check(h);
+        match &self.state().obj(h.id).payload {
+            Payload::Function { name, .. } => Some(name.clone()),
             _ => None,
         }
     }

@@ -116,7 +116,7 @@ pub struct ScriptError {
     /// The frames active when it happened, outermost first (empty for syntax errors).
     pub traceback: Vec<TraceFrame>,
     /// The library error behind it, for errors raised by the array backend or the heap.
-    pub cause: Option<crate::Error>,
+    pub cause: Option<Box<crate::Error>>,
 }
 
 impl fmt::Display for ScriptError {
@@ -152,7 +152,7 @@ impl fmt::Display for ScriptError {
 impl std::error::Error for ScriptError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.cause
-            .as_ref()
+            .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
@@ -164,7 +164,7 @@ pub(crate) struct Exc {
     pub(crate) msg: String,
     pub(crate) pos: Option<Pos>,
     pub(crate) trace: Vec<TraceFrame>,
-    pub(crate) cause: Option<crate::Error>,
+    pub(crate) cause: Option<Box<crate::Error>>,
 }
 
 /// Results inside the interpreter (errors boxed to keep results small).
@@ -215,7 +215,7 @@ pub(crate) fn from_lib(e: crate::Error) -> Box<Exc> {
         E::Invalid(_) => ErrorKind::ValueError,
     };
     let mut x = exc(kind, e.to_string());
-    x.cause = Some(e);
+    x.cause = Some(Box::new(e));
     x
 }
 

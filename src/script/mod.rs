@@ -37,9 +37,11 @@ mod error;
 mod format;
 mod interp;
 mod lexer;
+mod modules;
 mod ops;
 mod parser;
 mod printer;
+mod protocol;
 
 #[cfg(test)]
 mod tests;
