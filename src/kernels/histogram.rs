@@ -1152,6 +1152,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot create 1000 finite-sized bins"), "{e}");
+        // Distinct integers with equal float64 values: NumPy raises the same error.
+        let s2 = MemSource::vec(&[i64::MAX, i64::MAX - 1], 1);
+        let e = histogram(&s2, 8, None, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot create 8 finite-sized bins"), "{e}");
         let y = MemSource::vec(&[1.0, 2.0, 3.0], 1);
         let e = histogram2d(&s, &y, (2, 2), None, &no_progress)
             .unwrap_err()
@@ -1253,7 +1259,7 @@ mod tests {
                 1 => { let v = cast::<f32>(&vals); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
                 2 => { let v = cast::<i16>(&vals); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
                 3 => { let v = cast::<u8>(&vals); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
-                _ => { let v = cast::<i64>(&vals); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
+                _ => { let v: Vec<i64> = vals.iter().map(|&x| x.clamp(-1e15, 1e15) as i64).collect(); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
             };
             let results: Vec<_> = [1, 2, 7].iter().map(|&t| pool(t).install(|| histogram(&src, bins, range, &no_progress))).collect();
             let finite = conv.iter().all(|v| v.is_finite());

@@ -14,8 +14,9 @@
 //!    pass into exactly-sized reserved vectors, and the ranks are selected with
 //!    `select_nth_unstable`. An interval of one key needs no collecting.
 //!
-//! All ranks share every pass. Each histogram pass divides a 64-bit key range by 2^16, so there
-//! are never more than 4 passes (1 for 8- and 16-bit data; typically 2 for floats). Per-chunk
+//! All ranks share every pass. Each histogram pass divides a key range by 2^16, so there are
+//! never more than 4 passes for up to 8 quantiles (1 for 8- and 16-bit data; typically 2 for
+//! floats); with more, each split interval gets fewer buckets and passes may grow slowly. Per-chunk
 //! partial counts are integers and the collected candidates are selected by rank, so nothing
 //! depends on the thread count or the chunk visiting order.
 //!
@@ -548,8 +549,9 @@ fn select_ranks<T: QElem>(
             }
         }
         let nsplit = collect.iter().filter(|&&c| !c).count();
-        // At most 2^18 counters per worker in all.
-        let bb = (18 - nsplit.next_power_of_two().trailing_zeros() as i32).clamp(8, 16) as u32;
+        // 2^16 buckets per interval for up to 16 intervals, then fewer: at most 2^20 counters
+        // (4 MiB) per worker in all.
+        let bb = (20 - nsplit.next_power_of_two().trailing_zeros() as i32).clamp(8, 16) as u32;
         let mut plan = Vec::with_capacity(open.len());
         let mut sizes = Vec::new();
         let mut slots = 0usize;
@@ -916,5 +918,83 @@ mod tests {
         let r = q(&v, 333, &[0.5, 0.25], &opts);
         same(&r.values, &naive(&v, &[0.5, 0.25], &opts));
         assert!(r.passes >= 2 && r.passes <= 4, "{}", r.passes);
+    }
+}
+
+/// Throughput on 1 GiB of uniform f64, against `reduce::stats` on the same file in the same run:
+/// `cargo test --release --lib kernels::quantile::bench -- --ignored --nocapture`.
+#[cfg(test)]
+mod bench {
+    use std::time::Instant;
+
+    use crate::generate::{Dist, GenSpec, generate};
+    use crate::kernels::histogram::histogram;
+    use crate::pipeline::no_progress;
+
+    #[test]
+    #[ignore = "writes and reads 1 GiB; run by hand for the figures"]
+    fn gib_histogram_and_median_vs_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.npy");
+        let path = path.to_str().unwrap();
+        let n = 1u64 << 27;
+        generate(
+            path,
+            &GenSpec {
+                shape: vec![n],
+                dtype: crate::DType::F64,
+                dist: Dist::UNIFORM,
+                seed: 7,
+                options: Default::default(),
+            },
+        )
+        .unwrap();
+        let src = crate::formats::open(path).unwrap();
+        let gb = (n * 8) as f64 / 1e9;
+        let time = |f: &mut dyn FnMut()| {
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            best
+        };
+        let ts = time(&mut || {
+            crate::reduce::stats(src.as_ref()).unwrap();
+        });
+        let th = time(&mut || {
+            let h = histogram(src.as_ref(), 100, Some((0.0, 1.0)), &no_progress).unwrap();
+            assert_eq!(h.counts.iter().sum::<u64>(), n);
+        });
+        let ta = time(&mut || {
+            histogram(src.as_ref(), 100, None, &no_progress).unwrap();
+        });
+        let mut passes = 0;
+        let tm = time(&mut || {
+            let r = super::median(src.as_ref(), &Default::default(), &no_progress).unwrap();
+            passes = r.passes;
+            assert!((r.values[0] - 0.5).abs() < 1e-3);
+        });
+        let tq = time(&mut || {
+            super::quantile(
+                src.as_ref(),
+                &[0.01, 0.25, 0.5, 0.75, 0.99],
+                &Default::default(),
+                &no_progress,
+            )
+            .unwrap();
+        });
+        let threads = rayon::current_num_threads();
+        println!("1 GiB uniform f64, {threads} threads (best of 3):");
+        println!("  stats               {ts:.3} s  {:.2} GB/s", gb / ts);
+        println!(
+            "  histogram range     {th:.3} s  {:.2} GB/s  ({:.2}x stats time)",
+            gb / th,
+            th / ts
+        );
+        println!("  histogram auto      {ta:.3} s  ({:.2}x stats time)", ta / ts);
+        println!("  median ({passes} passes)  {tm:.3} s  ({:.2}x stats time)", tm / ts);
+        println!("  5 quantiles         {tq:.3} s  ({:.2}x stats time)", tq / ts);
     }
 }
