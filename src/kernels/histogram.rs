@@ -391,23 +391,13 @@ struct Bins<'a, G> {
     keep_hi: f64,
 }
 
-/// Bin index of one value, or `n` (the discard slot) for values outside the range and NaN.
-#[inline(always)]
-fn bin_of<T: Element, G: Guess>(b: &Bins<'_, G>, v: T) -> usize {
-    let n = b.edges.len() - 1;
-    let last = n - 1;
-    let x = v.to_f64();
-    let keep = (x >= b.keep_lo) & (x <= b.keep_hi);
-    // `as` saturates (NaN to 0), then the guess is clamped to a valid bin.
-    let mut i = (b.guess.guess(v, x) as usize).min(last);
-    i = i.wrapping_sub(usize::from(x < b.edges[i]));
-    let up = (x >= b.edges[i.wrapping_add(1).min(n)]) & (i != last);
-    i = i.wrapping_add(usize::from(up));
-    if keep { i.min(n) } else { n }
-}
+/// Values binned per block: the guesses are computed for a whole block first (a loop of
+/// independent float operations that vectorises), then corrected and counted.
+const BLOCK: usize = 256;
 
 /// Counts `data` into `counts`: `lanes` interleaved sub-histograms of `n + 1` slots each (slot
-/// `n` takes the discarded values), so runs of equal bins do not serialise on one counter.
+/// `n` takes the values outside the range and NaN), so runs of equal bins do not serialise on
+/// one counter.
 #[inline(always)]
 fn count_slice<T: Element, G: Guess>(
     data: &[T],
@@ -415,20 +405,35 @@ fn count_slice<T: Element, G: Guess>(
     counts: &mut [u32],
     lanes: usize,
 ) {
-    let stride = b.edges.len();
+    let edges = b.edges;
+    let n = edges.len() - 1;
+    let last = n - 1;
+    let stride = n + 1;
     let off = if lanes == 4 {
         [0, stride, 2 * stride, 3 * stride]
     } else {
         [0; 4]
     };
-    let mut it = data.chunks_exact(4);
-    for c in &mut it {
-        for j in 0..4 {
-            counts[off[j] + bin_of(b, c[j])] += 1;
+    let lastf = last as f64;
+    let mut guess = [0u32; BLOCK];
+    for block in data.chunks(BLOCK) {
+        // Phase 1: NumPy's guess, clamped to a valid bin (`max` maps NaN to 0, `min` keeps the
+        // guess below 2^32, so the conversion is exact).
+        for (g, &v) in guess.iter_mut().zip(block) {
+            let x = v.to_f64();
+            *g = b.guess.guess(v, x).max(0.0).min(lastf) as u32;
         }
-    }
-    for &v in it.remainder() {
-        counts[bin_of(b, v)] += 1;
+        // Phase 2: NumPy's one-step corrections, then count (dropped values go to slot `n`).
+        for (k, (&g, &v)) in guess.iter().zip(block).enumerate() {
+            let x = v.to_f64();
+            let keep = (x >= b.keep_lo) & (x <= b.keep_hi);
+            let mut i = g as usize;
+            i = i.wrapping_sub(usize::from(x < edges[i.min(last)]));
+            let up = (x >= edges[i.wrapping_add(1).min(n)]) & (i != last);
+            i = i.wrapping_add(usize::from(up));
+            let slot = if keep { i.min(n) } else { n };
+            counts[off[k & 3] + slot] += 1;
+        }
     }
 }
 

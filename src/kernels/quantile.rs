@@ -993,8 +993,17 @@ mod bench {
             gb / th,
             th / ts
         );
-        println!("  histogram auto      {ta:.3} s  ({:.2}x stats time)", ta / ts);
-        println!("  median ({passes} passes)  {tm:.3} s  ({:.2}x stats time)", tm / ts);
-        println!("  5 quantiles         {tq:.3} s  ({:.2}x stats time)", tq / ts);
+        println!(
+            "  histogram auto      {ta:.3} s  ({:.2}x stats time)",
+            ta / ts
+        );
+        println!(
+            "  median ({passes} passes)  {tm:.3} s  ({:.2}x stats time)",
+            tm / ts
+        );
+        println!(
+            "  5 quantiles         {tq:.3} s  ({:.2}x stats time)",
+            tq / ts
+        );
     }
 }
