@@ -1,1 +1,1323 @@
-//! (in progress)
+//! Histograms with NumPy's exact semantics: [`histogram`] (`np.histogram(a, bins=N, range=..)`)
+//! and [`histogram2d`] (`np.histogram2d(x, y, bins=(NX, NY), range=..)`), in one streaming
+//! parallel pass over the chunks (two when the range is found from the data).
+//!
+//! **Edges** are `np.linspace(lo, hi, bins + 1)` computed as NumPy computes them: in `float32`
+//! arithmetic for `f32` data with an autodetected range, in `float64` (then rounded to `float32`)
+//! for `f32` data with an explicit range, in `float64` otherwise. [`Histogram::edges_dtype`] says
+//! which, so callers can print the edges as NumPy would.
+//!
+//! **Binning (1-D)** follows `numpy/lib/_histograms_impl.py` step by step: values outside
+//! `[edges[0], edges[-1]]` (and NaN) are dropped, the bin index is guessed as
+//! `((a - first_edge) / norm_denom) * bins` in the arithmetic NumPy uses for the dtype, clamped,
+//! then corrected once down (`a < edges[i]`) and once up (`a >= edges[i + 1]`, except in the last
+//! bin, which is closed). The guess is branch-free arithmetic and the corrections are two loads and
+//! compares, so the inner loop has no per-element dispatch and no data-dependent branches.
+//! Integers and bools are converted to `f64` (NumPy converts bools to `uint8` first).
+//!
+//! **Binning (2-D)** follows `np.histogramdd`: `searchsorted(edges, v, side='right')`, values on
+//! the last edge moved into the last bin, everything else outside (and NaN) dropped.
+//!
+//! **Determinism:** counts are integers, so adding per-chunk partial counts in any order gives the
+//! same result; nothing depends on the thread count.
+//! **Memory:** one count array per worker (reserved in the budget) plus the result.
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::dtype::{Bool, DType, Element};
+use crate::error::{Error, Result};
+use crate::memory::{self, Reservation};
+use crate::pipeline::Progress;
+use crate::shape::shape_str;
+use crate::storage::{Chunk, ChunkSource};
+
+/// A 1-D histogram: `counts[i]` values fell in `[edges[i], edges[i + 1])` (the last bin is closed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    /// Count per bin (`bins` entries). NumPy returns these as `int64`.
+    pub counts: Vec<u64>,
+    /// Bin edges (`bins + 1` entries), exactly NumPy's values.
+    pub edges: Vec<f64>,
+    /// The dtype NumPy gives the edges: `F32` for `f32` data, `F64` otherwise (every `F32` edge is
+    /// stored exactly in the `f64`).
+    pub edges_dtype: DType,
+}
+
+/// A 2-D histogram: `counts[i * ny + j]` pairs had `x` in x-bin `i` and `y` in y-bin `j`
+/// (NumPy's `H[i, j]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram2d {
+    /// Counts, `nx * ny` entries in C order (x major). NumPy returns them as `float64`.
+    pub counts: Vec<u64>,
+    /// Number of x bins (rows of `H`).
+    pub nx: usize,
+    /// Number of y bins (columns of `H`).
+    pub ny: usize,
+    /// The x edges (`nx + 1` entries).
+    pub x_edges: Vec<f64>,
+    /// The y edges (`ny + 1` entries).
+    pub y_edges: Vec<f64>,
+    /// The dtype NumPy gives both edge arrays (`F32` only when the common dtype of `x` and `y` is
+    /// `float32` and the range is autodetected).
+    pub edges_dtype: DType,
+}
+
+/// Formats a float the way Python's `repr` does for the common cases (`nan`, `inf`, `1.0`).
+pub(crate) fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{x:?}")
+    }
+}
+
+/// Runs `f` on every chunk of `src` on the rayon pool with a per-worker state made lazily by
+/// `init` (reserving what it allocates). `f` must fold each chunk's result into shared state
+/// itself; the order chunks are visited in is unspecified, so that folding must be
+/// order-independent (integer counts, minima/maxima, sets).
+pub(crate) fn for_each_chunk<S, I, F>(
+    src: &dyn ChunkSource,
+    progress: Progress<'_>,
+    init: I,
+    f: F,
+) -> Result<()>
+where
+    S: Send,
+    I: Fn() -> Result<S> + Sync,
+    F: Fn(&mut S, &Chunk) -> Result<()> + Sync,
+{
+    let n = src.info().layout.num_chunks();
+    (0..n).into_par_iter().try_for_each_init(
+        || None,
+        |slot: &mut Option<S>, i| {
+            let chunk = src.read_chunk(i)?;
+            let state = match slot {
+                Some(s) => s,
+                None => slot.insert(init()?),
+            };
+            f(state, &chunk)?;
+            progress(chunk.data.len() as u64);
+            Ok(())
+        },
+    )
+}
+
+/// What the kernels need from an element beyond [`Element`].
+pub(crate) trait Num: Element + Copy {
+    /// The exact integer value (ints and bool); 0 for floats (unused).
+    fn exact(self) -> i128;
+    /// True for NaN.
+    #[inline(always)]
+    fn nan(self) -> bool {
+        // Only NaN is unequal to itself (PartialEq compares values for every element type).
+        #[allow(clippy::eq_op)]
+        let ne = self != self;
+        ne
+    }
+}
+
+macro_rules! num_int {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            #[inline(always)]
+            fn exact(self) -> i128 { self as i128 }
+        }
+    )*};
+}
+num_int!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+impl Num for Bool {
+    #[inline(always)]
+    fn exact(self) -> i128 {
+        i128::from(self.get())
+    }
+}
+
+impl Num for f32 {
+    #[inline(always)]
+    fn exact(self) -> i128 {
+        0
+    }
+}
+
+impl Num for f64 {
+    #[inline(always)]
+    fn exact(self) -> i128 {
+        0
+    }
+}
+
+/// Minimum, maximum and whether a NaN was seen.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Extremes<T> {
+    /// Smallest non-NaN value.
+    pub min: Option<T>,
+    /// Largest non-NaN value.
+    pub max: Option<T>,
+    /// A NaN was seen.
+    pub nan: bool,
+}
+
+impl<T: Num> Extremes<T> {
+    fn empty() -> Self {
+        Extremes {
+            min: None,
+            max: None,
+            nan: false,
+        }
+    }
+
+    fn merge(self, o: Self) -> Self {
+        let pick = |a: Option<T>, b: Option<T>, better: fn(T, T) -> bool| match (a, b) {
+            (Some(a), Some(b)) => Some(if better(b, a) { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        Extremes {
+            min: pick(self.min, o.min, |b, a| b < a),
+            max: pick(self.max, o.max, |b, a| b > a),
+            nan: self.nan || o.nan,
+        }
+    }
+}
+
+/// Extremes of a slice: 8 lanes of compare-and-select (vectorises; NaN fails every compare).
+#[inline(always)]
+fn slice_extremes<T: Num>(x: &[T]) -> Extremes<T> {
+    let Some(first) = x.iter().copied().find(|v| !v.nan()) else {
+        return Extremes {
+            min: None,
+            max: None,
+            nan: !x.is_empty(),
+        };
+    };
+    let (mut mn, mut mx) = ([first; 8], [first; 8]);
+    let mut nan = [false; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for j in 0..8 {
+            let e = c[j];
+            mn[j] = if e < mn[j] { e } else { mn[j] };
+            mx[j] = if e > mx[j] { e } else { mx[j] };
+            nan[j] |= e.nan();
+        }
+    }
+    let mut out = Extremes {
+        min: Some(first),
+        max: Some(first),
+        nan: nan.iter().any(|&b| b),
+    };
+    for j in 0..8 {
+        out = out.merge(Extremes {
+            min: Some(mn[j]),
+            max: Some(mx[j]),
+            nan: false,
+        });
+    }
+    for &e in it.remainder() {
+        out.nan |= e.nan();
+        if !e.nan() {
+            out = out.merge(Extremes {
+                min: Some(e),
+                max: Some(e),
+                nan: false,
+            });
+        }
+    }
+    out
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn chunk_extremes<T: Num>(x: &[T]) -> Extremes<T> {
+    slice_extremes(x)
+}
+
+/// One parallel pass: the minimum, maximum and NaN flag of every element of `src` (of type `T`).
+pub(crate) fn extremes<T: Num>(
+    src: &dyn ChunkSource,
+    progress: Progress<'_>,
+) -> Result<Extremes<T>> {
+    let acc = Mutex::new(Extremes::<T>::empty());
+    for_each_chunk(
+        src,
+        progress,
+        || Ok(()),
+        |_, c| {
+            let e = chunk_extremes::<T>(c.as_slice());
+            let mut a = acc.lock().unwrap_or_else(|e| e.into_inner());
+            *a = a.merge(e);
+            Ok(())
+        },
+    )?;
+    Ok(acc.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// `np.linspace(start, stop, num)` evaluated in `f64`: `arange(num) * step + start` with the last
+/// value set to `stop` (or `arange / div * delta + start` when the step underflows to 0).
+pub(crate) fn linspace_f64(start: f64, stop: f64, num: usize) -> Vec<f64> {
+    let div = num.saturating_sub(1);
+    let delta = stop - start;
+    let mut y: Vec<f64> = (0..num).map(|i| i as f64).collect();
+    if div > 0 {
+        let step = delta / div as f64;
+        if step == 0.0 {
+            y.iter_mut().for_each(|v| *v = *v / div as f64 * delta);
+        } else {
+            y.iter_mut().for_each(|v| *v *= step);
+        }
+    } else {
+        y.iter_mut().for_each(|v| *v *= delta);
+    }
+    y.iter_mut().for_each(|v| *v += start);
+    if num > 1 {
+        y[num - 1] = stop;
+    }
+    y
+}
+
+/// `np.linspace(start, stop, num)` for `float32` start and stop: every operation in `f32`.
+pub(crate) fn linspace_f32(start: f32, stop: f32, num: usize) -> Vec<f32> {
+    let div = num.saturating_sub(1);
+    let delta = stop - start;
+    let mut y: Vec<f32> = (0..num).map(|i| i as f32).collect();
+    if div > 0 {
+        let step = delta / div as f32;
+        if step == 0.0 {
+            y.iter_mut().for_each(|v| *v = *v / div as f32 * delta);
+        } else {
+            y.iter_mut().for_each(|v| *v *= step);
+        }
+    } else {
+        y.iter_mut().for_each(|v| *v *= delta);
+    }
+    y.iter_mut().for_each(|v| *v += start);
+    if num > 1 {
+        y[num - 1] = stop;
+    }
+    y
+}
+
+/// NumPy's `_get_outer_edges` checks for an explicit range.
+fn check_range(lo: f64, hi: f64) -> Result<()> {
+    if lo > hi {
+        return Err(Error::Invalid(format!(
+            "histogram range [{}, {}]: max must be larger than min",
+            py_float(lo),
+            py_float(hi)
+        )));
+    }
+    if !(lo.is_finite() && hi.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "supplied histogram range of [{}, {}] is not finite",
+            py_float(lo),
+            py_float(hi)
+        )));
+    }
+    Ok(())
+}
+
+fn autodetect_error(name: &str, lo: f64, hi: f64) -> Error {
+    Error::Invalid(format!(
+        "{name}: autodetected histogram range of [{}, {}] is not finite (NaN or infinity in the \
+         data; pass an explicit range)",
+        py_float(lo),
+        py_float(hi)
+    ))
+}
+
+/// The index guess `((a - first_edge) / norm_denom) * bins` in the arithmetic NumPy uses.
+trait Guess: Copy + Send + Sync {
+    fn guess<T: Element>(self, v: T, x: f64) -> f64;
+}
+
+/// Everything in `f64` (f64 data; ints and bools, which NumPy casts to the f64 edge type).
+#[derive(Clone, Copy)]
+struct GuessF64 {
+    first: f64,
+    denom: f64,
+    n: f64,
+}
+
+impl Guess for GuessF64 {
+    #[inline(always)]
+    fn guess<T: Element>(self, _: T, x: f64) -> f64 {
+        ((x - self.first) / self.denom) * self.n
+    }
+}
+
+/// `f32` data with an autodetected range: every operation in `f32`.
+#[derive(Clone, Copy)]
+struct GuessF32 {
+    first: f32,
+    denom: f32,
+    n: f32,
+}
+
+impl Guess for GuessF32 {
+    #[inline(always)]
+    fn guess<T: Element>(self, _: T, x: f64) -> f64 {
+        // `x` came from an f32, so the conversion back is exact.
+        f64::from(((x as f32 - self.first) / self.denom) * self.n)
+    }
+}
+
+/// `f32` data with an explicit range: the difference in `f32` (the Python float range bound is
+/// cast to `f32`), then divided by the `float64` range width and multiplied in `f64`.
+#[derive(Clone, Copy)]
+struct GuessF32Diff {
+    first: f32,
+    denom: f64,
+    n: f64,
+}
+
+impl Guess for GuessF32Diff {
+    #[inline(always)]
+    fn guess<T: Element>(self, _: T, x: f64) -> f64 {
+        (f64::from(x as f32 - self.first) / self.denom) * self.n
+    }
+}
+
+/// What the 1-D binning loop needs.
+#[derive(Clone, Copy)]
+struct Bins<'a, G> {
+    guess: G,
+    /// `bins + 1` edges as `f64` (exact copies of `f32` edges).
+    edges: &'a [f64],
+    /// Values kept: `keep_lo <= x <= keep_hi` (NumPy's `keep` mask, compared in the data's type).
+    keep_lo: f64,
+    keep_hi: f64,
+}
+
+/// Values binned per block: the guesses are computed for a whole block first (a loop of
+/// independent float operations that vectorises), then corrected and counted.
+const BLOCK: usize = 256;
+
+/// Counts `data` into `counts`: `lanes` interleaved sub-histograms of `n + 1` slots each (slot
+/// `n` takes the values outside the range and NaN), so runs of equal bins do not serialise on
+/// one counter.
+#[inline(always)]
+fn count_slice<T: Element, G: Guess>(
+    data: &[T],
+    b: &Bins<'_, G>,
+    counts: &mut [u32],
+    lanes: usize,
+) {
+    let edges = b.edges;
+    let n = edges.len() - 1;
+    let last = n - 1;
+    let stride = n + 1;
+    let off = if lanes == 4 {
+        [0, stride, 2 * stride, 3 * stride]
+    } else {
+        [0; 4]
+    };
+    let lastf = last as f64;
+    let mut guess = [0u32; BLOCK];
+    for block in data.chunks(BLOCK) {
+        // Phase 1: NumPy's guess, clamped to a valid bin (`max` maps NaN to 0, `min` keeps the
+        // guess below 2^32, so the conversion is exact).
+        for (g, &v) in guess.iter_mut().zip(block) {
+            let x = v.to_f64();
+            *g = b.guess.guess(v, x).max(0.0).min(lastf) as u32;
+        }
+        // Phase 2: NumPy's one-step corrections, then count (dropped values go to slot `n`).
+        for (k, (&g, &v)) in guess.iter().zip(block).enumerate() {
+            let x = v.to_f64();
+            let keep = (x >= b.keep_lo) & (x <= b.keep_hi);
+            let mut i = g as usize;
+            i = i.wrapping_sub(usize::from(x < edges[i.min(last)]));
+            let up = (x >= edges[i.wrapping_add(1).min(n)]) & (i != last);
+            i = i.wrapping_add(usize::from(up));
+            let slot = if keep { i.min(n) } else { n };
+            counts[off[k & 3] + slot] += 1;
+        }
+    }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn count_chunk<T: Element, G: Guess>(
+    data: &[T],
+    b: &Bins<'_, G>,
+    counts: &mut [u32],
+    lanes: usize,
+) {
+    count_slice(data, b, counts, lanes);
+}
+
+/// Per-worker count arrays, reserved in the budget.
+struct Scratch {
+    counts: Vec<u32>,
+    _res: Reservation,
+}
+
+impl Scratch {
+    fn new(len: usize, what: &'static str) -> Result<Scratch> {
+        let res = memory::global().reserve(len as u64 * 4, what)?;
+        Ok(Scratch {
+            counts: vec![0; len],
+            _res: res,
+        })
+    }
+}
+
+/// Largest number of elements counted into `u32` scratch counters before they are flushed.
+const FLUSH_EVERY: usize = 1 << 31;
+
+/// Counts every element of `src` (type `T`) with `bins`; returns `n` counts.
+fn count_all<T: Element, G: Guess>(
+    src: &dyn ChunkSource,
+    bins: &Bins<'_, G>,
+    progress: Progress<'_>,
+) -> Result<Vec<u64>> {
+    let slots = bins.edges.len(); // n bins + the discard slot
+    let lanes = if slots * 4 * 4 <= 256 << 10 { 4 } else { 1 };
+    let total = Mutex::new(vec![0u64; slots]);
+    let _total_res = memory::global().reserve(slots as u64 * 8, "histogram counts")?;
+    for_each_chunk(
+        src,
+        progress,
+        || Scratch::new(slots * lanes, "histogram scratch"),
+        |s, c| {
+            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY) {
+                count_chunk(piece, bins, &mut s.counts, lanes);
+                let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+                for lane in s.counts.chunks_mut(slots) {
+                    for (acc, c) in t.iter_mut().zip(lane.iter_mut()) {
+                        *acc += u64::from(*c);
+                        *c = 0;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let mut t = total.into_inner().unwrap_or_else(|e| e.into_inner());
+    t.truncate(slots - 1);
+    Ok(t)
+}
+
+/// NumPy's check that the edges are strictly increasing.
+fn check_edges(edges: &[f64], bins: usize) -> Result<()> {
+    if edges.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::Invalid(format!(
+            "too many histogram bins for the data range: cannot create {bins} finite-sized bins \
+             between {} and {}",
+            py_float(edges[0]),
+            py_float(edges[bins])
+        )));
+    }
+    Ok(())
+}
+
+/// `np.histogram(a.ravel(), bins=bins, range=range)`: see the module docs for the exact
+/// semantics. With `range == None` a first pass finds the data's minimum and maximum (an error if
+/// they are not finite, as in NumPy); `lo == hi` widens to `(lo - 0.5, hi + 0.5)`; an empty array
+/// uses `(0, 1)`. `progress` is told the bytes processed by each pass (twice the array's size with
+/// an autodetected range).
+pub fn histogram(
+    src: &dyn ChunkSource,
+    bins: usize,
+    range: Option<(f64, f64)>,
+    progress: Progress<'_>,
+) -> Result<Histogram> {
+    if bins < 1 {
+        return Err(Error::Invalid(format!(
+            "histogram bins must be a positive integer, not {bins}"
+        )));
+    }
+    if let Some((lo, hi)) = range {
+        check_range(lo, hi)?;
+    }
+    let dtype = src.info().dtype;
+    crate::with_dtype!(dtype, T => histogram_typed::<T>(src, bins, range, progress))
+}
+
+fn histogram_typed<T: Num>(
+    src: &dyn ChunkSource,
+    n: usize,
+    range: Option<(f64, f64)>,
+    progress: Progress<'_>,
+) -> Result<Histogram> {
+    let nf = n as f64;
+    // An empty array without a range uses (0, 1), like an explicit range.
+    let range = match range {
+        None if src.info().numel() == 0 => Some((0.0, 1.0)),
+        r => r,
+    };
+    let widen = |lo: f64, hi: f64| {
+        if lo == hi {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (lo, hi)
+        }
+    };
+    match (T::DTYPE, range) {
+        (DType::F32, Some((lo, hi))) => {
+            // Edges in float64, then cast to the float32 bin type; the data minus the range's
+            // start in float32, divided by the float64 width.
+            let (lo, hi) = widen(lo, hi);
+            let edges: Vec<f64> = linspace_f64(lo, hi, n + 1)
+                .into_iter()
+                .map(|e| f64::from(e as f32))
+                .collect();
+            let guess = GuessF32Diff {
+                first: lo as f32,
+                denom: hi - lo,
+                n: nf,
+            };
+            let (klo, khi) = (f64::from(lo as f32), f64::from(hi as f32));
+            run::<T, _>(src, guess, edges, klo, khi, DType::F32, progress)
+        }
+        (DType::F32, None) => {
+            let e = extremes::<T>(src, progress)?;
+            let (lo, hi) = finite_extremes(&src.info().name, &e)?;
+            // Range and edges in float32 arithmetic (np.float32 scalars throughout).
+            let (lo, hi) = (lo as f32, hi as f32);
+            let (lo, hi) = if lo == hi {
+                (lo - 0.5, hi + 0.5)
+            } else {
+                (lo, hi)
+            };
+            let edges: Vec<f64> = linspace_f32(lo, hi, n + 1)
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let guess = GuessF32 {
+                first: lo,
+                denom: hi - lo,
+                n: n as f32,
+            };
+            run::<T, _>(
+                src,
+                guess,
+                edges,
+                f64::from(lo),
+                f64::from(hi),
+                DType::F32,
+                progress,
+            )
+        }
+        (_, Some((lo, hi))) => {
+            let (lo, hi) = widen(lo, hi);
+            let guess = GuessF64 {
+                first: lo,
+                denom: hi - lo,
+                n: nf,
+            };
+            let edges = linspace_f64(lo, hi, n + 1);
+            run::<T, _>(src, guess, edges, lo, hi, DType::F64, progress)
+        }
+        (DType::F64, None) => {
+            let e = extremes::<T>(src, progress)?;
+            let (lo, hi) = widen_pair(finite_extremes(&src.info().name, &e)?);
+            let guess = GuessF64 {
+                first: lo,
+                denom: hi - lo,
+                n: nf,
+            };
+            let edges = linspace_f64(lo, hi, n + 1);
+            run::<T, _>(src, guess, edges, lo, hi, DType::F64, progress)
+        }
+        (_, None) => {
+            // Integers: the range is the integer minimum and maximum; the width is their exact
+            // difference (NumPy's unsigned subtract), as f64.
+            let e = extremes::<T>(src, progress)?;
+            let (Some(mn), Some(mx)) = (e.min, e.max) else {
+                unreachable!("a non-empty integer array has extremes")
+            };
+            let (lo, hi, denom) = if mn.exact() == mx.exact() {
+                let (lo, hi) = (mn.to_f64() - 0.5, mx.to_f64() + 0.5);
+                (lo, hi, hi - lo)
+            } else {
+                (mn.to_f64(), mx.to_f64(), (mx.exact() - mn.exact()) as f64)
+            };
+            let guess = GuessF64 {
+                first: lo,
+                denom,
+                n: nf,
+            };
+            let edges = linspace_f64(lo, hi, n + 1);
+            let inf = f64::INFINITY;
+            run::<T, _>(src, guess, edges, -inf, inf, DType::F64, progress)
+        }
+    }
+}
+
+fn widen_pair((lo, hi): (f64, f64)) -> (f64, f64) {
+    if lo == hi {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo, hi)
+    }
+}
+
+/// The data's minimum and maximum as `f64`, or NumPy's error when they are not finite.
+fn finite_extremes<T: Num>(name: &str, e: &Extremes<T>) -> Result<(f64, f64)> {
+    match (e.min, e.max) {
+        (Some(lo), Some(hi)) if !e.nan && lo.to_f64().is_finite() && hi.to_f64().is_finite() => {
+            Ok((lo.to_f64(), hi.to_f64()))
+        }
+        (Some(lo), Some(hi)) if !e.nan => Err(autodetect_error(name, lo.to_f64(), hi.to_f64())),
+        _ => Err(autodetect_error(name, f64::NAN, f64::NAN)),
+    }
+}
+
+fn run<T: Num, G: Guess>(
+    src: &dyn ChunkSource,
+    guess: G,
+    edges: Vec<f64>,
+    keep_lo: f64,
+    keep_hi: f64,
+    edges_dtype: DType,
+    progress: Progress<'_>,
+) -> Result<Histogram> {
+    let n = edges.len() - 1;
+    check_edges(&edges, n)?;
+    let bins = Bins {
+        guess,
+        edges: &edges,
+        keep_lo,
+        keep_hi,
+    };
+    let counts = count_all::<T, G>(src, &bins, progress)?;
+    Ok(Histogram {
+        counts,
+        edges,
+        edges_dtype,
+    })
+}
+
+/// One axis of a 2-D histogram.
+struct Axis {
+    edges: Vec<f64>,
+    /// `bins / (last - first)`, for the first guess.
+    scale: f64,
+}
+
+impl Axis {
+    fn new(edges: Vec<f64>) -> Axis {
+        let n = edges.len() - 1;
+        let scale = n as f64 / (edges[n] - edges[0]);
+        Axis { edges, scale }
+    }
+
+    /// The bin of `v` as NumPy's `histogramdd` finds it: `searchsorted(edges, v, 'right') - 1`,
+    /// values equal to the last edge in the last bin, anything else outside the edges (and NaN)
+    /// `None`. Found from an arithmetic guess corrected by walking (exact for any sorted edges,
+    /// repeated ones included).
+    #[inline(always)]
+    fn locate(&self, v: f64) -> Option<usize> {
+        let e = &self.edges;
+        let n = e.len() - 1;
+        if !(v >= e[0] && v <= e[n]) {
+            return None;
+        }
+        // c = number of edges <= v, in 1 ..= n + 1.
+        let g = (v - e[0]) * self.scale;
+        let mut c = if g.is_finite() {
+            (g as usize).saturating_add(1).min(n + 1)
+        } else {
+            1
+        };
+        while c > 1 && e[c - 1] > v {
+            c -= 1;
+        }
+        while c <= n && e[c] <= v {
+            c += 1;
+        }
+        if v == e[n] {
+            c -= 1;
+        }
+        Some(c - 1)
+    }
+}
+
+/// True when NumPy's common dtype of `x` and `y` (`np.result_type`) is `float32`.
+fn common_is_f32(a: DType, b: DType) -> bool {
+    let small = |d: DType| {
+        matches!(
+            d,
+            DType::Bool | DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::F32
+        )
+    };
+    small(a) && small(b) && (a == DType::F32 || b == DType::F32)
+}
+
+/// Edges of one axis of `np.histogramdd`: `np.linspace(smin, smax, n + 1)` from the explicit
+/// range (in `f64`) or from the data (in `f32` when the common dtype is `float32`).
+fn axis_edges(
+    src: &dyn ChunkSource,
+    n: usize,
+    range: Option<(f64, f64)>,
+    f32_common: bool,
+    progress: Progress<'_>,
+) -> Result<Vec<f64>> {
+    let range = match range {
+        None if src.info().numel() == 0 => Some((0.0, 1.0)),
+        r => r,
+    };
+    if let Some(r) = range {
+        let (lo, hi) = widen_pair(r);
+        return Ok(linspace_f64(lo, hi, n + 1));
+    }
+    let name = &src.info().name;
+    let (lo, hi) = crate::with_dtype!(src.info().dtype, T => {
+        let e = extremes::<T>(src, progress)?;
+        finite_extremes(name, &e)?
+    });
+    Ok(if f32_common {
+        let (lo, hi) = (lo as f32, hi as f32);
+        let (lo, hi) = if lo == hi {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (lo, hi)
+        };
+        linspace_f32(lo, hi, n + 1)
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    } else {
+        let (lo, hi) = widen_pair((lo, hi));
+        linspace_f64(lo, hi, n + 1)
+    })
+}
+
+/// Converts `src` (elements of `dtype`) to `f64` into `out` (same length).
+fn to_f64_into(dtype: DType, src: &[u8], out: &mut [f64]) {
+    crate::with_dtype!(dtype, T => {
+        let s: &[T] = bytemuck::cast_slice(src);
+        for (o, &v) in out.iter_mut().zip(s) {
+            *o = v.to_f64();
+        }
+    })
+}
+
+/// Elements converted to `f64` at a time by [`histogram2d`] (two 8 KiB stack blocks).
+const BLOCK2D: usize = 1024;
+
+/// `np.histogram2d(x.ravel(), y.ravel(), bins=bins, range=range)`: see the module docs. `x` and
+/// `y` must have the same shape (any dtypes; values are compared as NumPy compares them). With
+/// `range == None` a first pass over each input finds its extremes (an error if they are not
+/// finite). Reads `x` chunk by chunk and the matching region of `y`.
+pub fn histogram2d(
+    x: &dyn ChunkSource,
+    y: &dyn ChunkSource,
+    bins: (usize, usize),
+    range: Option<((f64, f64), (f64, f64))>,
+    progress: Progress<'_>,
+) -> Result<Histogram2d> {
+    let (xi, yi) = (x.info(), y.info());
+    if xi.shape != yi.shape {
+        return Err(Error::Invalid(format!(
+            "histogram2d: x ({}) has shape {} but y ({}) has shape {}; they must match",
+            xi.name,
+            shape_str(&xi.shape),
+            yi.name,
+            shape_str(&yi.shape)
+        )));
+    }
+    for (axis, b) in [bins.0, bins.1].into_iter().enumerate() {
+        if b < 1 {
+            return Err(Error::Invalid(format!(
+                "histogram2d: bins[{axis}] must be a positive integer, not {b}"
+            )));
+        }
+    }
+    if let Some((rx, ry)) = range {
+        check_range(rx.0, rx.1)?;
+        check_range(ry.0, ry.1)?;
+    }
+    let f32_common = common_is_f32(xi.dtype, yi.dtype);
+    let ax = Axis::new(axis_edges(
+        x,
+        bins.0,
+        range.map(|r| r.0),
+        f32_common,
+        progress,
+    )?);
+    let ay = Axis::new(axis_edges(
+        y,
+        bins.1,
+        range.map(|r| r.1),
+        f32_common,
+        progress,
+    )?);
+    let (nx, ny) = bins;
+    let cells = nx.checked_mul(ny).ok_or_else(|| {
+        Error::Invalid(format!(
+            "histogram2d: {nx} x {ny} bins do not fit in memory"
+        ))
+    })?;
+    let total = Mutex::new(vec![0u64; cells]);
+    let _total_res = memory::global().reserve(cells as u64 * 8, "histogram counts")?;
+    let (dx, dy) = (xi.dtype, yi.dtype);
+    for_each_chunk(
+        x,
+        progress,
+        || Scratch::new(cells, "histogram scratch"),
+        |s, c| {
+            let yb = y.read_region(&c.region)?;
+            let (xs, ys) = (c.data.bytes(), yb.bytes());
+            let (ex, ey) = (dx.size(), dy.size());
+            let n = xs.len() / ex;
+            let (mut bx, mut by) = ([0f64; BLOCK2D], [0f64; BLOCK2D]);
+            let mut done = 0;
+            let mut since_flush = 0usize;
+            while done < n {
+                let k = (n - done).min(BLOCK2D);
+                to_f64_into(dx, &xs[done * ex..(done + k) * ex], &mut bx[..k]);
+                to_f64_into(dy, &ys[done * ey..(done + k) * ey], &mut by[..k]);
+                for (&vx, &vy) in bx[..k].iter().zip(&by[..k]) {
+                    if let (Some(i), Some(j)) = (ax.locate(vx), ay.locate(vy)) {
+                        s.counts[i * ny + j] += 1;
+                    }
+                }
+                done += k;
+                since_flush += k;
+                if since_flush >= FLUSH_EVERY || done == n {
+                    since_flush = 0;
+                    let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+                    for (acc, c) in t.iter_mut().zip(s.counts.iter_mut()) {
+                        *acc += u64::from(*c);
+                        *c = 0;
+                    }
+                }
+            }
+            progress(yb.len() as u64);
+            Ok(())
+        },
+    )?;
+    Ok(Histogram2d {
+        counts: total.into_inner().unwrap_or_else(|e| e.into_inner()),
+        nx,
+        ny,
+        x_edges: ax.edges,
+        y_edges: ay.edges,
+        edges_dtype: if f32_common && range.is_none() && xi.numel() > 0 {
+            DType::F32
+        } else {
+            DType::F64
+        },
+    })
+}
+
+/// An in-memory [`ChunkSource`] for the kernels' unit tests.
+#[cfg(test)]
+pub(crate) mod test_source {
+    use crate::dtype::{ByteOrder, DType, Element};
+    use crate::error::Result;
+    use crate::shape::{ChunkLayout, Region, copy_box};
+    use crate::storage::{Buffer, Chunk, ChunkSource, Format, SourceInfo};
+
+    /// A dense C-order array held in memory, cut into a regular chunk grid.
+    pub(crate) struct MemSource {
+        info: SourceInfo,
+        bytes: Vec<u8>,
+    }
+
+    impl MemSource {
+        /// `values` of shape `shape`, chunked by `chunks`.
+        pub(crate) fn new<T: Element>(values: &[T], shape: &[u64], chunks: &[u64]) -> MemSource {
+            assert_eq!(crate::shape::numel(shape), values.len() as u64);
+            MemSource {
+                info: SourceInfo {
+                    name: "mem".into(),
+                    path: "mem".into(),
+                    format: Format::Npy,
+                    dtype: T::DTYPE,
+                    shape: shape.to_vec(),
+                    layout: ChunkLayout::regular(shape, chunks).unwrap(),
+                    byte_order: ByteOrder::NATIVE,
+                    stored_bytes: 0,
+                    details: Vec::new(),
+                },
+                bytes: bytemuck::cast_slice(values).to_vec(),
+            }
+        }
+
+        /// A 1-D array of `values` in chunks of `chunk` elements.
+        pub(crate) fn vec<T: Element>(values: &[T], chunk: u64) -> MemSource {
+            MemSource::new(values, &[values.len() as u64], &[chunk.max(1)])
+        }
+
+        /// The dtype.
+        pub(crate) fn dtype(&self) -> DType {
+            self.info.dtype
+        }
+    }
+
+    impl ChunkSource for MemSource {
+        fn info(&self) -> &SourceInfo {
+            &self.info
+        }
+
+        fn read_chunk(&self, index: usize) -> Result<Chunk> {
+            let region = self.info.layout.chunk_region(index);
+            let elem = self.info.dtype.size();
+            let mut data = Buffer::zeroed(region.numel() as usize * elem)?;
+            copy_box(
+                &self.bytes,
+                &Region::full(&self.info.shape),
+                data.bytes_mut(),
+                &region,
+                &region,
+                elem,
+            );
+            Ok(Chunk {
+                region,
+                dtype: self.info.dtype,
+                data,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_source::MemSource;
+    use super::*;
+    use crate::pipeline::no_progress;
+    use proptest::prelude::*;
+
+    fn hex(edges: &[f64]) -> Vec<String> {
+        edges.iter().map(|e| format!("{:?}", e.to_bits())).collect()
+    }
+
+    /// Edges given as C99 hex floats (as printed by Python's `float.hex`).
+    fn from_hex(s: &[&str]) -> Vec<f64> {
+        s.iter()
+            .map(|t| {
+                let (neg, t) = t.strip_prefix('-').map_or((false, *t), |r| (true, r));
+                let t = t.strip_prefix("0x").unwrap();
+                let (mant, exp) = t.split_once('p').unwrap();
+                let (int, frac) = mant.split_once('.').unwrap();
+                let mut v = u64::from_str_radix(int, 16).unwrap() as f64;
+                let mut scale = 1.0 / 16.0;
+                for c in frac.chars() {
+                    v += c.to_digit(16).unwrap() as f64 * scale;
+                    scale /= 16.0;
+                }
+                let v = v * 2f64.powi(exp.parse::<i32>().unwrap());
+                if neg { -v } else { v }
+            })
+            .collect()
+    }
+
+    #[track_caller]
+    fn check(h: &Histogram, counts: &[u64], edges: &[&str], dtype: DType) {
+        assert_eq!(h.counts, counts);
+        assert_eq!(hex(&h.edges), hex(&from_hex(edges)));
+        assert_eq!(h.edges_dtype, dtype);
+    }
+
+    // Expected values below were obtained by running NumPy 2.4.6 by hand
+    // (`np.histogram(...)`, edges printed with `float.hex`).
+    #[test]
+    fn numpy_fixtures_1d() {
+        let a = [0., 0.1, 0.2, 0.3, 0.7, 1.0];
+        let h = histogram(&MemSource::vec(&a, 4), 10, None, &no_progress).unwrap();
+        check(
+            &h,
+            &[1, 1, 2, 0, 0, 0, 1, 0, 0, 1],
+            &[
+                "0x0.0p+0",
+                "0x1.999999999999ap-4",
+                "0x1.999999999999ap-3",
+                "0x1.3333333333334p-2",
+                "0x1.999999999999ap-2",
+                "0x1.0000000000000p-1",
+                "0x1.3333333333334p-1",
+                "0x1.6666666666667p-1",
+                "0x1.999999999999ap-1",
+                "0x1.ccccccccccccdp-1",
+                "0x1.0000000000000p+0",
+            ],
+            DType::F64,
+        );
+        // float32: autodetected range in float32 arithmetic, explicit range via float64.
+        let f: Vec<f32> = (0..10).map(|i| i as f32 * 0.1f32).collect();
+        let h = histogram(&MemSource::vec(&f, 3), 7, None, &no_progress).unwrap();
+        check(
+            &h,
+            &[2, 1, 1, 2, 1, 1, 2],
+            &[
+                "0x0.0p+0",
+                "0x1.0750760000000p-3",
+                "0x1.0750760000000p-2",
+                "0x1.8af8b00000000p-2",
+                "0x1.0750760000000p-1",
+                "0x1.4924940000000p-1",
+                "0x1.8af8b00000000p-1",
+                "0x1.ccccce0000000p-1",
+            ],
+            DType::F32,
+        );
+        let h = histogram(&MemSource::vec(&f, 3), 7, Some((0.1, 0.8)), &no_progress).unwrap();
+        check(
+            &h,
+            &[1, 1, 1, 1, 1, 1, 2],
+            &[
+                "0x1.99999a0000000p-4",
+                "0x1.99999a0000000p-3",
+                "0x1.3333340000000p-2",
+                "0x1.99999a0000000p-2",
+                "0x1.0000000000000p-1",
+                "0x1.3333340000000p-1",
+                "0x1.6666660000000p-1",
+                "0x1.99999a0000000p-1",
+            ],
+            DType::F32,
+        );
+        let i: [i8; 7] = [1, 2, 2, 3, 3, 3, 10];
+        let h = histogram(&MemSource::vec(&i, 2), 4, None, &no_progress).unwrap();
+        check(
+            &h,
+            &[6, 0, 0, 1],
+            &[
+                "0x1.0000000000000p+0",
+                "0x1.a000000000000p+1",
+                "0x1.6000000000000p+2",
+                "0x1.f000000000000p+2",
+                "0x1.4000000000000p+3",
+            ],
+            DType::F64,
+        );
+        let h = histogram(&MemSource::vec(&i, 2), 4, Some((2.0, 3.0)), &no_progress).unwrap();
+        assert_eq!(h.counts, [2, 0, 0, 3]);
+        let h = histogram(&MemSource::vec(&[5i64, 5, 5], 2), 3, None, &no_progress).unwrap();
+        check(
+            &h,
+            &[0, 3, 0],
+            &[
+                "0x1.2000000000000p+2",
+                "0x1.3555555555555p+2",
+                "0x1.4aaaaaaaaaaabp+2",
+                "0x1.6000000000000p+2",
+            ],
+            DType::F64,
+        );
+        let nan = [f64::NAN, 0.5, 1.0, -1.0, 2.0];
+        let h = histogram(&MemSource::vec(&nan, 2), 2, Some((0.0, 1.0)), &no_progress).unwrap();
+        assert_eq!(h.counts, [0, 2]);
+        let big: [i64; 3] = [1 << 62, -(1 << 62), 7];
+        let h = histogram(&MemSource::vec(&big, 2), 5, None, &no_progress).unwrap();
+        check(
+            &h,
+            &[1, 0, 1, 0, 1],
+            &[
+                "-0x1.0000000000000p+62",
+                "-0x1.3333333333333p+61",
+                "-0x1.9999999999998p+59",
+                "0x1.99999999999a0p+59",
+                "0x1.3333333333334p+61",
+                "0x1.0000000000000p+62",
+            ],
+            DType::F64,
+        );
+        // NumPy converts bools to uint8.
+        let b = [Bool(1), Bool(0), Bool(1)];
+        let h = histogram(&MemSource::vec(&b, 2), 3, None, &no_progress).unwrap();
+        assert_eq!(h.counts, [1, 0, 2]);
+        // Empty: range (0, 1).
+        let h = histogram(&MemSource::vec::<f64>(&[], 2), 2, None, &no_progress).unwrap();
+        assert_eq!((h.counts, h.edges), (vec![0, 0], vec![0.0, 0.5, 1.0]));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let s = MemSource::vec(&[1.0, f64::NAN], 1);
+        let e = histogram(&s, 3, None, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[nan, nan] is not finite"), "{e}");
+        let s = MemSource::vec(&[1.0, f64::INFINITY], 1);
+        let e = histogram(&s, 3, None, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[1.0, inf] is not finite"), "{e}");
+        let e = histogram(&s, 0, None, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not 0"), "{e}");
+        let e = histogram(&s, 3, Some((2.0, 1.0)), &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[2.0, 1.0]") && e.contains("max must be larger"),
+            "{e}"
+        );
+        let e = histogram(&s, 3, Some((0.0, f64::NAN)), &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[0.0, nan]"), "{e}");
+        let e = histogram(&s, 1000, Some((1.0, 1.0 + 1e-14)), &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot create 1000 finite-sized bins"), "{e}");
+        // Distinct integers with equal float64 values: NumPy raises the same error.
+        let s2 = MemSource::vec(&[i64::MAX, i64::MAX - 1], 1);
+        let e = histogram(&s2, 8, None, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot create 8 finite-sized bins"), "{e}");
+        let y = MemSource::vec(&[1.0, 2.0, 3.0], 1);
+        let e = histogram2d(&s, &y, (2, 2), None, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(2,)") && e.contains("(3,)"), "{e}");
+    }
+
+    // Expected values obtained by running NumPy 2.4.6 by hand (`np.histogram2d`).
+    #[test]
+    fn numpy_fixtures_2d() {
+        let x = [0., 0.5, 1., 1., 0.25, f64::NAN];
+        let y = [1., 2., 3., 3., 2.5, 1.];
+        let (sx, sy) = (MemSource::vec(&x, 4), MemSource::vec(&y, 5));
+        let r = Some(((0.0, 1.0), (1.0, 3.0)));
+        let h = histogram2d(&sx, &sy, (3, 2), r, &no_progress).unwrap();
+        assert_eq!(h.counts, [1, 1, 0, 1, 0, 2]);
+        assert_eq!(h.y_edges, [1.0, 2.0, 3.0]);
+        let (sx, sy) = (MemSource::vec(&x[..5], 2), MemSource::vec(&y[..5], 3));
+        let h = histogram2d(&sx, &sy, (3, 2), None, &no_progress).unwrap();
+        assert_eq!(h.counts, [1, 1, 0, 1, 0, 2]);
+        assert_eq!(
+            hex(&h.x_edges),
+            hex(&from_hex(&[
+                "0x0.0p+0",
+                "0x1.5555555555555p-2",
+                "0x1.5555555555555p-1",
+                "0x1.0p+0"
+            ]))
+        );
+        let sx = MemSource::vec(&[0.1f32, 0.2, 0.7], 2);
+        let sy = MemSource::vec(&[1i16, 2, 3], 1);
+        let h = histogram2d(&sx, &sy, (3, 2), None, &no_progress).unwrap();
+        assert_eq!(h.counts, [1, 1, 0, 0, 0, 1]);
+        assert_eq!(h.edges_dtype, DType::F32);
+        assert_eq!(
+            hex(&h.x_edges),
+            hex(&from_hex(&[
+                "0x1.99999a0000000p-4",
+                "0x1.3333320000000p-2",
+                "0x1.fffffe0000000p-2",
+                "0x1.6666660000000p-1"
+            ]))
+        );
+        let sx = MemSource::vec(&x, 3);
+        let sy = MemSource::vec(&y, 3);
+        let e = histogram2d(&sx, &sy, (3, 2), None, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[nan, nan]"), "{e}");
+    }
+
+    /// Reference: bins by `searchsorted` on the (NumPy-checked) edges, no index arithmetic.
+    fn naive(values: &[f64], edges: &[f64]) -> Vec<u64> {
+        let n = edges.len() - 1;
+        let mut c = vec![0u64; n];
+        for &v in values {
+            if !(v >= edges[0] && v <= edges[n]) {
+                continue;
+            }
+            let r = edges.partition_point(|&e| e <= v);
+            c[if v == edges[n] { n - 1 } else { r - 1 }] += 1;
+        }
+        c
+    }
+
+    fn pool(n: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    }
+
+    /// Values with ties, edges hit exactly, NaN and infinities.
+    fn values() -> impl Strategy<Value = Vec<f64>> {
+        let v = prop_oneof![
+            4 => -1000.0..1000.0f64,
+            2 => (-8i32..8).prop_map(|i| i as f64 * 0.125),
+            1 => Just(0.1),
+            1 => Just(0.3),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+        ];
+        prop::collection::vec(v, 0..300)
+    }
+
+    fn cast<T: Element>(v: &[f64]) -> Vec<T> {
+        v.iter().map(|&x| T::from_f64(x)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn matches_naive(vals in values(), chunk in 1u64..70, bins in 1usize..40,
+                         dt in 0usize..5, explicit in any::<bool>(),
+                         lo in -3.0..1.0f64, w in 0.0..4.0f64) {
+            let range = explicit.then_some((lo, lo + w));
+            let (src, conv): (MemSource, Vec<f64>) = match dt {
+                0 => (MemSource::vec(&vals, chunk), vals.clone()),
+                1 => { let v = cast::<f32>(&vals); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
+                2 => { let v = cast::<i16>(&vals); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
+                3 => { let v = cast::<u8>(&vals); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
+                _ => { let v: Vec<i64> = vals.iter().map(|&x| x.clamp(-1e15, 1e15) as i64).collect(); (MemSource::vec(&v, chunk), v.iter().map(|&x| x as f64).collect()) }
+            };
+            let results: Vec<_> = [1, 2, 7].iter().map(|&t| pool(t).install(|| histogram(&src, bins, range, &no_progress))).collect();
+            let finite = conv.iter().all(|v| v.is_finite());
+            if range.is_none() && !finite && !conv.is_empty() {
+                for r in &results { prop_assert!(r.is_err()); }
+                return Ok(());
+            }
+            let h = results[0].as_ref().unwrap();
+            for r in &results[1..] { prop_assert_eq!(r.as_ref().unwrap(), h); }
+            prop_assert_eq!(h.edges.len(), bins + 1);
+            prop_assert_eq!(&h.counts, &naive(&conv, &h.edges));
+            if range.is_none() {
+                prop_assert_eq!(h.counts.iter().sum::<u64>(), conv.len() as u64);
+            }
+            // 2-D against the same reference on each axis, y a shuffled copy of x.
+            let mut ys = conv.clone();
+            ys.reverse();
+            let sy = MemSource::vec(&ys, chunk + 1);
+            let sx = MemSource::vec(&conv, chunk);
+            let r2 = range.map(|r| (r, r));
+            let h2: Vec<_> = [1, 7].iter().map(|&t| pool(t).install(|| histogram2d(&sx, &sy, (bins, 3), r2, &no_progress))).collect();
+            if range.is_none() && !finite && !conv.is_empty() {
+                prop_assert!(h2[0].is_err());
+                return Ok(());
+            }
+            let g = h2[0].as_ref().unwrap();
+            prop_assert_eq!(h2[1].as_ref().unwrap(), g);
+            let mut want = vec![0u64; bins * 3];
+            for (&a, &b) in conv.iter().zip(&ys) {
+                let ca = naive(&[a], &g.x_edges);
+                let cb = naive(&[b], &g.y_edges);
+                if let (Some(i), Some(j)) = (ca.iter().position(|&c| c == 1), cb.iter().position(|&c| c == 1)) {
+                    want[i * 3 + j] += 1;
+                }
+            }
+            prop_assert_eq!(&g.counts, &want);
+        }
+    }
+
+    #[test]
+    fn two_d_regions_follow_x_chunks() {
+        // x chunked by rows, y by columns: y is read region by region.
+        let x: Vec<f64> = (0..24).map(|i| (i % 5) as f64).collect();
+        let y: Vec<i32> = (0..24).map(|i| i / 5).collect();
+        let sx = MemSource::new(&x, &[4, 6], &[1, 6]);
+        let sy = MemSource::new(&y, &[4, 6], &[4, 1]);
+        let h = histogram2d(&sx, &sy, (5, 5), None, &no_progress).unwrap();
+        let mut want = vec![0u64; 25];
+        for i in 0..24 {
+            let yb = ((y[i] as f64) / 4.0 * 5.0).min(4.0) as usize;
+            want[(x[i] as usize) * 5 + yb] += 1;
+        }
+        assert_eq!(h.counts, want);
+        assert_eq!(sx.dtype(), DType::F64);
+    }
+}

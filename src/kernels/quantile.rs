@@ -1,1 +1,1009 @@
-//! (in progress)
+//! Exact quantiles out of core: [`quantile`] (`np.quantile(a, q)` with the default `'linear'`
+//! method, or `np.nanquantile`), [`percentile`] and [`median`] (`np.median` / `np.nanmedian`),
+//! over all elements of a source, in a few streaming passes and bounded memory.
+//!
+//! **Algorithm.** Every value maps to an order-preserving integer key (floats: the sign-flip bit
+//! trick, with `-0.0` keyed as `0.0` so the two tie as NumPy treats them; integers: the sign bit
+//! flipped). The ranks NumPy's linear method needs are `floor((n - 1) q)` and the next one.
+//! 1. Pass 1 counts the elements and NaNs, finds the smallest and largest keys and counts keys by
+//!    their top 16 bits (so 8- and 16-bit dtypes are resolved exactly in this one pass).
+//! 2. Each needed rank now lies in a known key interval with a known number of smaller keys. While
+//!    an interval holds more candidates than the candidate allowance (or its reservation in the
+//!    memory budget is refused), the next pass splits it into up to 2^16 buckets of equal key
+//!    width and keeps the bucket holding the rank. Intervals that fit are collected in the same
+//!    pass into exactly-sized reserved vectors, and the ranks are selected with
+//!    `select_nth_unstable`. An interval of one key needs no collecting.
+//!
+//! All ranks share every pass. Each histogram pass divides a key range by 2^16, so there are
+//! never more than 4 passes for up to 8 quantiles (1 for 8- and 16-bit data; typically 2 for
+//! floats); with more, each split interval gets fewer buckets and passes may grow slowly. Per-chunk
+//! partial counts are integers and the collected candidates are selected by rank, so nothing
+//! depends on the thread count or the chunk visiting order.
+//!
+//! **NumPy's arithmetic.** The result is NumPy's `_lerp(a, b, t)`: `a + (b - a) * t`, or
+//! `b - (b - a) * (1 - t)` when `t >= 0.5`, with `(b - a)` in the input dtype (so integer
+//! differences wrap exactly as NumPy's do) and, for `float32` input with a scalar `q`, every step
+//! in `float32`. At or past the last rank NumPy interpolates the maximum with itself with
+//! `t = (n - 1) q + 1` (so an infinite maximum gives NaN, as in NumPy). `np.median` instead takes
+//! the mean of the one or two middle values (`(a + b) / 2`, in `float32` for `float32` input).
+
+use std::sync::Mutex;
+
+use crate::dtype::{Bool, DType, Element};
+use crate::error::{Error, Result};
+use crate::kernels::histogram::{Num, for_each_chunk};
+use crate::memory::{self, Reservation};
+use crate::pipeline::Progress;
+use crate::storage::ChunkSource;
+
+/// How to compute quantiles.
+#[derive(Clone, Debug, Default)]
+pub struct QuantileOptions {
+    /// Ignore NaNs (`np.nanquantile`, `np.nanpercentile`, `np.nanmedian`). Without it any NaN
+    /// makes every result NaN, as in NumPy.
+    pub skip_nan: bool,
+    /// Mirror `np.quantile(a, [q1, q2, ..])` (the quantiles passed as an array): for `float32`
+    /// input the interpolation then runs in `float64` and NumPy returns `float64`. By default
+    /// each `q` is treated as a Python float (`np.quantile(a, q)`), which for `float32` input
+    /// interpolates in `float32` and returns `float32`. Other dtypes are unaffected.
+    pub array_q: bool,
+    /// Most bytes of candidate keys to collect for the final exact selection (default: an
+    /// eighth of the memory budget's limit, at most 256 MiB). Smaller values cost more passes,
+    /// never more memory.
+    pub max_candidate_bytes: Option<u64>,
+}
+
+/// Quantile values and how they were found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantileResult {
+    /// One value per requested quantile, in request order (an `F32` result is stored exactly).
+    pub values: Vec<f64>,
+    /// The dtype NumPy returns: `F32` for `float32` input (unless [`QuantileOptions::array_q`]
+    /// asks for the array form of `np.quantile`), `F64` otherwise.
+    pub dtype: DType,
+    /// Streaming passes over the data.
+    pub passes: u32,
+    /// Non-NaN elements.
+    pub count: u64,
+    /// NaN elements.
+    pub nan_count: u64,
+}
+
+/// Element behaviour for order statistics.
+trait QElem: Num {
+    /// Significant bits of the key.
+    const BITS: u32;
+    /// Order-preserving key (not called on NaN; `-0.0` and `0.0` share a key).
+    fn key(self) -> u64;
+    /// The value of a key.
+    fn from_key(k: u64) -> Self;
+    /// NumPy's `_lerp(a, b, t)` for this dtype; `weak` when `t` is a Python float.
+    fn lerp(a: Self, b: Self, t: f64, weak: bool) -> f64;
+    /// `np.mean([a, b])` as `np.median` computes it.
+    fn mid(a: Self, b: Self) -> f64;
+}
+
+impl QElem for f64 {
+    const BITS: u32 = 64;
+    #[inline(always)]
+    fn key(self) -> u64 {
+        let b = (self + 0.0).to_bits(); // -0.0 + 0.0 == +0.0
+        b ^ (((b as i64 >> 63) as u64) | 1 << 63)
+    }
+    fn from_key(k: u64) -> Self {
+        f64::from_bits(if k >> 63 == 1 { k ^ 1 << 63 } else { !k })
+    }
+    fn lerp(a: Self, b: Self, t: f64, _: bool) -> f64 {
+        let d = b - a;
+        if t >= 0.5 {
+            b - d * (1.0 - t)
+        } else {
+            a + d * t
+        }
+    }
+    fn mid(a: Self, b: Self) -> f64 {
+        (a + b) / 2.0
+    }
+}
+
+impl QElem for f32 {
+    const BITS: u32 = 32;
+    #[inline(always)]
+    fn key(self) -> u64 {
+        let b = (self + 0.0).to_bits();
+        u64::from(b ^ (((b as i32 >> 31) as u32) | 1 << 31))
+    }
+    fn from_key(k: u64) -> Self {
+        let k = k as u32;
+        f32::from_bits(if k >> 31 == 1 { k ^ 1 << 31 } else { !k })
+    }
+    fn lerp(a: Self, b: Self, t: f64, weak: bool) -> f64 {
+        let d = b - a;
+        if weak {
+            // A Python float `t` is cast to float32 before each float32 operation.
+            f64::from(if t >= 0.5 {
+                b - d * ((1.0 - t) as f32)
+            } else {
+                a + d * (t as f32)
+            })
+        } else {
+            let d = f64::from(d);
+            if t >= 0.5 {
+                f64::from(b) - d * (1.0 - t)
+            } else {
+                f64::from(a) + d * t
+            }
+        }
+    }
+    fn mid(a: Self, b: Self) -> f64 {
+        f64::from((a + b) / 2.0)
+    }
+}
+
+macro_rules! q_int {
+    ($($t:ty, $u:ty, $bits:expr, $flip:expr);*) => {$(
+        impl QElem for $t {
+            const BITS: u32 = $bits;
+            #[inline(always)]
+            fn key(self) -> u64 { u64::from((self as $u) ^ $flip) }
+            fn from_key(k: u64) -> Self { ((k as $u) ^ $flip) as $t }
+            fn lerp(a: Self, b: Self, t: f64, _: bool) -> f64 {
+                // NumPy subtracts in the input dtype (wrapping on overflow), then goes to f64.
+                let d = b.wrapping_sub(a) as f64;
+                if t >= 0.5 { b as f64 - d * (1.0 - t) } else { a as f64 + d * t }
+            }
+            fn mid(a: Self, b: Self) -> f64 { (a as f64 + b as f64) / 2.0 }
+        }
+    )*};
+}
+q_int!(i8, u8, 8, 1 << 7; i16, u16, 16, 1 << 15; i32, u32, 32, 1 << 31; i64, u64, 64, 1 << 63;
+       u8, u8, 8, 0; u16, u16, 16, 0; u32, u32, 32, 0; u64, u64, 64, 0);
+
+impl QElem for Bool {
+    const BITS: u32 = 8;
+    #[inline(always)]
+    fn key(self) -> u64 {
+        u64::from(self.get())
+    }
+    fn from_key(k: u64) -> Self {
+        Bool(k as u8)
+    }
+    fn lerp(_: Self, _: Self, _: f64, _: bool) -> f64 {
+        f64::NAN // rejected before: NumPy cannot subtract booleans
+    }
+    fn mid(a: Self, b: Self) -> f64 {
+        (a.to_f64() + b.to_f64()) / 2.0
+    }
+}
+
+/// `np.quantile(a, qs)` (or `np.nanquantile` with [`QuantileOptions::skip_nan`]) over every
+/// element, exactly, with NumPy's default `'linear'` method. Every `q` must lie in `[0, 1]`.
+pub fn quantile(
+    src: &dyn ChunkSource,
+    qs: &[f64],
+    opts: &QuantileOptions,
+    progress: Progress<'_>,
+) -> Result<QuantileResult> {
+    for &q in qs {
+        if !(0.0..=1.0).contains(&q) {
+            return Err(Error::Invalid(format!(
+                "quantile {q} is outside [0, 1] (quantiles must be in the range [0, 1])"
+            )));
+        }
+    }
+    run(src, Want::Quantiles(qs.to_vec()), opts, progress)
+}
+
+/// `np.percentile(a, ps)` (or `np.nanpercentile`): [`quantile`] of `p / 100`. Every `p` must
+/// lie in `[0, 100]`.
+pub fn percentile(
+    src: &dyn ChunkSource,
+    ps: &[f64],
+    opts: &QuantileOptions,
+    progress: Progress<'_>,
+) -> Result<QuantileResult> {
+    let qs: Vec<f64> = ps.iter().map(|p| p / 100.0).collect();
+    for (&p, &q) in ps.iter().zip(&qs) {
+        if !(0.0..=1.0).contains(&q) {
+            return Err(Error::Invalid(format!(
+                "percentile {p} is outside [0, 100] (percentiles must be in the range [0, 100])"
+            )));
+        }
+    }
+    run(src, Want::Quantiles(qs), opts, progress)
+}
+
+/// `np.median(a)` (or `np.nanmedian`): the middle value, or the mean of the two middle values
+/// (computed as NumPy's `mean` does, which can differ from `quantile(0.5)` in the last bit).
+/// Bool arrays are allowed here (NumPy averages them as 0/1).
+pub fn median(
+    src: &dyn ChunkSource,
+    opts: &QuantileOptions,
+    progress: Progress<'_>,
+) -> Result<QuantileResult> {
+    run(src, Want::Median, opts, progress)
+}
+
+enum Want {
+    Quantiles(Vec<f64>),
+    Median,
+}
+
+fn run(
+    src: &dyn ChunkSource,
+    want: Want,
+    opts: &QuantileOptions,
+    progress: Progress<'_>,
+) -> Result<QuantileResult> {
+    let info = src.info();
+    if info.numel() == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: cannot take a quantile or median of an empty array (shape {})",
+            info.name,
+            crate::shape::shape_str(&info.shape)
+        )));
+    }
+    if info.dtype == DType::Bool && matches!(want, Want::Quantiles(_)) {
+        return Err(Error::Invalid(format!(
+            "{}: quantiles of a bool array are not supported (NumPy cannot subtract booleans); \
+             convert it to an integer dtype first",
+            info.name
+        )));
+    }
+    crate::with_dtype!(info.dtype, T => run_typed::<T>(src, &want, opts, progress))
+}
+
+/// Keys `[lo, hi]` (inclusive) known to hold `count` keys, with `below` keys smaller than `lo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Interval {
+    lo: u64,
+    hi: u64,
+    below: u64,
+    count: u64,
+}
+
+/// Pass-1 totals.
+struct First {
+    count: u64,
+    nan: u64,
+    min: u64,
+    max: u64,
+    hist: Vec<u64>,
+}
+
+/// Counters flushed from `u32` scratch at least this often.
+const FLUSH_EVERY: usize = 1 << 31;
+
+struct Scratch {
+    counts: Vec<u32>,
+    bufs: Vec<Vec<u64>>,
+    _res: Reservation,
+}
+
+/// Keys buffered per collected interval and worker before they are appended under the lock.
+const LOCAL_KEYS: usize = 1024;
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn first_chunk<T: QElem>(data: &[T], shift: u32, counts: &mut [u32]) -> (u64, u64, u64) {
+    let (mut nan, mut mn, mut mx) = (0u64, u64::MAX, 0u64);
+    for &v in data {
+        if v.nan() {
+            nan += 1;
+            continue;
+        }
+        let k = v.key();
+        mn = mn.min(k);
+        mx = mx.max(k);
+        counts[(k >> shift) as usize] += 1;
+    }
+    (nan, mn, mx)
+}
+
+fn first_pass<T: QElem>(src: &dyn ChunkSource, progress: Progress<'_>) -> Result<(First, u32)> {
+    let hb = T::BITS.min(16);
+    let shift = T::BITS - hb;
+    let slots = 1usize << hb;
+    let _res = memory::global().reserve(slots as u64 * 8, "quantile histogram")?;
+    let acc = Mutex::new(First {
+        count: 0,
+        nan: 0,
+        min: u64::MAX,
+        max: 0,
+        hist: vec![0; slots],
+    });
+    for_each_chunk(
+        src,
+        progress,
+        || {
+            Ok(Scratch {
+                counts: vec![0; slots],
+                bufs: Vec::new(),
+                _res: memory::global().reserve(slots as u64 * 4, "quantile scratch")?,
+            })
+        },
+        |s, c| {
+            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY) {
+                let (nan, mn, mx) = first_chunk::<T>(piece, shift, &mut s.counts);
+                let mut a = acc.lock().unwrap_or_else(|e| e.into_inner());
+                a.nan += nan;
+                a.count += piece.len() as u64 - nan;
+                a.min = a.min.min(mn);
+                a.max = a.max.max(mx);
+                for (t, c) in a.hist.iter_mut().zip(s.counts.iter_mut()) {
+                    *t += u64::from(*c);
+                    *c = 0;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok((acc.into_inner().unwrap_or_else(|e| e.into_inner()), shift))
+}
+
+/// How a refinement pass treats one interval.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    /// Count keys into buckets `(key - lo) >> shift` at `offset` in the scratch counters.
+    Count { shift: u32, offset: usize },
+    /// Collect the keys into candidate vector `slot`.
+    Collect { slot: usize },
+}
+
+/// One refinement pass over `src`: intervals (disjoint, sorted by `lo`) with their actions.
+/// Returns the bucket counts (all `Count` intervals, concatenated) and the collected keys.
+fn refine_pass<T: QElem>(
+    src: &dyn ChunkSource,
+    plan: &[(Interval, Action)],
+    slots: usize,
+    collect_sizes: &[u64],
+    progress: Progress<'_>,
+) -> Result<(Vec<u64>, Vec<Vec<u64>>)> {
+    let ncollect = collect_sizes.len();
+    let _res = memory::global().reserve(slots as u64 * 8, "quantile histogram")?;
+    let total = Mutex::new(vec![0u64; slots]);
+    let collected: Vec<Mutex<Vec<u64>>> = collect_sizes
+        .iter()
+        .map(|&n| Mutex::new(Vec::with_capacity(n as usize)))
+        .collect();
+    let glo = plan.first().map_or(0, |p| p.0.lo);
+    let ghi = plan.last().map_or(0, |p| p.0.hi);
+    let los: Vec<u64> = plan.iter().map(|p| p.0.lo).collect();
+    let flush = |s: &mut Scratch| {
+        for (slot, buf) in s.bufs.iter_mut().enumerate() {
+            if !buf.is_empty() {
+                collected[slot]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(buf);
+                buf.clear();
+            }
+        }
+    };
+    for_each_chunk(
+        src,
+        progress,
+        || {
+            let bytes = slots as u64 * 4 + (ncollect * LOCAL_KEYS * 8) as u64;
+            Ok(Scratch {
+                counts: vec![0; slots],
+                bufs: (0..ncollect)
+                    .map(|_| Vec::with_capacity(LOCAL_KEYS))
+                    .collect(),
+                _res: memory::global().reserve(bytes, "quantile scratch")?,
+            })
+        },
+        |s, c| {
+            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY) {
+                for &v in piece {
+                    if v.nan() {
+                        continue;
+                    }
+                    let k = v.key();
+                    if k < glo || k > ghi {
+                        continue;
+                    }
+                    let i = if los.len() <= 4 {
+                        los.iter().rposition(|&lo| lo <= k).unwrap_or(0)
+                    } else {
+                        los.partition_point(|&lo| lo <= k).saturating_sub(1)
+                    };
+                    let (iv, act) = plan[i];
+                    if k > iv.hi {
+                        continue;
+                    }
+                    match act {
+                        Action::Count { shift, offset } => {
+                            s.counts[offset + ((k - iv.lo) >> shift) as usize] += 1;
+                        }
+                        Action::Collect { slot } => {
+                            let buf = &mut s.bufs[slot];
+                            buf.push(k);
+                            if buf.len() == LOCAL_KEYS {
+                                collected[slot]
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .extend_from_slice(buf);
+                                buf.clear();
+                            }
+                        }
+                    }
+                }
+                flush(s);
+                let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+                for (t, c) in t.iter_mut().zip(s.counts.iter_mut()) {
+                    *t += u64::from(*c);
+                    *c = 0;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok((
+        total.into_inner().unwrap_or_else(|e| e.into_inner()),
+        collected
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect(),
+    ))
+}
+
+/// Splits `iv` by the bucket `counts` (bucket `b` covers keys `iv.lo + (b << shift) ..`) and
+/// returns, for each rank in `ranks` (all inside `iv`), the sub-interval holding it.
+fn narrow(iv: Interval, counts: &[u64], shift: u32, ranks: &[u64]) -> Vec<(u64, Interval)> {
+    let mut out = Vec::with_capacity(ranks.len());
+    let mut below = iv.below;
+    let mut b = 0;
+    for &r in ranks {
+        while below + counts[b] <= r {
+            below += counts[b];
+            b += 1;
+        }
+        let lo = iv.lo + ((b as u64) << shift);
+        let hi = lo.saturating_add((1u64 << shift) - 1).min(iv.hi);
+        out.push((
+            r,
+            Interval {
+                lo,
+                hi,
+                below,
+                count: counts[b],
+            },
+        ));
+    }
+    out
+}
+
+/// Groups `(rank, interval)` pairs by interval (sorted by `lo`).
+fn group(pairs: Vec<(u64, Interval)>) -> Vec<(Interval, Vec<u64>)> {
+    let mut pairs = pairs;
+    pairs.sort_by_key(|&(r, iv)| (iv.lo, r));
+    let mut out: Vec<(Interval, Vec<u64>)> = Vec::new();
+    for (r, iv) in pairs {
+        match out.last_mut() {
+            Some((last, rs)) if *last == iv => rs.push(r),
+            _ => out.push((iv, vec![r])),
+        }
+    }
+    out
+}
+
+/// Default candidate allowance: an eighth of the budget, at most 256 MiB.
+fn default_cap() -> u64 {
+    (memory::global().limit() / 8).min(256 << 20)
+}
+
+/// Finds the keys of `ranks` (sorted, distinct, each `< count`); returns them with the number of
+/// passes, including pass 1 (already done, given as `first`).
+fn select_ranks<T: QElem>(
+    src: &dyn ChunkSource,
+    first: &First,
+    shift: u32,
+    ranks: &[u64],
+    cap: u64,
+    progress: Progress<'_>,
+) -> Result<(std::collections::BTreeMap<u64, u64>, u32)> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut passes = 1;
+    let start = Interval {
+        lo: 0,
+        hi: u64::MAX >> (64 - T::BITS),
+        below: 0,
+        count: first.count,
+    };
+    let mut open = group(narrow(start, &first.hist, shift, ranks));
+    for (iv, _) in &mut open {
+        iv.lo = iv.lo.max(first.min);
+        iv.hi = iv.hi.min(first.max);
+    }
+    loop {
+        open.retain(|(iv, rs)| {
+            if iv.lo == iv.hi {
+                for &r in rs {
+                    found.insert(r, iv.lo);
+                }
+                false
+            } else {
+                true
+            }
+        });
+        if open.is_empty() {
+            return Ok((found, passes));
+        }
+        // Collect the smallest intervals that fit the allowance and the budget; split the rest.
+        let mut order: Vec<usize> = (0..open.len()).collect();
+        order.sort_by_key(|&i| open[i].0.count);
+        let mut take = 0u64;
+        let mut collect = vec![false; open.len()];
+        for &i in &order {
+            let bytes = open[i].0.count * 8;
+            if take + bytes <= cap {
+                take += bytes;
+                collect[i] = true;
+            }
+        }
+        let mut reservation = None;
+        if take > 0 {
+            reservation = memory::global().try_reserve(take, "quantile candidates");
+            if reservation.is_none() {
+                collect.iter_mut().for_each(|c| *c = false);
+            }
+        }
+        let nsplit = collect.iter().filter(|&&c| !c).count();
+        // 2^16 buckets per interval for up to 16 intervals, then fewer: at most 2^20 counters
+        // (4 MiB) per worker in all.
+        let bb = (20 - nsplit.next_power_of_two().trailing_zeros() as i32).clamp(8, 16) as u32;
+        let mut plan = Vec::with_capacity(open.len());
+        let mut sizes = Vec::new();
+        let mut slots = 0usize;
+        for (i, (iv, _)) in open.iter().enumerate() {
+            if collect[i] {
+                plan.push((*iv, Action::Collect { slot: sizes.len() }));
+                sizes.push(iv.count);
+            } else {
+                let width = iv.hi - iv.lo;
+                let bits = 64 - width.leading_zeros();
+                let sh = bits.saturating_sub(bb);
+                plan.push((
+                    *iv,
+                    Action::Count {
+                        shift: sh,
+                        offset: slots,
+                    },
+                ));
+                slots += (width >> sh) as usize + 1;
+            }
+        }
+        let (counts, mut cands) = refine_pass::<T>(src, &plan, slots, &sizes, progress)?;
+        passes += 1;
+        let mut next = Vec::new();
+        for ((iv, rs), (_, act)) in open.iter().zip(&plan) {
+            match *act {
+                Action::Collect { slot } => {
+                    let keys = &mut cands[slot];
+                    debug_assert_eq!(keys.len() as u64, iv.count);
+                    for &r in rs {
+                        let k = (r - iv.below) as usize;
+                        let (_, v, _) = keys.select_nth_unstable(k);
+                        found.insert(r, *v);
+                    }
+                }
+                Action::Count { shift, offset } => {
+                    let n = ((iv.hi - iv.lo) >> shift) as usize + 1;
+                    next.extend(narrow(*iv, &counts[offset..offset + n], shift, rs));
+                }
+            }
+        }
+        drop(cands);
+        drop(reservation);
+        open = group(next);
+    }
+}
+
+fn run_typed<T: QElem>(
+    src: &dyn ChunkSource,
+    want: &Want,
+    opts: &QuantileOptions,
+    progress: Progress<'_>,
+) -> Result<QuantileResult> {
+    let dtype = if T::DTYPE == DType::F32 && (matches!(want, Want::Median) || !opts.array_q) {
+        DType::F32
+    } else {
+        DType::F64
+    };
+    let (first, shift) = first_pass::<T>(src, progress)?;
+    let n_out = match want {
+        Want::Quantiles(q) => q.len(),
+        Want::Median => 1,
+    };
+    let mut result = QuantileResult {
+        values: vec![f64::NAN; n_out],
+        dtype,
+        passes: 1,
+        count: first.count,
+        nan_count: first.nan,
+    };
+    let m = first.count;
+    if (first.nan > 0 && !opts.skip_nan) || m == 0 || n_out == 0 {
+        return Ok(result);
+    }
+    // The ranks each output needs, and how it combines them.
+    let plans: Vec<(u64, u64, f64)> = match want {
+        Want::Quantiles(qs) => qs
+            .iter()
+            .map(|&q| {
+                let vi = (m - 1) as f64 * q;
+                if vi >= (m - 1) as f64 {
+                    (m - 1, m - 1, vi + 1.0)
+                } else {
+                    let prev = vi.floor();
+                    (prev as u64, prev as u64 + 1, vi - prev)
+                }
+            })
+            .collect(),
+        Want::Median => vec![if m % 2 == 1 {
+            ((m - 1) / 2, (m - 1) / 2, f64::NAN)
+        } else {
+            (m / 2 - 1, m / 2, f64::NAN)
+        }],
+    };
+    let mut ranks: Vec<u64> = plans.iter().flat_map(|&(a, b, _)| [a, b]).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    let cap = opts.max_candidate_bytes.unwrap_or_else(default_cap);
+    let (found, passes) = select_ranks::<T>(src, &first, shift, &ranks, cap, progress)?;
+    result.passes = passes;
+    let value = |r: u64| T::from_key(found[&r]);
+    for (out, &(ra, rb, t)) in result.values.iter_mut().zip(&plans) {
+        let (a, b) = (value(ra), value(rb));
+        *out = match want {
+            Want::Quantiles(_) => T::lerp(a, b, t, !opts.array_q),
+            Want::Median if ra == rb => a.to_f64(),
+            Want::Median => T::mid(a, b),
+        };
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::histogram::test_source::MemSource;
+    use crate::pipeline::no_progress;
+    use proptest::prelude::*;
+
+    fn q<T: Element>(v: &[T], chunk: u64, qs: &[f64], opts: &QuantileOptions) -> QuantileResult {
+        quantile(&MemSource::vec(v, chunk), qs, opts, &no_progress).unwrap()
+    }
+
+    fn bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    // Expected values below were obtained by running NumPy 2.4.6 by hand (printed with
+    // `float.hex`).
+    #[test]
+    fn numpy_fixtures() {
+        let o = QuantileOptions::default();
+        let f: Vec<f32> = (1..11).map(|i| i as f32 * 0.1f32).collect();
+        // np.quantile(f, q) for a Python float q: float32 arithmetic and result.
+        let r = q(&f, 3, &[0.1, 0.33, 0.5, 0.9, 1.0, 0.0], &o);
+        assert_eq!(r.dtype, DType::F32);
+        let want = [
+            0x3e428f5c, 0x3ecb4396, 0x3f0ccccd, 0x3f68f5c3, 0x3f800000, 0x3dcccccd,
+        ];
+        assert_eq!(r.values, want.map(|b: u32| f64::from(f32::from_bits(b))));
+        // np.quantile(f, [q]): float64 arithmetic and result.
+        let a = QuantileOptions {
+            array_q: true,
+            ..Default::default()
+        };
+        let r = q(&f, 4, &[0.1, 0.33, 0.5, 0.9], &a);
+        assert_eq!(r.dtype, DType::F64);
+        assert_eq!(
+            bits(&r.values),
+            [
+                0x3fc851eb8b333333,
+                0x3fd96872b6b851ec,
+                0x3fe19999a0000000,
+                0x3fed1eb863333333
+            ]
+        );
+        let m = median(&MemSource::vec(&f, 2), &o, &no_progress).unwrap();
+        assert_eq!(
+            (m.values[0], m.dtype),
+            (f64::from(f32::from_bits(0x3f0ccccd)), DType::F32)
+        );
+        let g = [3.5, -1.25, 7.0, 1e10, 2.0, -0.0, 0.0, 2.0];
+        let r = q(&g, 3, &[0.0, 0.2, 0.5, 0.7, 0.999, 1.0], &o);
+        let want = [-1.25, 0.0, 2.0, f64::from_bits(0x400acccccccccccb)];
+        assert_eq!(r.values[..4], want);
+        assert_eq!(r.values[4..], [f64::from_bits(0x42027efe3400645c), 1e10]);
+        let m = median(&MemSource::vec(&g, 5), &o, &no_progress).unwrap();
+        assert_eq!(m.values, [2.0]);
+        let p = percentile(&MemSource::vec(&g, 5), &[37.5], &o, &no_progress).unwrap();
+        assert_eq!(p.values, [1.25]);
+        // NumPy subtracts int8 values in int8 (wrapping): 128.0, not 0.0.
+        assert_eq!(q(&[-100i8, 100], 1, &[0.5], &o).values, [128.0]);
+        let u: [u8; 7] = [1, 2, 3, 4, 5, 6, 7];
+        let r = q(&u, 2, &[0.1, 0.5, 0.95], &o);
+        assert_eq!(
+            bits(&r.values),
+            [1.6f64.to_bits(), 4.0f64.to_bits(), 0x401acccccccccccc]
+        );
+        assert_eq!(r.passes, 1);
+        let b = [Bool(1), Bool(0), Bool(1), Bool(1)];
+        assert_eq!(
+            median(&MemSource::vec(&b, 3), &o, &no_progress)
+                .unwrap()
+                .values,
+            [1.0]
+        );
+        let n = [f64::NAN, 1., 2., f64::NAN, 4.];
+        let skip = QuantileOptions {
+            skip_nan: true,
+            ..Default::default()
+        };
+        assert_eq!(q(&n, 2, &[0.25, 0.5], &skip).values, [1.5, 2.0]);
+        assert_eq!(
+            median(&MemSource::vec(&n, 2), &skip, &no_progress)
+                .unwrap()
+                .values,
+            [2.0]
+        );
+        let r = q(&n, 2, &[0.25, 0.5], &o);
+        assert!(r.values.iter().all(|v| v.is_nan()) && r.nan_count == 2);
+        let big: [i64; 3] = [(1 << 62) + 1, (1 << 62) + 3, 5];
+        assert_eq!(q(&big, 2, &[0.5, 0.75], &o).values, [2f64.powi(62); 2]);
+        // Infinite neighbours: NumPy's lerp gives NaN even with t = 0 or at the maximum.
+        let inf = f64::INFINITY;
+        assert!(q(&[1.0, inf], 1, &[1.0], &o).values[0].is_nan());
+        assert!(q(&[0.0, 1.0, inf], 1, &[0.5], &o).values[0].is_nan());
+        assert!(q(&[f64::NAN, f64::NAN], 1, &[0.5], &skip).values[0].is_nan());
+    }
+
+    #[test]
+    fn errors() {
+        let s = MemSource::vec(&[1.0f64, 2.0], 1);
+        let o = QuantileOptions::default();
+        let e = quantile(&s, &[0.5, 1.5], &o, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("quantile 1.5 is outside [0, 1]"), "{e}");
+        let e = quantile(&s, &[f64::NAN], &o, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NaN"), "{e}");
+        let e = percentile(&s, &[101.0], &o, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("percentile 101"), "{e}");
+        let e = median(&MemSource::vec::<f64>(&[], 1), &o, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty array") && e.contains("(0,)"), "{e}");
+        let b = MemSource::vec(&[Bool(1)], 1);
+        let e = quantile(&b, &[0.5], &o, &no_progress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bool"), "{e}");
+    }
+
+    /// Reference: sort the non-NaN values, then NumPy's index and lerp rules.
+    fn naive<T: QElem>(v: &[T], qs: &[f64], opts: &QuantileOptions) -> Vec<f64> {
+        let nan = v.iter().any(|x| x.nan());
+        let mut s: Vec<T> = v.iter().copied().filter(|x| !x.nan()).collect();
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        qs.iter()
+            .map(|&q| {
+                if (nan && !opts.skip_nan) || s.is_empty() {
+                    return f64::NAN;
+                }
+                let n = s.len();
+                let vi = (n - 1) as f64 * q;
+                let (a, b, t) = if vi >= (n - 1) as f64 {
+                    (s[n - 1], s[n - 1], vi + 1.0)
+                } else {
+                    let p = vi.floor();
+                    (s[p as usize], s[p as usize + 1], vi - p)
+                };
+                T::lerp(a, b, t, !opts.array_q)
+            })
+            .collect()
+    }
+
+    fn naive_median<T: QElem>(v: &[T], skip: bool) -> f64 {
+        let nan = v.iter().any(|x| x.nan());
+        let mut s: Vec<T> = v.iter().copied().filter(|x| !x.nan()).collect();
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let n = s.len();
+        if (nan && !skip) || n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            s[n / 2].to_f64()
+        } else {
+            T::mid(s[n / 2 - 1], s[n / 2])
+        }
+    }
+
+    fn pool(n: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    }
+
+    #[track_caller]
+    fn same(a: &[f64], b: &[f64]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!(x == y || (x.is_nan() && y.is_nan()), "{a:?} != {b:?}");
+        }
+    }
+
+    fn check_all<T: QElem>(v: &[T], chunk: u64, qs: &[f64], cap: u64, skip: bool) {
+        for array_q in [false, true] {
+            let opts = QuantileOptions {
+                skip_nan: skip,
+                array_q,
+                max_candidate_bytes: Some(cap),
+            };
+            let src = MemSource::vec(v, chunk);
+            let rs: Vec<QuantileResult> = [1, 2, 7]
+                .iter()
+                .map(|&t| pool(t).install(|| quantile(&src, qs, &opts, &no_progress).unwrap()))
+                .collect();
+            same(&rs[0].values, &naive(v, qs, &opts));
+            assert!(rs[0].passes <= 4, "{} passes", rs[0].passes);
+            for r in &rs[1..] {
+                same(&r.values, &rs[0].values);
+                assert_eq!(r.passes, rs[0].passes);
+            }
+        }
+        let opts = QuantileOptions {
+            skip_nan: skip,
+            array_q: false,
+            max_candidate_bytes: Some(cap),
+        };
+        let m = median(&MemSource::vec(v, chunk), &opts, &no_progress).unwrap();
+        same(&m.values, &[naive_median(v, skip)]);
+    }
+
+    fn values() -> impl Strategy<Value = Vec<f64>> {
+        let v = prop_oneof![
+            4 => -1e6..1e6f64,
+            2 => (-4i32..4).prop_map(|i| i as f64),
+            1 => Just(-0.0),
+            1 => Just(1e300),
+            1 => Just(f64::NAN),
+            1 => Just(f64::NEG_INFINITY),
+        ];
+        prop::collection::vec(v, 1..400)
+    }
+
+    fn cast<T: Element>(v: &[f64]) -> Vec<T> {
+        v.iter().map(|&x| T::from_f64(x)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn matches_naive(vals in values(), chunk in 1u64..90,
+                         qs in prop::collection::vec(prop_oneof![0.0..=1.0f64, Just(0.5), Just(1.0), Just(0.0)], 1..5),
+                         cap in prop_oneof![Just(0u64), Just(64), Just(1 << 20)],
+                         dt in 0usize..6, skip in any::<bool>()) {
+            match dt {
+                0 => check_all(&vals, chunk, &qs, cap, skip),
+                1 => check_all(&cast::<f32>(&vals), chunk, &qs, cap, skip),
+                2 => check_all(&cast::<i64>(&vals), chunk, &qs, cap, skip),
+                3 => check_all(&cast::<i16>(&vals), chunk, &qs, cap, skip),
+                4 => check_all(&cast::<u32>(&vals), chunk, &qs, cap, skip),
+                _ => check_all(&cast::<i8>(&vals), chunk, &qs, cap, skip),
+            }
+        }
+    }
+
+    #[test]
+    fn constant_and_ties_resolve_without_collecting() {
+        let v = vec![2.5f64; 1000];
+        let r = q(&v, 7, &[0.0, 0.3, 1.0], &QuantileOptions::default());
+        assert_eq!((r.values, r.passes), (vec![2.5; 3], 1));
+        // Wide keys, no room to collect: histogram passes alone narrow to single keys.
+        let v: Vec<i64> = (0..5000)
+            .map(|i| (i * 7919 % 5000) * 1_000_000_007)
+            .collect();
+        let opts = QuantileOptions {
+            max_candidate_bytes: Some(0),
+            ..Default::default()
+        };
+        let r = q(&v, 333, &[0.5, 0.25], &opts);
+        same(&r.values, &naive(&v, &[0.5, 0.25], &opts));
+        assert!(r.passes >= 2 && r.passes <= 4, "{}", r.passes);
+    }
+}
+
+/// Throughput on 1 GiB of uniform f64, against `reduce::stats` on the same file in the same run:
+/// `cargo test --release --lib kernels::quantile::bench -- --ignored --nocapture`.
+#[cfg(test)]
+mod bench {
+    use std::time::Instant;
+
+    use crate::generate::{Dist, GenSpec, generate};
+    use crate::kernels::histogram::histogram;
+    use crate::pipeline::no_progress;
+
+    #[test]
+    #[ignore = "writes and reads 1 GiB; run by hand for the figures"]
+    fn gib_histogram_and_median_vs_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.npy");
+        let path = path.to_str().unwrap();
+        let n = 1u64 << 27;
+        generate(
+            path,
+            &GenSpec {
+                shape: vec![n],
+                dtype: crate::DType::F64,
+                dist: Dist::UNIFORM,
+                seed: 7,
+                options: Default::default(),
+            },
+        )
+        .unwrap();
+        let src = crate::formats::open(path).unwrap();
+        let gb = (n * 8) as f64 / 1e9;
+        let time = |f: &mut dyn FnMut()| {
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            best
+        };
+        let ts = time(&mut || {
+            crate::reduce::stats(src.as_ref()).unwrap();
+        });
+        let th = time(&mut || {
+            let h = histogram(src.as_ref(), 100, Some((0.0, 1.0)), &no_progress).unwrap();
+            assert_eq!(h.counts.iter().sum::<u64>(), n);
+        });
+        let ta = time(&mut || {
+            histogram(src.as_ref(), 100, None, &no_progress).unwrap();
+        });
+        let mut passes = 0;
+        let tm = time(&mut || {
+            let r = super::median(src.as_ref(), &Default::default(), &no_progress).unwrap();
+            passes = r.passes;
+            assert!((r.values[0] - 0.5).abs() < 1e-3);
+        });
+        let tq = time(&mut || {
+            super::quantile(
+                src.as_ref(),
+                &[0.01, 0.25, 0.5, 0.75, 0.99],
+                &Default::default(),
+                &no_progress,
+            )
+            .unwrap();
+        });
+        let threads = rayon::current_num_threads();
+        println!("1 GiB uniform f64, {threads} threads (best of 3):");
+        println!("  stats               {ts:.3} s  {:.2} GB/s", gb / ts);
+        println!(
+            "  histogram range     {th:.3} s  {:.2} GB/s  ({:.2}x stats time)",
+            gb / th,
+            th / ts
+        );
+        println!(
+            "  histogram auto      {ta:.3} s  ({:.2}x stats time)",
+            ta / ts
+        );
+        println!(
+            "  median ({passes} passes)  {tm:.3} s  ({:.2}x stats time)",
+            tm / ts
+        );
+        println!(
+            "  5 quantiles         {tq:.3} s  ({:.2}x stats time)",
+            tq / ts
+        );
+    }
+}
