@@ -125,9 +125,32 @@ pub fn cmd_eval(
         );
         return Ok(());
     }
-    let text = |h: &chunkheap::heap::Handle| -> Result<(String, String)> {
+    fn text(
+        h: &chunkheap::heap::Handle,
+        heap: &Heap,
+        backend: &EngineBackend,
+    ) -> Result<(String, String)> {
+        let arr_of = |h: &chunkheap::heap::Handle| backend.session().from_handle(h);
         // (plain text, JSON)
         Ok(match h.kind() {
+            Kind::Tuple | Kind::List => {
+                let parts: Vec<(String, String)> = heap
+                    .items(h)
+                    .iter()
+                    .map(|x| text(x, heap, backend))
+                    .collect::<Result<_>>()?;
+                let t: Vec<String> = parts.iter().map(|p| p.0.clone()).collect();
+                let j: Vec<String> = parts.iter().map(|p| p.1.clone()).collect();
+                let (open, close) = if h.kind() == Kind::Tuple {
+                    ("(", ")")
+                } else {
+                    ("[", "]")
+                };
+                (
+                    format!("{open}{}{close}", t.join(", ")),
+                    format!("[{}]", j.join(", ")),
+                )
+            }
             Kind::Float => {
                 let v = heap.as_float(h).unwrap_or(f64::NAN);
                 (float_repr(v), json_float(v))
@@ -162,13 +185,16 @@ pub fn cmd_eval(
             }
             k => bail!("cannot print a {k} result"),
         })
-    };
+    }
     let items = if value.kind() == Kind::Tuple {
         heap.items(&value)
     } else {
         vec![value.clone()]
     };
-    let parts: Vec<(String, String)> = items.iter().map(text).collect::<Result<_>>()?;
+    let parts: Vec<(String, String)> = items
+        .iter()
+        .map(|h| text(h, &heap, &backend))
+        .collect::<Result<_>>()?;
     let mut stdout = std::io::stdout().lock();
     if json {
         let v = if value.kind() == Kind::Tuple {

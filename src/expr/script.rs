@@ -890,8 +890,110 @@ impl EngineBackend {
         Err(Error::Invalid("matmul is not available yet".into()))
     }
 
-    fn more_functions(&self, _heap: &Heap, _name: &str, _a: &Args<'_>) -> Result<Option<Handle>> {
-        Ok(None)
+    fn more_functions(&self, heap: &Heap, name: &str, a: &Args<'_>) -> Result<Option<Handle>> {
+        use crate::kernels::quantile::{QuantileOptions, median, percentile, quantile};
+        match name {
+            "histogram" => {
+                let x = self.to_array(heap, a.need(0, "a")?)?;
+                let bins = a.int(1, "bins")?.unwrap_or(10);
+                if bins < 1 {
+                    return Err(Error::Invalid("`bins` must be positive".into()));
+                }
+                let range = match a.get(2, "range") {
+                    None => None,
+                    Some(r) => {
+                        let v = heap.items(r);
+                        let num = |h: &Handle| {
+                            heap.as_float(h)
+                                .or_else(|| heap.as_int(h).map(|i| i as f64))
+                                .ok_or_else(|| {
+                                    Error::Invalid("histogram(): range must be (lo, hi)".into())
+                                })
+                        };
+                        if v.len() != 2 {
+                            return Err(Error::Invalid(
+                                "histogram(): range must be (lo, hi)".into(),
+                            ));
+                        }
+                        Some((num(&v[0])?, num(&v[1])?))
+                    }
+                };
+                let bytes = x.size() * x.dtype().size() as u64;
+                let hist = self.with_progress_of("histogram", bytes, |p| {
+                    self.session.install(|| {
+                        crate::kernels::histogram::histogram(
+                            x.source().as_ref(),
+                            bins as usize,
+                            range,
+                            p,
+                        )
+                    })
+                })?;
+                let counts: Vec<i64> = hist.counts.iter().map(|&c| c as i64).collect();
+                let c = self.session.from_vec(&[counts.len() as u64], &counts)?;
+                let e = self
+                    .session
+                    .from_vec(&[hist.edges.len() as u64], &hist.edges)?;
+                Ok(Some(heap.tuple(&[c.handle(), e.handle()])))
+            }
+            "quantile" | "nanquantile" | "percentile" | "nanpercentile" | "median"
+            | "nanmedian" => {
+                let x = self.to_array(heap, a.need(0, "a")?)?;
+                let skip_nan = name.starts_with("nan");
+                let q = if name.ends_with("median") {
+                    None
+                } else {
+                    Some(a.need(1, "q")?)
+                };
+                let (qs, many) = match q {
+                    None => (vec![], false),
+                    Some(h) if matches!(h.kind(), Kind::List | Kind::Tuple) => {
+                        let v: Vec<f64> = heap
+                            .items(h)
+                            .iter()
+                            .map(|e| {
+                                heap.as_float(e)
+                                    .or_else(|| heap.as_int(e).map(|i| i as f64))
+                                    .ok_or_else(|| {
+                                        Error::Invalid(format!("{name}(): q must be numbers"))
+                                    })
+                            })
+                            .collect::<Result<_>>()?;
+                        (v, true)
+                    }
+                    Some(_) => (vec![a.float(1, "q")?.unwrap_or(0.5)], false),
+                };
+                let opts = QuantileOptions {
+                    skip_nan,
+                    array_q: many,
+                    ..Default::default()
+                };
+                let bytes = x.size() * x.dtype().size() as u64;
+                let r = self.with_progress_of(name, bytes, |p| {
+                    self.session.install(|| {
+                        let s = x.source().as_ref();
+                        if name.ends_with("median") {
+                            median(s, &opts, p)
+                        } else if name.ends_with("percentile") {
+                            percentile(s, &qs, &opts, p)
+                        } else {
+                            quantile(s, &qs, &opts, p)
+                        }
+                    })
+                })?;
+                if many {
+                    Ok(Some(
+                        self.session
+                            .from_vec(&[r.values.len() as u64], &r.values)?
+                            .handle()
+                            .clone(),
+                    ))
+                } else {
+                    Ok(Some(heap.float(r.values[0])))
+                }
+            }
+            _ => Ok(None),
+        }
     }
 }
 
