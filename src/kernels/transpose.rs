@@ -210,7 +210,10 @@ pub fn permute<T: bytemuck::Pod>(src: &[T], src_shape: &[usize], axes: &[usize],
         dst_strides[i] = dst_strides[i + 1] * dims[i + 1].0;
     }
     // q: the result axis that is contiguous in the source; l: the innermost result axis.
-    let q = dims.iter().position(|d| d.1 == 1).expect("some axis has stride 1");
+    let q = dims
+        .iter()
+        .position(|d| d.1 == 1)
+        .expect("some axis has stride 1");
     let l = nd - 1;
     let (nq, oq) = (dims[q].0, dst_strides[q]);
     let (nl, sl) = (dims[l].0, dims[l].1);
@@ -323,20 +326,23 @@ pub(crate) mod tests {
         }
     }
 
+    /// Where a [`MemWriter`]'s bytes end up: chunks written so far and the assembled array.
+    pub(crate) type Written = Arc<Mutex<(usize, Vec<u8>)>>;
+
     /// An in-memory writer for tests: checks chunks arrive once each, in order, and assembles them.
     pub(crate) struct MemWriter {
         layout: ChunkLayout,
         elem: usize,
-        state: Arc<Mutex<(usize, Vec<u8>)>>,
+        state: Written,
     }
 
     impl MemWriter {
         /// A writer of `shape` cut into `chunks`, and the handle its bytes end up in.
-        pub(crate) fn new(
+        pub(crate) fn create(
             dtype: DType,
             shape: &[u64],
             chunks: &[u64],
-        ) -> (Box<dyn ArrayWriter>, Arc<Mutex<(usize, Vec<u8>)>>) {
+        ) -> (Box<dyn ArrayWriter>, Written) {
             let n = crate::shape::numel(shape) as usize * dtype.size();
             let state = Arc::new(Mutex::new((0, vec![0xAB; n])));
             let w = MemWriter {
@@ -395,10 +401,7 @@ pub(crate) mod tests {
     fn case() -> impl Strategy<Value = (Vec<u64>, Vec<u64>, Vec<usize>)> {
         prop::collection::vec(0u64..7, 0..5).prop_flat_map(|shape| {
             let nd = shape.len();
-            let chunks = shape
-                .iter()
-                .map(|&d| 1..=d.max(1))
-                .collect::<Vec<_>>();
+            let chunks = shape.iter().map(|&d| 1..=d.max(1)).collect::<Vec<_>>();
             let perm = Just((0..nd).collect::<Vec<usize>>()).prop_shuffle();
             (Just(shape), chunks, perm)
         })
@@ -470,7 +473,7 @@ pub(crate) mod tests {
             let src: Arc<dyn ChunkSource> =
                 Arc::new(MemSource::new(&vals, &[rows, cols], &[cr, cc]));
             let t = transpose(src, None).unwrap();
-            let (w, out) = MemWriter::new(DType::F64, &[cols, rows], &[wc.min(cols), wr.min(rows)]);
+            let (w, out) = MemWriter::create(DType::F64, &[cols, rows], &[wc.min(cols), wr.min(rows)]);
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| crate::pipeline::copy(&t, w, &crate::pipeline::no_progress)).unwrap();
             let got: Vec<f64> = out.lock().unwrap().1
@@ -499,7 +502,8 @@ pub(crate) mod tests {
         // (2, 0, 1) on (a, b, c) is the (a*b, c) matrix transposed.
         check_permutation::<u32>(&[4, 6, 5], &[1, 6, 5], &[2, 0, 1]);
         let vals: Vec<f64> = vec![0.0; 4096 * 1024];
-        let src: Arc<dyn ChunkSource> = Arc::new(MemSource::new(&vals, &[4096, 1024], &[256, 1024]));
+        let src: Arc<dyn ChunkSource> =
+            Arc::new(MemSource::new(&vals, &[4096, 1024], &[256, 1024]));
         let t = transpose(src, None).unwrap();
         assert_eq!(t.info().name, "mem.T");
         // 8 MiB tiles of f64 are 1 Mi elements: square-ish, aligned to the source's 256 rows.
@@ -527,8 +531,14 @@ pub(crate) mod tests {
                 .unwrap()
                 .to_string()
         };
-        assert_eq!(e(&[0]), "mem: axes [0] don't match array of shape (2, 3) (2 dimensions)");
-        assert_eq!(e(&[0, 2]), "mem: axis 2 is out of bounds for array of dimension 2");
+        assert_eq!(
+            e(&[0]),
+            "mem: axes [0] don't match array of shape (2, 3) (2 dimensions)"
+        );
+        assert_eq!(
+            e(&[0, 2]),
+            "mem: axis 2 is out of bounds for array of dimension 2"
+        );
         assert_eq!(e(&[1, 1]), "mem: repeated axis 1 in transpose axes [1, 1]");
         let id = transpose(Arc::clone(&src), Some(&[0, 1])).unwrap();
         assert_eq!(id.info().shape, vec![2, 3]);
