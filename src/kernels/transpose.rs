@@ -326,20 +326,23 @@ pub(crate) mod tests {
         }
     }
 
+    /// Where a [`MemWriter`]'s bytes end up: chunks written so far and the assembled array.
+    pub(crate) type Written = Arc<Mutex<(usize, Vec<u8>)>>;
+
     /// An in-memory writer for tests: checks chunks arrive once each, in order, and assembles them.
     pub(crate) struct MemWriter {
         layout: ChunkLayout,
         elem: usize,
-        state: Arc<Mutex<(usize, Vec<u8>)>>,
+        state: Written,
     }
 
     impl MemWriter {
         /// A writer of `shape` cut into `chunks`, and the handle its bytes end up in.
-        pub(crate) fn new(
+        pub(crate) fn create(
             dtype: DType,
             shape: &[u64],
             chunks: &[u64],
-        ) -> (Box<dyn ArrayWriter>, Arc<Mutex<(usize, Vec<u8>)>>) {
+        ) -> (Box<dyn ArrayWriter>, Written) {
             let n = crate::shape::numel(shape) as usize * dtype.size();
             let state = Arc::new(Mutex::new((0, vec![0xAB; n])));
             let w = MemWriter {
@@ -470,7 +473,7 @@ pub(crate) mod tests {
             let src: Arc<dyn ChunkSource> =
                 Arc::new(MemSource::new(&vals, &[rows, cols], &[cr, cc]));
             let t = transpose(src, None).unwrap();
-            let (w, out) = MemWriter::new(DType::F64, &[cols, rows], &[wc.min(cols), wr.min(rows)]);
+            let (w, out) = MemWriter::create(DType::F64, &[cols, rows], &[wc.min(cols), wr.min(rows)]);
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| crate::pipeline::copy(&t, w, &crate::pipeline::no_progress)).unwrap();
             let got: Vec<f64> = out.lock().unwrap().1

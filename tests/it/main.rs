@@ -7,4 +7,5 @@ mod fixtures;
 mod interop;
 mod prop;
 mod scale;
+mod script;
 mod util;

@@ -1,0 +1,190 @@
+//! The batch-script language and the engine commands end to end through the real binary:
+//! `eval`, `run`, `sort`, `hist`, `quantile` — results against NumPy's answers or exact
+//! arithmetic, stdout/stderr discipline, exit codes, error positions, and the managed heap
+//! (cycles holding arrays collected, spill files released).
+
+use std::path::Path;
+
+use crate::util::{data, parse_py_json, run, run_ok};
+
+fn make(dir: &Path, name: &str, shape: &str, extra: &[&str]) -> String {
+    let p = dir.join(name).to_string_lossy().into_owned();
+    let mut args = vec!["gen", p.as_str(), "--shape", shape];
+    args.extend(extra);
+    run_ok(&args);
+    p
+}
+
+#[test]
+fn eval_scalars_tuples_json_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // arange: sum(a*2+b) with a = b = 0..n-1 is 3 n(n-1)/2.
+    let a = make(dir.path(), "a.npy", "100000", &["--dist", "arange"]);
+    let b = make(dir.path(), "b.zarr", "100000", &["--dist", "arange", "--chunks", "777"]);
+    let (ba, bb) = (format!("a={a}"), format!("b={b}"));
+    let out = run_ok(&["eval", "sum(a*2+b)", &ba, &bb]);
+    assert_eq!(out.trim(), "14999850000.0");
+    let j = parse_py_json(&run_ok(&["eval", "--json", "min(a), max(b), argmax(a*2-b)", &ba, &bb]));
+    assert_eq!(j["value"], serde_json::json!([0.0, 99999.0, 99999]));
+    // Identical output for any thread count.
+    let one = run_ok(&["--threads", "1", "eval", "std(a*0.5+b, ddof=1)", &ba, &bb]);
+    let seven = run_ok(&["--threads", "7", "eval", "std(a*0.5+b, ddof=1)", &ba, &bb]);
+    assert_eq!(one, seven);
+    // An array result goes to a file, atomically; then reads back.
+    let c = dir.path().join("c.npy");
+    let r = run(&["eval", "a*2+b", &ba, &bb, "-o", c.to_str().unwrap()]);
+    assert!(r.status.success() && r.stdout.is_empty(), "{r:?}");
+    let back = run_ok(&["eval", "c[99999], len(c)", &format!("c={}", c.display())]);
+    assert_eq!(back.split_whitespace().collect::<Vec<_>>(), ["299997.0", "100000"]);
+    // Without -o, a large array is refused with a hint; nothing on stdout.
+    let r = run(&["eval", "a*2", &ba]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(r.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("-o"));
+}
+
+#[test]
+fn eval_errors_name_the_position() {
+    let a = format!("x={}", data("expr/xf64.npy"));
+    let r = run(&["eval", "sum(x +* 2)", &a]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("<expr>:1:8: SyntaxError"), "{err}");
+    assert!(err.contains("sum(x +* 2)") && err.contains("       ^"), "{err}");
+    let r = run(&["eval", "x + y", &a]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("NameError: name 'y' is not defined"));
+    let r = run(&["eval", "x + load('/nonexistent.npy')", &a]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent.npy"));
+    let r = run(&["eval", "x", "nonsense"]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("NAME=SOURCE"));
+    let m = format!("m={}", data("expr/row.npy"));
+    let r = run(&["eval", "x + m", &a, &m]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("ValueError") && err.contains("(16,) (4,)"), "{err}");
+}
+
+#[test]
+fn scripts_build_cycles_that_gc_collects_with_their_arrays() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    let a = make(dir.path(), "a.npy", "300000", &["--dist", "normal"]);
+    let script = dir.path().join("cycles.chs");
+    std::fs::write(
+        &script,
+        r#"
+a = load(sys.argv[1])
+base = heap.stats()
+gc.collect()
+base_objects = heap.stats()["objects"]
+# A self-referencing list, and a ring of dicts each holding a persisted (heap) array.
+l = []
+l.append(l)
+ring = []
+for i in range(4):
+    d = {"data": persist(a * (i + 1)), "i": i}
+    ring.append(d)
+for i in range(4):
+    ring[i]["next"] = ring[(i + 1) % 4]
+during = heap.stats()
+assert during["bytes"] + during["spilled"] >= 4 * 300000 * 8
+del l, ring, d
+n = gc.collect()
+after = heap.stats()
+print("collected", n, "objects back", after["objects"] == base_objects)
+print("chunk bytes", after["bytes"], after["spilled"], "spill files", after["spill_files"])
+"#,
+    )
+    .unwrap();
+    // A budget smaller than the persisted arrays forces spills.
+    let out = run_ok(&[
+        "--memory-limit",
+        "8MiB",
+        "--temp-dir",
+        spill.to_str().unwrap(),
+        "run",
+        script.to_str().unwrap(),
+        &a,
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    let n: u64 = lines[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n >= 1 + 4 + 4, "{out}");
+    assert!(lines[0].ends_with("objects back True"), "{out}");
+    assert_eq!(lines[1], "chunk bytes 0 0 spill files 0", "{out}");
+    // The heap's spill directory is gone with the process.
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+}
+
+#[test]
+fn script_errors_have_traceback_and_leave_no_partial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.npy");
+    let script = dir.path().join("bad.chs");
+    std::fs::write(
+        &script,
+        format!(
+            "def f(x):\n    return x + undefined_name\n\na = arange(10)\nsave(a * 2, {:?})\nf(a)\n",
+            out.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let r = run(&["run", script.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("bad.chs:2:"), "{err}");
+    assert!(err.contains("NameError"), "{err}");
+    assert!(err.contains("in f"), "{err}");
+    // The save before the error completed (whole file); no partial temporaries remain.
+    assert!(out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Standard input.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chunkheap"))
+        .args(["run", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"print(sum(arange(5)), 7 // 2, -7 % 3)\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "10 3 2\n");
+}
+
+#[test]
+fn sort_hist_and_quantile_commands_match_numpy() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = data("expr/xf64.npy");
+    let sorted = dir.path().join("s.npy");
+    run_ok(&["sort", &x, "-o", sorted.to_str().unwrap()]);
+    let v = run_ok(&["eval", "s", &format!("s={}", sorted.display())]);
+    // NumPy's SIMD sort writes -0.0 for both zeros; ours keeps the input's 0.0 (equal values).
+    assert_eq!(
+        v.trim(),
+        "array([-inf, -3.5, -2.0, -1.0, -0.0, 0.0, 0.25, 0.5, 1.0, 2.5, 3.0, 7.0, 100.0, 1e+300, inf, nan])"
+    );
+    let c = data("expr/clean.npy");
+    // np.histogram(clean, bins=4) and np.quantile(clean, [0.1, 0.5, 0.9]) from NumPy 2.4.
+    let h = parse_py_json(&run_ok(&["hist", &c, "--bins", "4", "--json"]));
+    assert_eq!(h["counts"], serde_json::json!([15, 0, 0, 1]));
+    let h = parse_py_json(&run_ok(&["hist", &c, "--bins", "3", "--range", "-5,5", "--json"]));
+    assert_eq!(h["counts"], serde_json::json!([2, 6, 2]));
+    let q = parse_py_json(&run_ok(&["quantile", &c, "0.1", "0.5", "0.9", "--json"]));
+    let want = [-2.85, 1.0, 200.1];
+    for (g, w) in q["values"].as_array().unwrap().iter().zip(want) {
+        assert!((g.as_f64().unwrap() - w).abs() < 1e-9 * w.abs().max(1.0), "{q}");
+    }
+    let r = run(&["quantile", &c, "1.5"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("1.5"));
+}
