@@ -547,12 +547,18 @@ impl Array {
                     self.name(),
                     human(one)
                 ),
-                holders: budget
-                    .holders()
-                    .iter()
-                    .map(|(k, v)| format!("{k} {}", human(*v)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                holders: {
+                    let h: Vec<String> = budget
+                        .holders()
+                        .iter()
+                        .map(|(k, v)| format!("{k} {}", human(*v)))
+                        .collect();
+                    if h.is_empty() {
+                        "none".into()
+                    } else {
+                        h.join(", ")
+                    }
+                },
             });
         }
         Ok(())

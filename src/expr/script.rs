@@ -522,7 +522,13 @@ impl ArrayBackend for EngineBackend {
     fn subscript(&self, heap: &Heap, array: &Handle, index: &Handle) -> Result<Handle> {
         let a = self.array(array)?;
         let ix = index_of(heap, index)?;
-        Ok(a.slice(&ix)?.handle().clone())
+        let v = a.slice(&ix)?;
+        if v.ndim() == 0 {
+            // One element: a Python scalar, as NumPy gives a scalar.
+            let s = v.reduce(&Reduction::from_name("max").expect("a reduction"))?;
+            return Ok(self.scalar_handle(heap, s));
+        }
+        Ok(v.handle().clone())
     }
 
     fn attribute(&self, heap: &Heap, array: &Handle, name: &str) -> Result<Handle> {

@@ -20,11 +20,22 @@ fn eval_scalars_tuples_json_and_files() {
     let dir = tempfile::tempdir().unwrap();
     // arange: sum(a*2+b) with a = b = 0..n-1 is 3 n(n-1)/2.
     let a = make(dir.path(), "a.npy", "100000", &["--dist", "arange"]);
-    let b = make(dir.path(), "b.zarr", "100000", &["--dist", "arange", "--chunks", "777"]);
+    let b = make(
+        dir.path(),
+        "b.zarr",
+        "100000",
+        &["--dist", "arange", "--chunks", "777"],
+    );
     let (ba, bb) = (format!("a={a}"), format!("b={b}"));
     let out = run_ok(&["eval", "sum(a*2+b)", &ba, &bb]);
     assert_eq!(out.trim(), "14999850000.0");
-    let j = parse_py_json(&run_ok(&["eval", "--json", "min(a), max(b), argmax(a*2-b)", &ba, &bb]));
+    let j = parse_py_json(&run_ok(&[
+        "eval",
+        "--json",
+        "min(a), max(b), argmax(a*2-b)",
+        &ba,
+        &bb,
+    ]));
     assert_eq!(j["value"], serde_json::json!([0.0, 99999.0, 99999]));
     // Identical output for any thread count.
     let one = run_ok(&["--threads", "1", "eval", "std(a*0.5+b, ddof=1)", &ba, &bb]);
@@ -35,7 +46,10 @@ fn eval_scalars_tuples_json_and_files() {
     let r = run(&["eval", "a*2+b", &ba, &bb, "-o", c.to_str().unwrap()]);
     assert!(r.status.success() && r.stdout.is_empty(), "{r:?}");
     let back = run_ok(&["eval", "c[99999], len(c)", &format!("c={}", c.display())]);
-    assert_eq!(back.split_whitespace().collect::<Vec<_>>(), ["299997.0", "100000"]);
+    assert_eq!(
+        back.split_whitespace().collect::<Vec<_>>(),
+        ["299997.0", "100000"]
+    );
     // Without -o, a large array is refused with a hint; nothing on stdout.
     let r = run(&["eval", "a*2", &ba]);
     assert_eq!(r.status.code(), Some(1));
@@ -50,7 +64,10 @@ fn eval_errors_name_the_position() {
     assert_eq!(r.status.code(), Some(1));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("<expr>:1:8: SyntaxError"), "{err}");
-    assert!(err.contains("sum(x +* 2)") && err.contains("       ^"), "{err}");
+    assert!(
+        err.contains("sum(x +* 2)") && err.contains("       ^"),
+        "{err}"
+    );
     let r = run(&["eval", "x + y", &a]);
     assert!(String::from_utf8_lossy(&r.stderr).contains("NameError: name 'y' is not defined"));
     let r = run(&["eval", "x + load('/nonexistent.npy')", &a]);
@@ -61,7 +78,10 @@ fn eval_errors_name_the_position() {
     let m = format!("m={}", data("expr/row.npy"));
     let r = run(&["eval", "x + m", &a, &m]);
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("ValueError") && err.contains("(16,) (4,)"), "{err}");
+    assert!(
+        err.contains("ValueError") && err.contains("(16,) (4,)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,9 +95,23 @@ fn scripts_build_cycles_that_gc_collects_with_their_arrays() {
         &script,
         r#"
 a = load(sys.argv[1])
-base = heap.stats()
+def objs():
+    # Containers, arrays, expressions and chunks (interned constants like strings aside).
+    k = heap.stats()["by_kind"]
+    out = []
+    for name in ["list", "dict", "tuple", "array", "expr", "chunk"]:
+        out.append(k.get(name, 0))
+    return out
+# Every global the test uses exists (as None) before the baseline is taken.
+l = None
+ring = None
+d = None
+during = None
+n = None
+now = None
+base_objects = None
 gc.collect()
-base_objects = heap.stats()["objects"]
+base_objects = objs()
 # A self-referencing list, and a ring of dicts each holding a persisted (heap) array.
 l = []
 l.append(l)
@@ -89,10 +123,15 @@ for i in range(4):
     ring[i]["next"] = ring[(i + 1) % 4]
 during = heap.stats()
 assert during["bytes"] + during["spilled"] >= 4 * 300000 * 8
-del l, ring, d
+during = None
+l = None
+ring = None
+d = None
 n = gc.collect()
+now = objs()
+now[0] = now[0] - 1  # the list `base_objects` itself
+print("collected", n, "objects back", now == base_objects)
 after = heap.stats()
-print("collected", n, "objects back", after["objects"] == base_objects)
 print("chunk bytes", after["bytes"], after["spilled"], "spill files", after["spill_files"])
 "#,
     )
@@ -177,12 +216,17 @@ fn sort_hist_and_quantile_commands_match_numpy() {
     // np.histogram(clean, bins=4) and np.quantile(clean, [0.1, 0.5, 0.9]) from NumPy 2.4.
     let h = parse_py_json(&run_ok(&["hist", &c, "--bins", "4", "--json"]));
     assert_eq!(h["counts"], serde_json::json!([15, 0, 0, 1]));
-    let h = parse_py_json(&run_ok(&["hist", &c, "--bins", "3", "--range", "-5,5", "--json"]));
+    let h = parse_py_json(&run_ok(&[
+        "hist", &c, "--bins", "3", "--range", "-5,5", "--json",
+    ]));
     assert_eq!(h["counts"], serde_json::json!([2, 6, 2]));
     let q = parse_py_json(&run_ok(&["quantile", &c, "0.1", "0.5", "0.9", "--json"]));
     let want = [-2.85, 1.0, 200.1];
     for (g, w) in q["values"].as_array().unwrap().iter().zip(want) {
-        assert!((g.as_f64().unwrap() - w).abs() < 1e-9 * w.abs().max(1.0), "{q}");
+        assert!(
+            (g.as_f64().unwrap() - w).abs() < 1e-9 * w.abs().max(1.0),
+            "{q}"
+        );
     }
     let r = run(&["quantile", &c, "1.5"]);
     assert_eq!(r.status.code(), Some(1));
