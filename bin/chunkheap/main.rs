@@ -4,6 +4,8 @@
 
 mod demo;
 mod interrupt;
+#[allow(dead_code)] // wired into the subcommands by the lead
+mod plot;
 mod progress;
 mod script_cmd;
 
