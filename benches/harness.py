@@ -1,8 +1,8 @@
 """Large-dataset benchmark: chunkheap against NumPy, numexpr, Dask and pyarrow, in one command.
 
     python3 benches/harness.py [--size 4GiB] [--dir DIR] [--runs 3] [--only sum,hist]
-                               [--no-peers] [--memory-limit 512MiB] [--out benches/results]
-                               [--bin PATH] [--timeout 1800] [--keep-outputs]
+                               [--no-peers | --peers numpy_mmap,dask_zarr] [--memory-limit 512MiB]
+                               [--out benches/results] [--bin PATH] [--timeout 1800]
 
 Runs with the system `python3` (standard library only). On a fresh machine it:
 
