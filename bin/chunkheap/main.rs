@@ -4,7 +4,6 @@
 
 mod demo;
 mod interrupt;
-#[allow(dead_code)] // wired into the subcommands by the lead
 mod plot;
 mod progress;
 mod script_cmd;
@@ -172,6 +171,17 @@ enum Command {
         /// Print `{"quantiles": [...], "values": [...]}`.
         #[arg(long)]
         json: bool,
+    },
+    /// Plot a 1-D series (any length) as a min/max envelope to PNG or SVG.
+    Plot {
+        /// PATH or PATH#COLUMN (flattened in C order if not 1-D).
+        src: String,
+        /// Output .png or .svg.
+        #[arg(short, long)]
+        out: String,
+        /// Columns (buckets of consecutive elements).
+        #[arg(long, default_value_t = 1000)]
+        width: u32,
     },
     /// Sort an array of any size (external merge sort under the memory budget) into OUT.
     Sort {
@@ -366,6 +376,7 @@ fn run(cli: Cli) -> Result<()> {
             skip_nan,
             json,
         } => cmd_quantile(&src, &qs, skip_nan, json, progress),
+        Command::Plot { src, out, width } => cmd_plot(&src, &out, width, progress),
         Command::Demo { size } => demo::run(&size, &globals),
     };
     if let Some(mode) = cli.stats {
@@ -726,6 +737,71 @@ fn plot_histogram(
     h: &chunkheap::kernels::histogram::Histogram,
     src: &str,
 ) -> Result<()> {
-    let _ = (path, h, src);
-    bail!("plots are not available in this build yet")
+    let total: u64 = h.counts.iter().sum();
+    plot::histogram(
+        Path::new(path),
+        &h.counts,
+        &h.edges,
+        &format!("{src}: {} bins, {total} values", h.counts.len()),
+    )
+}
+
+/// `chunkheap plot SRC -o FILE`: min/max envelope of a 1-D series, one column per bucket of
+/// consecutive elements, computed in one streaming pass.
+fn cmd_plot(src: &str, out: &str, width: u32, mode: ProgressMode) -> Result<()> {
+    use rayon::prelude::*;
+    let s = formats::open(src)?;
+    let info = s.info().clone();
+    let n = info.numel();
+    if n == 0 {
+        bail!("{src}: nothing to plot (the array is empty)");
+    }
+    let cols = u64::from(width).clamp(1, n);
+    let step = n.div_ceil(cols);
+    let cols = n.div_ceil(step) as usize;
+    let bar = Reporter::new(mode, info.nbytes(), "plot");
+    let shape = info.shape.clone();
+    let layout = info.layout.clone();
+    // Per chunk: (column, min, max) of the columns its elements fall in (flat C order).
+    let parts: Vec<Vec<(usize, f64, f64)>> = (0..layout.num_chunks())
+        .into_par_iter()
+        .map(|i| -> chunkheap::Result<Vec<(usize, f64, f64)>> {
+            let c = s.read_chunk(i)?;
+            let vals: Vec<f64> = chunkheap::with_dtype!(info.dtype, T => {
+                c.as_slice::<T>().iter().map(|&v| chunkheap::Element::to_f64(v)).collect()
+            });
+            let mut acc: std::collections::BTreeMap<usize, (f64, f64)> = Default::default();
+            for (k, v) in vals.iter().enumerate() {
+                if v.is_nan() {
+                    continue;
+                }
+                let flat = c.region.global_flat_index(k as u64, &shape);
+                let e = acc
+                    .entry((flat / step) as usize)
+                    .or_insert((f64::INFINITY, f64::NEG_INFINITY));
+                e.0 = e.0.min(*v);
+                e.1 = e.1.max(*v);
+            }
+            bar.add(c.data.len() as u64);
+            Ok(acc.into_iter().map(|(k, (a, b))| (k, a, b)).collect())
+        })
+        .collect::<chunkheap::Result<_>>()
+        .map_err(|e| about(src, e))?;
+    bar.finish();
+    let mut mins = vec![f64::NAN; cols];
+    let mut maxs = vec![f64::NAN; cols];
+    for (k, a, b) in parts.into_iter().flatten() {
+        mins[k] = if mins[k].is_nan() { a } else { mins[k].min(a) };
+        maxs[k] = if maxs[k].is_nan() { b } else { maxs[k].max(b) };
+    }
+    plot::envelope(
+        Path::new(out),
+        &mins,
+        &maxs,
+        0,
+        step as f64,
+        &format!("{src}: {n} values, min/max per {step}"),
+    )?;
+    eprintln!("wrote {out}");
+    Ok(())
 }

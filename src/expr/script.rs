@@ -891,9 +891,53 @@ impl EngineBackend {
             .wrap_derived(if arg { "argsort" } else { "sort" }, a, src))
     }
 
-    fn matmul(&self, _heap: &Heap, lhs: &Handle, rhs: &Handle) -> Result<Handle> {
-        let _ = (lhs, rhs);
-        Err(Error::Invalid("matmul is not available yet".into()))
+    /// `a @ b`: blocked out-of-core; kept in memory when the result is small, otherwise streamed
+    /// to a temporary `.npy` (deleted with the array) that later steps read chunk by chunk.
+    fn matmul(&self, heap: &Heap, lhs: &Handle, rhs: &Handle) -> Result<Handle> {
+        use crate::kernels::matmul::{
+            MatmulOptions, matmul, matmul_to_buffer, result_dtype, result_shape,
+        };
+        let a = self.to_array(heap, lhs)?;
+        let b = self.to_array(heap, rhs)?;
+        let shape = result_shape(a.shape(), b.shape())?;
+        let dtype = result_dtype(a.dtype(), b.dtype());
+        let bytes = crate::shape::numel(&shape) * dtype.size() as u64;
+        let opts = MatmulOptions::default();
+        let (sa, sb) = (a.source().as_ref(), b.source().as_ref());
+        let src: Src = if bytes <= crate::memory::global().limit() / 8 {
+            let buf = self.session.install(|| matmul_to_buffer(sa, sb, &opts))?;
+            Arc::new(super::mem::MemArray::new("matmul", dtype, shape, buf)?)
+        } else {
+            let parent = self
+                .session
+                .temp_dir()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(std::env::temp_dir);
+            let dir = tempfile::Builder::new()
+                .prefix("chunkheap-matmul-")
+                .tempdir_in(&parent)
+                .map_err(|e| Error::io(&parent, "create a temp dir in", e))?;
+            let out = dir
+                .path()
+                .join("product.zarr")
+                .to_string_lossy()
+                .into_owned();
+            let wo = WriteOptions {
+                chunks: Some(crate::kernels::matmul::suggested_chunks(&shape, dtype)),
+                ..Default::default()
+            };
+            let writer = crate::formats::create(&out, dtype, &shape, &wo)?;
+            let work = a.size() * a.dtype().size() as u64 + b.size() * b.dtype().size() as u64;
+            self.with_progress_of("matmul", work, |p| {
+                self.session.install(|| matmul(sa, sb, writer, &opts, p))
+            })?;
+            Arc::new(TempBacked {
+                src: Arc::from(crate::formats::open(&out)?),
+                _dir: dir,
+            })
+        };
+        let h = heap.expr_array("@", &[a.handle(), b.handle()], src);
+        Ok(h)
     }
 
     fn more_functions(&self, heap: &Heap, name: &str, a: &Args<'_>) -> Result<Option<Handle>> {

@@ -232,3 +232,65 @@ fn sort_hist_and_quantile_commands_match_numpy() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("1.5"));
 }
+
+#[test]
+fn hist_and_plot_write_pngs_of_the_expected_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = make(dir.path(), "x.npy", "200000", &["--dist", "normal"]);
+    let png = dir.path().join("h.png");
+    let svg = dir.path().join("h.svg");
+    let out = run(&[
+        "hist",
+        &x,
+        "--bins",
+        "30",
+        "--png",
+        png.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    // The counts table is on stdout; the paths written on stderr.
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().count(), 31, "{table}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("h.png"));
+    let env = dir.path().join("e.png");
+    run_ok(&["plot", &x, "-o", env.to_str().unwrap(), "--width", "500"]);
+    for p in [&png, &env] {
+        let b = std::fs::read(p).unwrap();
+        assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{p:?}");
+        let w = u32::from_be_bytes(b[16..20].try_into().unwrap());
+        let h = u32::from_be_bytes(b[20..24].try_into().unwrap());
+        assert_eq!((w, h), (1024, 640));
+        assert!(
+            b.len() > 10_000,
+            "a plot, not a blank image: {} bytes",
+            b.len()
+        );
+    }
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let bad = run(&["plot", &x, "-o", dir.path().join("e.gif").to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains(".png or .svg"));
+}
+
+#[test]
+fn matmul_and_transpose_in_expressions_match_numpy() {
+    // np.load('mi32.npy'): (m @ m.T).sum() == 15201, (m @ m.T)[1, 2] == -1574;
+    // mf32: (f.T @ f).sum() == 720.0 (NumPy 2.4).
+    let m = format!("m={}", data("expr/mi32.npy"));
+    let f = format!("f={}", data("expr/mf32.npy"));
+    let out = run_ok(&[
+        "eval",
+        "sum(m @ m.T), (m @ m.T)[1, 2], sum(f.T @ f)",
+        &m,
+        &f,
+    ]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["15201", "-1574", "720.0"]
+    );
+    let r = run(&["eval", "m @ f", &m, &f]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("mismatch"));
+}
