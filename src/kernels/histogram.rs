@@ -11,8 +11,11 @@
 //! `[edges[0], edges[-1]]` (and NaN) are dropped, the bin index is guessed as
 //! `((a - first_edge) / norm_denom) * bins` in the arithmetic NumPy uses for the dtype, clamped,
 //! then corrected once down (`a < edges[i]`) and once up (`a >= edges[i + 1]`, except in the last
-//! bin, which is closed). The guess is branch-free arithmetic and the corrections are two loads and
-//! compares, so the inner loop has no per-element dispatch and no data-dependent branches.
+//! bin, which is closed). Blocks of values are binned in a loop of branch-free compares and selects
+//! that vectorises: when every edge is exactly `i * step + start` (NumPy's `f64` `linspace`,
+//! checked once) the corrections compute the two edges they compare with; otherwise they load
+//! them in a second, scalar loop. Counting goes to 4 interleaved sub-histograms (for up to 16 Ki
+//! bins), so runs of equal bins do not serialise on one counter.
 //! Integers and bools are converted to `f64` (NumPy converts bools to `uint8` first).
 //!
 //! **Binning (2-D)** follows `np.histogramdd`: `searchsorted(edges, v, side='right')`, values on
@@ -104,6 +107,45 @@ where
             Ok(())
         },
     )
+}
+
+/// Like [`for_each_chunk`], but each per-worker state is handed to `done` once its worker has
+/// finished its share of the chunks, so `f` can accumulate across chunks (recycling its buffers)
+/// and fold into shared state once per worker instead of once per chunk. `done` must fold in an
+/// order-independent way.
+pub(crate) fn fold_chunks<S, I, F, D>(
+    src: &dyn ChunkSource,
+    progress: Progress<'_>,
+    init: I,
+    f: F,
+    done: D,
+) -> Result<()>
+where
+    S: Send,
+    I: Fn() -> Result<S> + Sync,
+    F: Fn(&mut S, &Chunk) -> Result<()> + Sync,
+    D: Fn(S) -> Result<()> + Sync,
+{
+    let n = src.info().layout.num_chunks();
+    (0..n)
+        .into_par_iter()
+        .try_fold(
+            || None,
+            |mut slot: Option<S>, i| {
+                let chunk = src.read_chunk(i)?;
+                let state = match &mut slot {
+                    Some(s) => s,
+                    None => slot.insert(init()?),
+                };
+                f(state, &chunk)?;
+                progress(chunk.data.len() as u64);
+                Ok::<_, Error>(slot)
+            },
+        )
+        .try_for_each(|r| match r? {
+            Some(s) => done(s),
+            None => Ok(()),
+        })
 }
 
 /// What the kernels need from an element beyond [`Element`].
@@ -384,72 +426,120 @@ impl Guess for GuessF32Diff {
 #[derive(Clone, Copy)]
 struct Bins<'a, G> {
     guess: G,
-    /// `bins + 1` edges as `f64` (exact copies of `f32` edges).
-    edges: &'a [f64],
+    /// `[edges[i], edges[i + 1]]` for each bin `i < n`, as `f64` (exact copies of `f32` edges),
+    /// with the upper edge of the last bin replaced by NaN (the last bin is closed: nothing moves
+    /// up out of it), then `[NaN, NaN]` for the discard slot `n` (nothing moves out of it).
+    pairs: &'a [[f64; 2]],
+    /// `(step, start)` when every edge but the last is `i * step + start` exactly (NumPy's
+    /// `linspace` in `f64`), so the corrections can compute the edges instead of loading them.
+    arith: Option<(f64, f64)>,
     /// Values kept: `keep_lo <= x <= keep_hi` (NumPy's `keep` mask, compared in the data's type).
     keep_lo: f64,
     keep_hi: f64,
 }
 
-/// Values binned per block: the guesses are computed for a whole block first (a loop of
-/// independent float operations that vectorises), then corrected and counted.
-const BLOCK: usize = 256;
+/// 2^52: adding it to an integer-valued `f64` in `[0, 2^52)` leaves the integer in the low bits.
+const TWO52: f64 = 4503599627370496.0;
 
-/// Counts `data` into `counts`: `lanes` interleaved sub-histograms of `n + 1` slots each (slot
-/// `n` takes the values outside the range and NaN), so runs of equal bins do not serialise on
-/// one counter.
+/// Values binned per block: the guesses of a whole block are computed first (a loop of
+/// independent float operations that vectorises), then corrected and counted.
+const BLOCK: usize = 1024;
+
+/// Counts `data` into `counts`: `L` interleaved sub-histograms (`counts[slot * L + lane]`) of
+/// `n + 1` slots each (slot `n` takes the values outside the range and NaN), so runs of equal
+/// bins do not serialise on one counter.
 #[inline(always)]
-fn count_slice<T: Element, G: Guess>(
+fn count_slice<T: Element, G: Guess, const L: usize>(
     data: &[T],
     b: &Bins<'_, G>,
     counts: &mut [u32],
-    lanes: usize,
 ) {
-    let edges = b.edges;
-    let n = edges.len() - 1;
-    let last = n - 1;
-    let stride = n + 1;
-    let off = if lanes == 4 {
-        [0, stride, 2 * stride, 3 * stride]
-    } else {
-        [0; 4]
-    };
-    let lastf = last as f64;
-    let mut guess = [0u32; BLOCK];
-    for block in data.chunks(BLOCK) {
-        // Phase 1: NumPy's guess, clamped to a valid bin (`max` maps NaN to 0, `min` keeps the
-        // guess below 2^32, so the conversion is exact).
-        for (g, &v) in guess.iter_mut().zip(block) {
-            let x = v.to_f64();
-            *g = b.guess.guess(v, x).max(0.0).min(lastf) as u32;
+    let pairs = b.pairs;
+    let n = pairs.len() - 1;
+    let (nf, lastf) = (n as f64, (n - 1) as f64);
+    let mut idx = [0u32; BLOCK];
+    if let Some((step, start)) = b.arith {
+        for block in data.chunks(BLOCK) {
+            // Everything in one loop that vectorises: the guess as below, NumPy's corrections
+            // against the computed edges `g * step + start` and `(g + 1) * step + start` (no
+            // move up out of the last bin), then the discard slot for values not kept.
+            for (o, &v) in idx.iter_mut().zip(block) {
+                let x = v.to_f64();
+                let keep = (x >= b.keep_lo) & (x <= b.keep_hi);
+                let g = b.guess.guess(v, x);
+                let g = if g > 0.0 { g } else { 0.0 };
+                let g = if g < lastf { g } else { lastf }.floor();
+                let down = x < g * step + start;
+                let up = (x >= (g + 1.0) * step + start) & (g < lastf);
+                let i = if down { g - 1.0 } else { g } + if up { 1.0 } else { 0.0 };
+                let i = if i > 0.0 { i } else { 0.0 };
+                let i = if keep { i } else { nf };
+                *o = (i + TWO52).to_bits() as u32;
+            }
+            let mut it = idx[..block.len()].chunks_exact(L);
+            for i in &mut it {
+                for l in 0..L {
+                    counts[i[l] as usize * L + l] += 1;
+                }
+            }
+            for &i in it.remainder() {
+                counts[i as usize * L] += 1;
+            }
         }
-        // Phase 2: NumPy's one-step corrections, then count (dropped values go to slot `n`).
-        for (k, (&g, &v)) in guess.iter().zip(block).enumerate() {
+        return;
+    }
+    for block in data.chunks(BLOCK) {
+        // Phase 1: NumPy's guess, clamped to a valid bin, or the discard slot for values NumPy
+        // drops (NaN fails both compares). Written with compares and selects (a NaN guess
+        // becomes 0), and converted by adding 2^52 to the floor and taking the low bits (exact
+        // for integers in `[0, 2^32)`; `n < 2^32`), so the loop vectorises.
+        for (o, &v) in idx.iter_mut().zip(block) {
             let x = v.to_f64();
             let keep = (x >= b.keep_lo) & (x <= b.keep_hi);
-            let mut i = g as usize;
-            i = i.wrapping_sub(usize::from(x < edges[i.min(last)]));
-            let up = (x >= edges[i.wrapping_add(1).min(n)]) & (i != last);
-            i = i.wrapping_add(usize::from(up));
-            let slot = if keep { i.min(n) } else { n };
-            counts[off[k & 3] + slot] += 1;
+            let g = b.guess.guess(v, x);
+            let g = if g > 0.0 { g } else { 0.0 };
+            let g = if g < lastf { g } else { lastf };
+            let g = if keep { g } else { nf };
+            *o = (g.floor() + TWO52).to_bits() as u32;
+        }
+        // Phase 2: NumPy's one-step corrections (down if `x < edges[i]`, else up if
+        // `x >= edges[i + 1]`; the edges strictly increase, so at most one applies and a kept
+        // value never moves below bin 0), then count, `L` values at a time into `L` lanes.
+        let mut vs = block.chunks_exact(L);
+        let mut is = idx[..block.len()].chunks_exact(L);
+        for (v, i) in (&mut vs).zip(&mut is) {
+            for l in 0..L {
+                let x = v[l].to_f64();
+                let i = i[l] as usize;
+                let [lo, hi] = pairs[i];
+                let j = i.saturating_sub(usize::from(x < lo)) + usize::from(x >= hi);
+                counts[j * L + l] += 1;
+            }
+        }
+        for (&v, &i) in vs.remainder().iter().zip(is.remainder()) {
+            let x = v.to_f64();
+            let i = i as usize;
+            let [lo, hi] = pairs[i];
+            let j = i.saturating_sub(usize::from(x < lo)) + usize::from(x >= hi);
+            counts[j * L] += 1;
         }
     }
 }
 
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn count_chunk<T: Element, G: Guess>(
+fn count_chunk<T: Element, G: Guess, const L: usize>(
     data: &[T],
     b: &Bins<'_, G>,
     counts: &mut [u32],
-    lanes: usize,
 ) {
-    count_slice(data, b, counts, lanes);
+    count_slice::<T, G, L>(data, b, counts);
 }
 
-/// Per-worker count arrays, reserved in the budget.
+/// Per-worker count arrays, reserved in the budget, with the number of elements counted into
+/// them since they were last flushed.
 struct Scratch {
     counts: Vec<u32>,
+    pending: usize,
     _res: Reservation,
 }
 
@@ -458,13 +548,26 @@ impl Scratch {
         let res = memory::global().reserve(len as u64 * 4, what)?;
         Ok(Scratch {
             counts: vec![0; len],
+            pending: 0,
             _res: res,
         })
+    }
+
+    /// Adds the counts (`lanes` interleaved sub-histograms) into `total` and zeroes them.
+    fn flush(&mut self, total: &Mutex<Vec<u64>>, lanes: usize) {
+        let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+        for (acc, c) in t.iter_mut().zip(self.counts.chunks_exact_mut(lanes)) {
+            for c in c {
+                *acc += u64::from(*c);
+                *c = 0;
+            }
+        }
+        self.pending = 0;
     }
 }
 
 /// Largest number of elements counted into `u32` scratch counters before they are flushed.
-const FLUSH_EVERY: usize = 1 << 31;
+const FLUSH_EVERY: usize = u32::MAX as usize;
 
 /// Counts every element of `src` (type `T`) with `bins`; returns `n` counts.
 fn count_all<T: Element, G: Guess>(
@@ -472,25 +575,30 @@ fn count_all<T: Element, G: Guess>(
     bins: &Bins<'_, G>,
     progress: Progress<'_>,
 ) -> Result<Vec<u64>> {
-    let slots = bins.edges.len(); // n bins + the discard slot
+    let slots = bins.pairs.len(); // n bins + the discard slot
     let lanes = if slots * 4 * 4 <= 256 << 10 { 4 } else { 1 };
-    let total = Mutex::new(vec![0u64; slots]);
     let _total_res = memory::global().reserve(slots as u64 * 8, "histogram counts")?;
-    for_each_chunk(
+    let total = Mutex::new(vec![0u64; slots]);
+    fold_chunks(
         src,
         progress,
         || Scratch::new(slots * lanes, "histogram scratch"),
         |s, c| {
-            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY) {
-                count_chunk(piece, bins, &mut s.counts, lanes);
-                let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
-                for lane in s.counts.chunks_mut(slots) {
-                    for (acc, c) in t.iter_mut().zip(lane.iter_mut()) {
-                        *acc += u64::from(*c);
-                        *c = 0;
-                    }
+            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY / 2) {
+                if s.pending + piece.len() > FLUSH_EVERY {
+                    s.flush(&total, lanes);
                 }
+                if lanes == 4 {
+                    count_chunk::<T, G, 4>(piece, bins, &mut s.counts);
+                } else {
+                    count_chunk::<T, G, 1>(piece, bins, &mut s.counts);
+                }
+                s.pending += piece.len();
             }
+            Ok(())
+        },
+        |mut s| {
+            s.flush(&total, lanes);
             Ok(())
         },
     )?;
@@ -676,9 +784,26 @@ fn run<T: Num, G: Guess>(
 ) -> Result<Histogram> {
     let n = edges.len() - 1;
     check_edges(&edges, n)?;
+    if n >= u32::MAX as usize {
+        return Err(Error::Invalid(format!(
+            "histogram: {n} bins are too many (at most {} are supported)",
+            u32::MAX - 1
+        )));
+    }
+    let _pairs_res = memory::global().reserve((n as u64 + 1) * 16, "histogram edges")?;
+    let mut pairs: Vec<[f64; 2]> = edges.windows(2).map(|w| [w[0], w[1]]).collect();
+    pairs[n - 1][1] = f64::NAN;
+    pairs.push([f64::NAN; 2]);
+    let step = (edges[n] - edges[0]) / n as f64;
+    let start = edges[0];
+    let exact = edges[..n]
+        .iter()
+        .enumerate()
+        .all(|(i, &e)| e == i as f64 * step + start);
     let bins = Bins {
         guess,
-        edges: &edges,
+        pairs: &pairs,
+        arith: exact.then_some((step, start)),
         keep_lo,
         keep_hi,
     };
@@ -877,7 +1002,7 @@ pub fn histogram2d(
                 }
                 done += k;
                 since_flush += k;
-                if since_flush >= FLUSH_EVERY || done == n {
+                if since_flush >= FLUSH_EVERY / 2 || done == n {
                     since_flush = 0;
                     let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
                     for (acc, c) in t.iter_mut().zip(s.counts.iter_mut()) {

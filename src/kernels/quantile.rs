@@ -31,7 +31,7 @@ use std::sync::Mutex;
 
 use crate::dtype::{Bool, DType, Element};
 use crate::error::{Error, Result};
-use crate::kernels::histogram::{Num, for_each_chunk};
+use crate::kernels::histogram::{Num, fold_chunks};
 use crate::memory::{self, Reservation};
 use crate::pipeline::Progress;
 use crate::storage::ChunkSource;
@@ -271,30 +271,104 @@ struct First {
     hist: Vec<u64>,
 }
 
-/// Counters flushed from `u32` scratch at least this often.
-const FLUSH_EVERY: usize = 1 << 31;
-
-struct Scratch {
-    counts: Vec<u32>,
-    bufs: Vec<Vec<u64>>,
-    _res: Reservation,
-}
-
 /// Keys buffered per collected interval and worker before they are appended under the lock.
 const LOCAL_KEYS: usize = 1024;
 
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn first_chunk<T: QElem>(data: &[T], shift: u32, counts: &mut [u32]) -> (u64, u64, u64) {
-    let (mut nan, mut mn, mut mx) = (0u64, u64::MAX, 0u64);
-    for &v in data {
-        if v.nan() {
-            nan += 1;
-            continue;
+/// Counters flushed from `u32` scratch at least this often.
+const FLUSH_EVERY: usize = u32::MAX as usize;
+
+/// Elements keyed per block: the keys (and bucket indices) of a block are computed first in a
+/// loop of independent operations that vectorises, then counted or filtered.
+const QBLOCK: usize = 1024;
+
+/// Interleaved sub-histograms (`counts[slot * LANES + lane]`) used when the counters are small
+/// enough, so runs of equal buckets do not serialise on one counter.
+const LANES: usize = 4;
+
+/// Per-worker counters (`lanes` interleaved sub-histograms), local key buffers, and the number of
+/// elements counted since the counters were last flushed.
+struct Scratch {
+    counts: Vec<u32>,
+    lanes: usize,
+    bufs: Vec<Vec<u64>>,
+    pending: usize,
+    _res: Reservation,
+}
+
+impl Scratch {
+    /// Adds the counters into `total` (one entry per slot) and zeroes them.
+    fn flush(&mut self, total: &mut [u64]) {
+        for (t, c) in total
+            .iter_mut()
+            .zip(self.counts.chunks_exact_mut(self.lanes))
+        {
+            for c in c {
+                *t += u64::from(*c);
+                *c = 0;
+            }
         }
-        let k = v.key();
-        mn = mn.min(k);
-        mx = mx.max(k);
-        counts[(k >> shift) as usize] += 1;
+        self.pending = 0;
+    }
+}
+
+/// Counts the indices of `idx` into `counts` (`L` interleaved lanes).
+#[inline(always)]
+fn count_lanes<const L: usize>(idx: &[u32], counts: &mut [u32]) {
+    let mut it = idx.chunks_exact(L);
+    for i in &mut it {
+        for l in 0..L {
+            counts[i[l] as usize * L + l] += 1;
+        }
+    }
+    for &i in it.remainder() {
+        counts[i as usize * L] += 1;
+    }
+}
+
+/// Counts `idx` into `counts` with `lanes` (1 or [`LANES`]) interleaved lanes.
+#[inline(always)]
+fn count_idx(idx: &[u32], counts: &mut [u32], lanes: usize) {
+    if lanes == LANES {
+        count_lanes::<LANES>(idx, counts);
+    } else {
+        count_lanes::<1>(idx, counts);
+    }
+}
+
+/// Keys of a block (vectorises). Not meaningful for NaN, whose keys lie outside every key of a
+/// non-NaN value (above `+inf`'s key for a positive NaN, below `-inf`'s for a negative one).
+#[inline(always)]
+fn keys_into<T: QElem>(block: &[T], keys: &mut [u64; QBLOCK]) {
+    for (k, &v) in keys.iter_mut().zip(block) {
+        *k = v.key();
+    }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn first_chunk<T: QElem>(
+    data: &[T],
+    shift: u32,
+    counts: &mut [u32],
+    lanes: usize,
+) -> (u64, u64, u64) {
+    // NaNs are counted in the extra slot at the end.
+    let nan_slot = (counts.len() / lanes - 1) as u32;
+    let (mut nan, mut mn, mut mx) = (0u64, u64::MAX, 0u64);
+    let mut idx = [0u32; QBLOCK];
+    for block in data.chunks(QBLOCK) {
+        for (o, &v) in idx.iter_mut().zip(block) {
+            let is_nan = v.nan();
+            let k = v.key();
+            nan += u64::from(is_nan);
+            mn = mn.min(if is_nan { u64::MAX } else { k });
+            mx = mx.max(if is_nan { 0 } else { k });
+            *o = if is_nan {
+                nan_slot
+            } else {
+                (k >> shift) as u32
+            };
+        }
+        count_idx(&idx[..block.len()], counts, lanes);
     }
     (nan, mn, mx)
 }
@@ -303,41 +377,58 @@ fn first_pass<T: QElem>(src: &dyn ChunkSource, progress: Progress<'_>) -> Result
     let hb = T::BITS.min(16);
     let shift = T::BITS - hb;
     let slots = 1usize << hb;
+    let lanes = LANES;
     let _res = memory::global().reserve(slots as u64 * 8, "quantile histogram")?;
     let acc = Mutex::new(First {
         count: 0,
         nan: 0,
         min: u64::MAX,
         max: 0,
-        hist: vec![0; slots],
+        hist: vec![0; slots + 1],
     });
-    for_each_chunk(
+    let fold = |s: &mut Scratch, nan: u64, n: u64, mn: u64, mx: u64, flush: bool| {
+        let mut a = acc.lock().unwrap_or_else(|e| e.into_inner());
+        a.nan += nan;
+        a.count += n - nan;
+        a.min = a.min.min(mn);
+        a.max = a.max.max(mx);
+        if flush {
+            s.flush(&mut a.hist);
+        }
+    };
+    fold_chunks(
         src,
         progress,
         || {
+            let len = (slots + 1) * lanes;
             Ok(Scratch {
-                counts: vec![0; slots],
+                _res: memory::global().reserve(len as u64 * 4, "quantile scratch")?,
+                counts: vec![0; len],
+                lanes,
                 bufs: Vec::new(),
-                _res: memory::global().reserve(slots as u64 * 4, "quantile scratch")?,
+                pending: 0,
             })
         },
         |s, c| {
-            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY) {
-                let (nan, mn, mx) = first_chunk::<T>(piece, shift, &mut s.counts);
-                let mut a = acc.lock().unwrap_or_else(|e| e.into_inner());
-                a.nan += nan;
-                a.count += piece.len() as u64 - nan;
-                a.min = a.min.min(mn);
-                a.max = a.max.max(mx);
-                for (t, c) in a.hist.iter_mut().zip(s.counts.iter_mut()) {
-                    *t += u64::from(*c);
-                    *c = 0;
+            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY / 2) {
+                let flush = s.pending + piece.len() > FLUSH_EVERY;
+                if flush {
+                    fold(s, 0, 0, u64::MAX, 0, true);
                 }
+                let (nan, mn, mx) = first_chunk::<T>(piece, shift, &mut s.counts, lanes);
+                s.pending += piece.len();
+                fold(s, nan, piece.len() as u64, mn, mx, false);
             }
             Ok(())
         },
+        |mut s| {
+            fold(&mut s, 0, 0, u64::MAX, 0, true);
+            Ok(())
+        },
     )?;
-    Ok((acc.into_inner().unwrap_or_else(|e| e.into_inner()), shift))
+    let mut first = acc.into_inner().unwrap_or_else(|e| e.into_inner());
+    first.hist.truncate(slots);
+    Ok((first, shift))
 }
 
 /// How a refinement pass treats one interval.
@@ -347,6 +438,89 @@ enum Action {
     Count { shift: u32, offset: usize },
     /// Collect the keys into candidate vector `slot`.
     Collect { slot: usize },
+}
+
+/// Refines one block when the plan has a single interval `iv` that is counted: bucket indices
+/// (keys outside `iv`, NaN included, go to the discard slot `discard`) are computed in a loop
+/// that vectorises, then counted.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn refine_count_one<T: QElem>(
+    data: &[T],
+    iv: Interval,
+    shift: u32,
+    discard: u32,
+    counts: &mut [u32],
+    lanes: usize,
+) {
+    let mut idx = [0u32; QBLOCK];
+    for block in data.chunks(QBLOCK) {
+        for (o, &v) in idx.iter_mut().zip(block) {
+            let k = v.key();
+            let inside = (k >= iv.lo) & (k <= iv.hi);
+            // `(k - lo) >> shift` is below the number of buckets for keys inside.
+            let b = (k.wrapping_sub(iv.lo) >> shift) as u32;
+            *o = if inside { b } else { discard };
+        }
+        count_idx(&idx[..block.len()], counts, lanes);
+    }
+}
+
+/// The keys of `data` inside `[lo, hi]` (NaN never is), appended to `out` block by block:
+/// keys are computed in a loop that vectorises, then filtered without branches.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn filter_keys<T: QElem, F: FnMut(&[u64])>(data: &[T], lo: u64, hi: u64, mut out: F) {
+    let mut keys = [0u64; QBLOCK];
+    let mut hits = [0u64; QBLOCK];
+    for block in data.chunks(QBLOCK) {
+        keys_into(block, &mut keys);
+        let mut m = 0;
+        for &k in &keys[..block.len()] {
+            hits[m] = k;
+            m += usize::from((k >= lo) & (k <= hi));
+        }
+        if m > 0 {
+            out(&hits[..m]);
+        }
+    }
+}
+
+/// Plans with at most this many intervals are refined by [`classify`]; longer ones look each
+/// key's interval up by binary search.
+const CLASSIFY_MAX: usize = 8;
+
+/// The keys of `data` inside one of the intervals `[los[j], his[j]]` (disjoint, sorted), with
+/// the index `j` of their interval, handed to `out` block by block. Whether a key is inside an
+/// interval and how many intervals lie entirely below it are found with compares in loops that
+/// vectorise (NaN keys lie outside every interval), then the keys inside are gathered without
+/// branches.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn classify<T: QElem, F: FnMut(&[u64], &[u64])>(data: &[T], los: &[u64], his: &[u64], mut out: F) {
+    let mut keys = [0u64; QBLOCK];
+    let mut inside = [0u64; QBLOCK];
+    let mut which = [0u64; QBLOCK];
+    let mut sel = [0u64; QBLOCK];
+    let mut selw = [0u64; QBLOCK];
+    for block in data.chunks(QBLOCK) {
+        let len = block.len();
+        keys_into(block, &mut keys);
+        inside[..len].fill(0);
+        which[..len].fill(0);
+        for (&lo, &hi) in los.iter().zip(his) {
+            for ((&k, i), w) in keys[..len].iter().zip(&mut inside).zip(&mut which) {
+                *i |= u64::from((k >= lo) & (k <= hi));
+                *w += u64::from(k > hi);
+            }
+        }
+        let mut m = 0;
+        for ((&k, &i), &w) in keys[..len].iter().zip(&inside).zip(&which) {
+            sel[m] = k;
+            selw[m] = w;
+            m += i as usize;
+        }
+        if m > 0 {
+            out(&sel[..m], &selw[..m]);
+        }
+    }
 }
 
 /// One refinement pass over `src`: intervals (disjoint, sorted by `lo`) with their actions.
@@ -359,87 +533,133 @@ fn refine_pass<T: QElem>(
     progress: Progress<'_>,
 ) -> Result<(Vec<u64>, Vec<Vec<u64>>)> {
     let ncollect = collect_sizes.len();
-    let _res = memory::global().reserve(slots as u64 * 8, "quantile histogram")?;
-    let total = Mutex::new(vec![0u64; slots]);
+    let _res = memory::global().reserve((slots as u64 + 1) * 8, "quantile histogram")?;
+    let total = Mutex::new(vec![0u64; slots + 1]);
     let collected: Vec<Mutex<Vec<u64>>> = collect_sizes
         .iter()
         .map(|&n| Mutex::new(Vec::with_capacity(n as usize)))
         .collect();
+    let append = |slot: usize, keys: &[u64]| {
+        collected[slot]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(keys);
+    };
     let glo = plan.first().map_or(0, |p| p.0.lo);
     let ghi = plan.last().map_or(0, |p| p.0.hi);
-    let los: Vec<u64> = plan.iter().map(|p| p.0.lo).collect();
+    // Interval starts, padded with `u64::MAX` to a power of two for the binary search.
+    let mut los: Vec<u64> = plan.iter().map(|p| p.0.lo).collect();
+    los.resize(plan.len().next_power_of_two(), u64::MAX);
+    let his: Vec<u64> = plan.iter().map(|p| p.0.hi).collect();
+    // Slot `slots` takes the keys outside the single counted interval.
+    let lanes = if slots < 1 << 17 { LANES } else { 1 };
     let flush = |s: &mut Scratch| {
         for (slot, buf) in s.bufs.iter_mut().enumerate() {
             if !buf.is_empty() {
-                collected[slot]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(buf);
+                append(slot, buf);
                 buf.clear();
             }
         }
+        s.flush(&mut total.lock().unwrap_or_else(|e| e.into_inner()));
     };
-    for_each_chunk(
+    fold_chunks(
         src,
         progress,
         || {
-            let bytes = slots as u64 * 4 + (ncollect * LOCAL_KEYS * 8) as u64;
+            let len = (slots + 1) * lanes;
+            let bytes = len as u64 * 4 + (ncollect * LOCAL_KEYS * 8) as u64;
             Ok(Scratch {
-                counts: vec![0; slots],
+                _res: memory::global().reserve(bytes, "quantile scratch")?,
+                counts: vec![0; len],
+                lanes,
                 bufs: (0..ncollect)
                     .map(|_| Vec::with_capacity(LOCAL_KEYS))
                     .collect(),
-                _res: memory::global().reserve(bytes, "quantile scratch")?,
+                pending: 0,
             })
         },
         |s, c| {
-            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY) {
-                for &v in piece {
-                    if v.nan() {
-                        continue;
+            for piece in c.as_slice::<T>().chunks(FLUSH_EVERY / 2) {
+                if s.pending + piece.len() > FLUSH_EVERY {
+                    flush(s);
+                }
+                s.pending += piece.len();
+                match plan {
+                    [(iv, Action::Count { shift, .. })] => refine_count_one::<T>(
+                        piece,
+                        *iv,
+                        *shift,
+                        slots as u32,
+                        &mut s.counts,
+                        lanes,
+                    ),
+                    [(iv, Action::Collect { slot })] => {
+                        filter_keys::<T, _>(piece, iv.lo, iv.hi, |keys| append(*slot, keys));
                     }
-                    let k = v.key();
-                    if k < glo || k > ghi {
-                        continue;
+                    _ if plan.len() <= CLASSIFY_MAX => {
+                        classify::<T, _>(piece, &los[..plan.len()], &his, |keys, which| {
+                            for (&k, &j) in keys.iter().zip(which) {
+                                let (iv, act) = plan[j as usize];
+                                match act {
+                                    Action::Count { shift, offset } => {
+                                        let b = offset + ((k - iv.lo) >> shift) as usize;
+                                        s.counts[b * lanes] += 1;
+                                    }
+                                    Action::Collect { slot } => {
+                                        let buf = &mut s.bufs[slot];
+                                        buf.push(k);
+                                        if buf.len() == LOCAL_KEYS {
+                                            append(slot, buf);
+                                            buf.clear();
+                                        }
+                                    }
+                                }
+                            }
+                        });
                     }
-                    let i = if los.len() <= 4 {
-                        los.iter().rposition(|&lo| lo <= k).unwrap_or(0)
-                    } else {
-                        los.partition_point(|&lo| lo <= k).saturating_sub(1)
-                    };
-                    let (iv, act) = plan[i];
-                    if k > iv.hi {
-                        continue;
-                    }
-                    match act {
-                        Action::Count { shift, offset } => {
-                            s.counts[offset + ((k - iv.lo) >> shift) as usize] += 1;
-                        }
-                        Action::Collect { slot } => {
-                            let buf = &mut s.bufs[slot];
-                            buf.push(k);
-                            if buf.len() == LOCAL_KEYS {
-                                collected[slot]
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .extend_from_slice(buf);
-                                buf.clear();
+                    _ => filter_keys::<T, _>(piece, glo, ghi, |keys| {
+                        for &k in keys {
+                            // Branch-free binary search: the last interval starting at or
+                            // below `k` (the padding only ever matches `u64::MAX`).
+                            let mut i = 0;
+                            let mut half = los.len() / 2;
+                            while half > 0 {
+                                i += half & usize::from(los[i + half] <= k).wrapping_neg();
+                                half /= 2;
+                            }
+                            let (iv, act) = plan[i.min(plan.len() - 1)];
+                            if k > iv.hi {
+                                continue;
+                            }
+                            match act {
+                                Action::Count { shift, offset } => {
+                                    let b = offset + ((k - iv.lo) >> shift) as usize;
+                                    s.counts[b * lanes] += 1;
+                                }
+                                Action::Collect { slot } => {
+                                    let buf = &mut s.bufs[slot];
+                                    buf.push(k);
+                                    if buf.len() == LOCAL_KEYS {
+                                        append(slot, buf);
+                                        buf.clear();
+                                    }
+                                }
                             }
                         }
-                    }
-                }
-                flush(s);
-                let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
-                for (t, c) in t.iter_mut().zip(s.counts.iter_mut()) {
-                    *t += u64::from(*c);
-                    *c = 0;
+                    }),
                 }
             }
             Ok(())
         },
+        |mut s| {
+            flush(&mut s);
+            Ok(())
+        },
     )?;
+    let mut counts = total.into_inner().unwrap_or_else(|e| e.into_inner());
+    counts.truncate(slots);
     Ok((
-        total.into_inner().unwrap_or_else(|e| e.into_inner()),
+        counts,
         collected
             .into_iter()
             .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
@@ -903,6 +1123,32 @@ mod tests {
     }
 
     #[test]
+    fn many_quantiles_use_the_binary_search_path() {
+        // More intervals than `CLASSIFY_MAX` in one refinement pass, counted and collected.
+        let qs: Vec<f64> = (0..23).map(|i| i as f64 / 22.0).collect();
+        let f: Vec<f64> = (0..20_000)
+            .map(|i| ((i * 7919) % 20_011) as f64 * 0.37 - 3000.0)
+            .collect();
+        let i: Vec<i64> = (0..20_000).map(|i| (i * 104_729) % 20_011 - 9000).collect();
+        fn check<T: QElem>(v: &[T], chunk: u64, qs: &[f64], cap: u64) {
+            let opts = QuantileOptions {
+                max_candidate_bytes: Some(cap),
+                ..Default::default()
+            };
+            let src = MemSource::vec(v, chunk);
+            let want = naive(v, qs, &opts);
+            for t in [1, 2, 7] {
+                let r = pool(t).install(|| quantile(&src, qs, &opts, &no_progress).unwrap());
+                same(&r.values, &want);
+            }
+        }
+        for cap in [0, 64, 4096, 1 << 20] {
+            check(&f, 777, &qs, cap);
+            check(&i, 1234, &qs, cap);
+        }
+    }
+
+    #[test]
     fn constant_and_ties_resolve_without_collecting() {
         let v = vec![2.5f64; 1000];
         let r = q(&v, 7, &[0.0, 0.3, 1.0], &QuantileOptions::default());
@@ -976,14 +1222,16 @@ mod bench {
             passes = r.passes;
             assert!((r.values[0] - 0.5).abs() < 1e-3);
         });
+        let mut qpasses = 0;
         let tq = time(&mut || {
-            super::quantile(
+            qpasses = super::quantile(
                 src.as_ref(),
                 &[0.01, 0.25, 0.5, 0.75, 0.99],
                 &Default::default(),
                 &no_progress,
             )
-            .unwrap();
+            .unwrap()
+            .passes;
         });
         let threads = rayon::current_num_threads();
         println!("1 GiB uniform f64, {threads} threads (best of 3):");
@@ -1002,7 +1250,7 @@ mod bench {
             tm / ts
         );
         println!(
-            "  5 quantiles         {tq:.3} s  ({:.2}x stats time)",
+            "  5 quantiles ({qpasses} p) {tq:.3} s  ({:.2}x stats time)",
             tq / ts
         );
     }
