@@ -215,12 +215,12 @@ impl Session {
 
     /// `arange(n)` as `dtype`, generated on demand.
     pub fn arange(&self, n: u64, dtype: DType) -> Result<Array> {
-        Ok(self.wrap(Generated::new(vec![n], dtype, Dist::Arange, 0)?))
+        Ok(self.wrap(Generated::build(vec![n], dtype, Dist::Arange, 0)?))
     }
 
     /// Seeded random data, identical for any thread count and chunking.
     pub fn random(&self, shape: &[u64], dtype: DType, dist: Dist, seed: u64) -> Result<Array> {
-        Ok(self.wrap(Generated::new(shape.to_vec(), dtype, dist, seed)?))
+        Ok(self.wrap(Generated::build(shape.to_vec(), dtype, dist, seed)?))
     }
 
     /// An array of `shape` filled with `value` (`zeros`, `ones`, `full`), computed on demand.
@@ -229,7 +229,7 @@ impl Session {
         let c = Node::constant(dtype, value);
         // Broadcast the constant by adding a zero-filled... simply: where(True, c, c) over a
         // generated shape is wasteful; a broadcast view of the constant is exact and free.
-        let b = Broadcast::new(c, shape.to_vec())?;
+        let b = Broadcast::build(c, shape.to_vec())?;
         Ok(self.wrap(b))
     }
 
@@ -271,7 +271,7 @@ impl Session {
             .fold(first.dtype(), |d, p| super::ops::promote(d, p.dtype()));
         let ax = norm_axis(axis, first.ndim())?;
         let srcs: Vec<Src> = parts.iter().map(|p| Node::cast(&p.src, dtype)).collect();
-        let src = Concatenated::new(srcs, ax)?;
+        let src = Concatenated::build(srcs, ax)?;
         let hs: Vec<&Handle> = parts.iter().map(|p| &p.handle).collect();
         Ok(self.derived("concatenate", &hs, src))
     }
@@ -362,8 +362,7 @@ impl Array {
             Operand::Array(a) => a,
             Operand::Scalar(w) => {
                 let d = w.resolve(self.dtype())?;
-                let s = self.session.scalar(weak_value(w), d);
-                s
+                self.session.scalar(weak_value(w), d)
             }
         })
     }
@@ -489,7 +488,7 @@ impl Array {
     /// `cumsum` / `cumprod`, flattened (`None`) or along an axis.
     pub fn scan(&self, op: ScanOp, axis: Option<isize>) -> Result<Array> {
         let ax = axis.map(|a| norm_axis(a, self.ndim())).transpose()?;
-        let src = Scan::new(&self.src, op, ax)?;
+        let src = Scan::build(&self.src, op, ax)?;
         let name = match op {
             ScanOp::CumSum => "cumsum",
             ScanOp::CumProd => "cumprod",
@@ -499,19 +498,19 @@ impl Array {
 
     /// Basic indexing: `a[1000:2000]`, `a[:, 3]`, steps (negative too).
     pub fn slice(&self, index: &[Index]) -> Result<Array> {
-        let src = Sliced::new(self.src.clone(), index)?;
+        let src = Sliced::build(self.src.clone(), index)?;
         Ok(self.session.derived("getitem", &[&self.handle], src))
     }
 
     /// C-order reshape (one `-1` entry is inferred).
     pub fn reshape(&self, shape: &[i64]) -> Result<Array> {
-        let src = Reshaped::new(self.src.clone(), shape)?;
+        let src = Reshaped::build(self.src.clone(), shape)?;
         Ok(self.session.derived("reshape", &[&self.handle], src))
     }
 
     /// A view of the array broadcast to `shape`.
     pub fn broadcast_to(&self, shape: &[u64]) -> Result<Array> {
-        let src = Broadcast::new(self.src.clone(), shape.to_vec())?;
+        let src = Broadcast::build(self.src.clone(), shape.to_vec())?;
         Ok(self.session.derived("broadcast_to", &[&self.handle], src))
     }
 
@@ -664,7 +663,7 @@ pub struct Broadcast {
 
 impl Broadcast {
     /// Broadcasts `src` to `shape` (NumPy's rules).
-    pub fn new(src: Src, shape: Vec<u64>) -> Result<Src> {
+    pub fn build(src: Src, shape: Vec<u64>) -> Result<Src> {
         let s = &src.info().shape;
         let b = super::lazy::broadcast_shapes(s, &shape)?;
         if b != shape {

@@ -339,7 +339,7 @@ pub(crate) fn cast<S: Num, D: Num>(x: S) -> D {
         // Out-of-range values are undefined in NumPy; like its x86 builds, truncate to a 64-bit
         // integer first, then wrap to the narrower type.
         let v = x.to_f64();
-        let i = if v >= 9.223_372_036_854_775_808e18 {
+        let i = if v >= (1u64 << 63) as f64 {
             i128::from(v as u64)
         } else {
             i128::from(v as i64)

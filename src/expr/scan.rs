@@ -53,7 +53,7 @@ pub fn scan_dtype(d: DType) -> DType {
 
 impl Scan {
     /// `cumsum`/`cumprod` of `src`, flattened (`axis = None`, NumPy's default) or along `axis`.
-    pub fn new(src: &Src, op: ScanOp, axis: Option<usize>) -> Result<Src> {
+    pub fn build(src: &Src, op: ScanOp, axis: Option<usize>) -> Result<Src> {
         let info = src.info();
         let dtype = scan_dtype(info.dtype);
         let src = Node::cast(src, dtype);

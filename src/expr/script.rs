@@ -122,13 +122,15 @@ impl EngineBackend {
         match self.operand(heap, h) {
             Ok(Operand::Array(a)) => Ok(a),
             Ok(Operand::Scalar(w)) => Ok(self.session.scalar(weak_const(w), w.default_dtype())),
-            Err(_) if matches!(h.kind(), Kind::List | Kind::Tuple) => self.from_list(heap, h, None),
+            Err(_) if matches!(h.kind(), Kind::List | Kind::Tuple) => {
+                self.list_to_array(heap, h, None)
+            }
             Err(e) => Err(e),
         }
     }
 
     /// `array([[1, 2], [3, 4]])`: nested lists of numbers.
-    fn from_list(&self, heap: &Heap, h: &Handle, dtype: Option<DType>) -> Result<Array> {
+    fn list_to_array(&self, heap: &Heap, h: &Handle, dtype: Option<DType>) -> Result<Array> {
         let mut shape = Vec::new();
         let mut vals: Vec<Weak> = Vec::new();
         fn walk(
@@ -647,7 +649,7 @@ impl ArrayBackend for EngineBackend {
                 self.save(&x, &path, &opts)?;
                 Ok(Some(heap.none()))
             }
-            "array" => h(self.from_list(heap, a.need(0, "values")?, a.dtype(1)?)?),
+            "array" => h(self.list_to_array(heap, a.need(0, "values")?, a.dtype(1)?)?),
             "arange" => {
                 let n = a.int(0, "n")?.unwrap_or(0).max(0) as u64;
                 h(self.session.arange(n, a.dtype(1)?.unwrap_or(DType::I64))?)

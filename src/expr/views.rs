@@ -103,7 +103,7 @@ pub struct Sliced {
 
 impl Sliced {
     /// Applies `index` (at most one entry per axis; missing trailing axes are taken whole).
-    pub fn new(src: Src, index: &[Index]) -> Result<Src> {
+    pub fn build(src: Src, index: &[Index]) -> Result<Src> {
         let sinfo = src.info();
         let nd = sinfo.shape.len();
         if index.len() > nd {
@@ -239,7 +239,7 @@ pub struct Reshaped {
 
 impl Reshaped {
     /// `src.reshape(shape)`; one entry may be `-1` (inferred).
-    pub fn new(src: Src, shape: &[i64]) -> Result<Src> {
+    pub fn build(src: Src, shape: &[i64]) -> Result<Src> {
         let sinfo = src.info();
         let n = numel(&sinfo.shape);
         let known: i64 = shape.iter().filter(|&&d| d != -1).product();
@@ -253,7 +253,7 @@ impl Reshaped {
             return Err(bad());
         }
         let out: Vec<u64> = if unknown == 1 {
-            if known == 0 || n % known as u64 != 0 {
+            if known == 0 || !n.is_multiple_of(known as u64) {
                 return Err(bad());
             }
             shape
@@ -296,7 +296,7 @@ pub(crate) fn read_flat(src: &dyn ChunkSource, a: u64, b: u64, dst: &mut [u8]) -
         let mut chosen = nd - 1;
         loop {
             let st = strides[ax];
-            if pos % st == 0 && pos + st <= b {
+            if pos.is_multiple_of(st) && pos + st <= b {
                 chosen = ax;
                 if ax == 0 {
                     break;
@@ -416,7 +416,7 @@ pub struct Concatenated {
 impl Concatenated {
     /// `concatenate(parts, axis)`: equal dtypes (promoted by the caller) and equal shapes except
     /// along `axis`.
-    pub fn new(parts: Vec<Src>, axis: usize) -> Result<Src> {
+    pub fn build(parts: Vec<Src>, axis: usize) -> Result<Src> {
         let Some(first) = parts.first() else {
             return Err(Error::Invalid(
                 "need at least one array to concatenate".into(),
@@ -522,7 +522,7 @@ pub struct Generated {
 
 impl Generated {
     /// An array of `shape` and `dtype` from `dist` with `seed`.
-    pub fn new(shape: Vec<u64>, dtype: DType, dist: Dist, seed: u64) -> Result<Src> {
+    pub fn build(shape: Vec<u64>, dtype: DType, dist: Dist, seed: u64) -> Result<Src> {
         crate::shape::checked_numel(&shape)?;
         let spec = GenSpec {
             shape: shape.clone(),
@@ -573,7 +573,7 @@ pub struct Rechunked {
 
 impl Rechunked {
     /// Views `src` with `layout` (whose shape must be the source's).
-    pub fn new(src: Src, layout: ChunkLayout) -> Result<Src> {
+    pub fn build(src: Src, layout: ChunkLayout) -> Result<Src> {
         let sinfo = src.info();
         if layout.shape() != sinfo.shape {
             return Err(Error::Invalid(format!(

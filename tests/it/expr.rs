@@ -330,7 +330,7 @@ mod prop {
     fn chunked(s: &Session, shape: &[u64], vals: &[f64], chunk: &[u64]) -> Array {
         let m = MemArray::from_vec("x", shape.to_vec(), vals).unwrap();
         let layout = ChunkLayout::regular(shape, chunk).unwrap();
-        s.wrap(Rechunked::new(Arc::new(m), layout).unwrap())
+        s.wrap(Rechunked::build(Arc::new(m), layout).unwrap())
     }
 
     fn pool(n: usize) -> rayon::ThreadPool {
