@@ -138,6 +138,7 @@ pub fn run(size: &str, globals: &Globals) -> Result<()> {
         println!("            identical to series.npy (sum, std, min, max, argmin, argmax)");
     }
     heap_tour(&npy, n * 8, globals)?;
+    engine_tour(&npy, n, globals)?;
     if let Some(m) = memstat::read() {
         println!(
             "\npeak RSS {} for {} of data; {} still reserved in the budget at exit (recycled buffers)",
@@ -224,5 +225,61 @@ fn heap_tour(npy: &str, bytes: u64, globals: &Globals) -> Result<()> {
         );
     }
     println!("            heap empty, budget back to 0, spill directory empty");
+    Ok(())
+}
+
+/// The batch script of step 10: lazy fused expressions, an exact median under a small budget,
+/// cycles holding arrays, and the collector.
+const TOUR: &str = r#"
+a = load(sys.argv[1])
+b = random(a.shape, dist="normal", seed=7)
+e = (a - 10) * 2 + b            # lazy: an expression graph on the heap, nothing computed yet
+print("    plan:", explain(e).replace("\n", "\n          "))
+print("    sum, mean, std of e:", sum(e), mean(e), std(e))
+z = (a - mean(a)) / std(a)
+print("    z-scores: mean", abs(float(mean(z))) < 1e-9, " std", std(z))
+print("    exact median of a:", median(a), "  99th percentile:", percentile(a, 99))
+# Cycles: a list that contains itself, and a ring of dicts holding arrays.
+l = [a, e]
+l.append(l)
+ring = []
+for k in range(3):
+    ring.append({"x": e * k, "k": k})
+for k in range(3):
+    ring[k]["next"] = ring[(k + 1) % 3]
+before = heap.stats()["by_kind"]
+del l, ring
+print("    cycles: list <-> itself, 3 dicts in a ring holding arrays; after del, gc.collect() freed", gc.collect(), "objects")
+s = gc.get_stats()
+print("    gc: collections per generation", s[0]["collections"], s[1]["collections"], s[2]["collections"], "| heap objects by kind:", heap.stats()["by_kind"])
+"#;
+
+/// Step 10: the engine and the managed heap through a batch script, under a small budget, then
+/// a histogram plot.
+fn engine_tour(npy: &str, n: u64, globals: &Globals) -> Result<()> {
+    let budget = chunkheap::memory::global();
+    let old = budget.limit();
+    let small = (64u64 << 20).min(old);
+    budget.set_limit(small);
+    budget.reset_peak();
+    println!(
+        "\n10. script  fused expressions, exact quantiles and cycles on the managed heap, budget {} for {} of data",
+        crate::human_bytes(small),
+        crate::human_bytes(n * 8)
+    );
+    let t = std::time::Instant::now();
+    let r = crate::script_cmd::run_source(TOUR, "<demo tour>", &[npy.to_string()], globals);
+    budget.set_limit(old);
+    r?;
+    println!(
+        "            script ran in {:.2} s; budget peak {}",
+        t.elapsed().as_secs_f64(),
+        crate::human_bytes(budget.peak())
+    );
+    let src = formats::open(npy)?;
+    let h = chunkheap::kernels::histogram::histogram(src.as_ref(), 60, None, &|_| {})?;
+    let png = std::env::temp_dir().join("chunkheap-demo-histogram.png");
+    crate::plot::histogram(&png, &h.counts, &h.edges, "chunkheap demo: normal(10, 2)")?;
+    println!("11. plot     histogram of series.npy -> {}", png.display());
     Ok(())
 }

@@ -223,6 +223,14 @@ fn json_float(v: f64) -> String {
     chunkheap::reduce::Scalar::F64(v).to_json()
 }
 
+/// Runs script text (for the demo).
+pub fn run_source(source: &str, name: &str, args: &[String], g: &Globals) -> Result<()> {
+    let mut e = engine(g)?;
+    let r = e.interp.run(source, name, args);
+    std::io::stdout().flush().ok();
+    r.map_err(script_failed)
+}
+
 /// `chunkheap run SCRIPT [ARGS]` (`-` reads standard input).
 pub fn cmd_run(script: &str, args: &[String], g: &Globals) -> Result<()> {
     let source = if script == "-" {
