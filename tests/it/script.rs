@@ -294,3 +294,50 @@ fn matmul_and_transpose_in_expressions_match_numpy() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("mismatch"));
 }
+
+#[test]
+fn example_scripts_run_and_match_numpy_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = |n: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/scripts")
+            .join(n)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let x = make(
+        dir.path(),
+        "x.npy",
+        "50000",
+        &["--dist", "normal", "--seed", "3"],
+    );
+    let z = dir.path().join("z.zarr");
+    run_ok(&["run", &ex("zscore.chs"), &x, z.to_str().unwrap()]);
+    let j = parse_py_json(&run_ok(&[
+        "eval",
+        "--json",
+        "mean(z), std(z)",
+        &format!("z={}", z.display()),
+    ]));
+    let v = j["value"].as_array().unwrap();
+    assert!(v[0].as_f64().unwrap().abs() < 1e-12 && (v[1].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    // Daily means: arange data makes every day's mean known exactly.
+    let s = make(dir.path(), "s.npy", "3,72", &["--dist", "arange"]);
+    let d = dir.path().join("d.npy");
+    let out = run_ok(&["run", &ex("daily_mean.chs"), &s, d.to_str().unwrap()]);
+    assert!(out.contains("sensors 3 days 3"), "{out}");
+    let got = run_ok(&["eval", "d", &format!("d={}", d.display())]);
+    // Sensor r, day k covers r*72 + 24k .. +23: mean r*72 + 24k + 11.5.
+    assert_eq!(
+        got.trim(),
+        "array([[11.5, 35.5, 59.5], [83.5, 107.5, 131.5], [155.5, 179.5, 203.5]])"
+    );
+    let rep = run_ok(&["run", &ex("report.chs"), &x, "5"]);
+    assert!(
+        rep.contains("values: 50000  NaN: 0") && rep.contains("q 0.5 ="),
+        "{rep}"
+    );
+    for name in ["basics.chs", "gc_tour.chs", "word_report.chs"] {
+        run_ok(&["run", &ex(name)]);
+    }
+}
