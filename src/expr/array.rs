@@ -691,13 +691,7 @@ impl ChunkSource for Broadcast {
     }
 
     fn read_chunk(&self, index: usize) -> Result<crate::storage::Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_region(&region)?;
-        Ok(crate::storage::Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        crate::storage::chunk_from_region(self, index)
     }
 
     fn read_region(&self, region: &Region) -> Result<crate::storage::Buffer> {

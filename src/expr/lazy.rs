@@ -74,7 +74,13 @@ pub fn broadcast_shapes(a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-fn computed_info(name: String, dtype: DType, shape: Vec<u64>, layout: ChunkLayout) -> SourceInfo {
+/// Builds [`SourceInfo`] for a computed source (no file behind it).
+pub fn computed_source_info(
+    name: String,
+    dtype: DType,
+    shape: Vec<u64>,
+    layout: ChunkLayout,
+) -> SourceInfo {
     SourceInfo {
         name,
         path: PathBuf::new(),
@@ -86,16 +92,6 @@ fn computed_info(name: String, dtype: DType, shape: Vec<u64>, layout: ChunkLayou
         stored_bytes: 0,
         details: Vec::new(),
     }
-}
-
-/// Builds [`SourceInfo`] for a computed source (no file behind it).
-pub fn computed_source_info(
-    name: String,
-    dtype: DType,
-    shape: Vec<u64>,
-    layout: ChunkLayout,
-) -> SourceInfo {
-    computed_info(name, dtype, shape, layout)
 }
 
 /// Short display name of a source inside an expression.
@@ -134,7 +130,7 @@ impl Node {
     fn make(name: String, dtype: DType, shape: Vec<u64>, op: NodeOp, layout_from: &[&Src]) -> Src {
         let layout = choose_layout(&shape, dtype, layout_from);
         Arc::new(Node {
-            info: computed_info(name, dtype, shape, layout),
+            info: computed_source_info(name, dtype, shape, layout),
             op,
             plan: OnceLock::new(),
         })
@@ -152,7 +148,7 @@ impl Node {
         });
         let name = value.to_string();
         Arc::new(Node {
-            info: computed_info(name, dtype, vec![], ChunkLayout::contiguous(&[], 1, 1)),
+            info: computed_source_info(name, dtype, vec![], ChunkLayout::contiguous(&[], 1, 1)),
             op: NodeOp::Const(bytes),
             plan: OnceLock::new(),
         })
@@ -175,7 +171,7 @@ impl Node {
             // Converting one element cannot fail.
             let _ = f(&[&w[..from.size()]], &mut out);
             return Arc::new(Node {
-                info: computed_info(
+                info: computed_source_info(
                     n.info.name.clone(),
                     dtype,
                     vec![],
@@ -316,13 +312,7 @@ impl ChunkSource for Node {
     }
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_region(&region)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        crate::storage::chunk_from_region(self, index)
     }
 
     fn read_region(&self, region: &Region) -> Result<Buffer> {
@@ -382,6 +372,8 @@ struct Builder {
 }
 
 impl Builder {
+    /// The operand for source `s`: a leaf for stored sources, the compiled node for expressions;
+    /// each distinct source (by identity) is compiled once.
     fn operand(&mut self, s: &Src) -> Result<Operand> {
         let ptr = Arc::as_ptr(s) as *const () as usize;
         if let Some(&o) = self.by_ptr.get(&ptr) {
@@ -396,81 +388,81 @@ impl Builder {
                 });
                 Operand::Leaf(self.leaves.len() - 1)
             }
-            Some(n) => {
-                let dtype = n.info.dtype;
-                let (key, f, inputs, what) = match &n.op {
-                    NodeOp::Const(bytes) => {
-                        let key = format!("const {dtype} {bytes:?}");
-                        if let Some(&o) = self.by_key.get(&key) {
-                            self.by_ptr.insert(ptr, o);
-                            return Ok(o);
-                        }
-                        self.consts.push((dtype, bytes.clone()));
-                        let o = Operand::Const(self.consts.len() - 1);
-                        self.by_key.insert(key, o);
-                        self.by_ptr.insert(ptr, o);
-                        return Ok(o);
-                    }
-                    NodeOp::Unary(op, a) => {
-                        let a = self.operand(a)?;
-                        let cd = n_dtype_of(self, a);
-                        (
-                            format!("{op:?} {a:?}"),
-                            kernels::unary(*op, cd),
-                            vec![a],
-                            op.name().to_string(),
-                        )
-                    }
-                    NodeOp::Binary(op, a, b) => {
-                        let a = self.operand(a)?;
-                        let b = self.operand(b)?;
-                        let cd = n_dtype_of(self, a);
-                        (
-                            format!("{op:?} {a:?} {b:?}"),
-                            kernels::binary(*op, cd),
-                            vec![a, b],
-                            op.name().to_string(),
-                        )
-                    }
-                    NodeOp::Where(c, a, b) => {
-                        let c = self.operand(c)?;
-                        let a = self.operand(a)?;
-                        let b = self.operand(b)?;
-                        (
-                            format!("where {c:?} {a:?} {b:?}"),
-                            kernels::select(dtype),
-                            vec![c, a, b],
-                            "where".to_string(),
-                        )
-                    }
-                    NodeOp::Cast(a) => {
-                        let a = self.operand(a)?;
-                        let from = n_dtype_of(self, a);
-                        (
-                            format!("cast {dtype} {a:?}"),
-                            kernels::convert(from, dtype),
-                            vec![a],
-                            format!("astype({dtype})"),
-                        )
-                    }
-                };
-                if let Some(&o) = self.by_key.get(&key) {
-                    self.shared += 1;
-                    self.by_ptr.insert(ptr, o);
-                    return Ok(o);
-                }
-                self.steps.push(Step {
-                    f,
-                    inputs,
-                    dtype,
-                    label: what,
-                });
-                let o = Operand::Step(self.steps.len() - 1);
-                self.by_key.insert(key, o);
-                o
-            }
+            Some(n) => self.node(n)?,
         };
         self.by_ptr.insert(ptr, o);
+        Ok(o)
+    }
+
+    /// Compiles expression node `n`; nodes equal in structure to one already compiled share it.
+    fn node(&mut self, n: &Node) -> Result<Operand> {
+        let dtype = n.info.dtype;
+        let (key, f, inputs, what) = match &n.op {
+            NodeOp::Const(bytes) => {
+                let key = format!("const {dtype} {bytes:?}");
+                if let Some(&o) = self.by_key.get(&key) {
+                    return Ok(o);
+                }
+                self.consts.push((dtype, bytes.clone()));
+                let o = Operand::Const(self.consts.len() - 1);
+                self.by_key.insert(key, o);
+                return Ok(o);
+            }
+            NodeOp::Unary(op, a) => {
+                let a = self.operand(a)?;
+                let cd = n_dtype_of(self, a);
+                (
+                    format!("{op:?} {a:?}"),
+                    kernels::unary(*op, cd),
+                    vec![a],
+                    op.name().to_string(),
+                )
+            }
+            NodeOp::Binary(op, a, b) => {
+                let a = self.operand(a)?;
+                let b = self.operand(b)?;
+                let cd = n_dtype_of(self, a);
+                (
+                    format!("{op:?} {a:?} {b:?}"),
+                    kernels::binary(*op, cd),
+                    vec![a, b],
+                    op.name().to_string(),
+                )
+            }
+            NodeOp::Where(c, a, b) => {
+                let c = self.operand(c)?;
+                let a = self.operand(a)?;
+                let b = self.operand(b)?;
+                (
+                    format!("where {c:?} {a:?} {b:?}"),
+                    kernels::select(dtype),
+                    vec![c, a, b],
+                    "where".to_string(),
+                )
+            }
+            NodeOp::Cast(a) => {
+                let a = self.operand(a)?;
+                let from = n_dtype_of(self, a);
+                (
+                    format!("cast {dtype} {a:?}"),
+                    kernels::convert(from, dtype),
+                    vec![a],
+                    format!("astype({dtype})"),
+                )
+            }
+        };
+        if let Some(&o) = self.by_key.get(&key) {
+            self.shared += 1;
+            return Ok(o);
+        }
+        self.steps.push(Step {
+            f,
+            inputs,
+            dtype,
+            label: what,
+        });
+        let o = Operand::Step(self.steps.len() - 1);
+        self.by_key.insert(key, o);
         Ok(o)
     }
 }
@@ -493,50 +485,7 @@ impl Plan {
             by_key: HashMap::new(),
             shared: 0,
         };
-        // The node itself is not behind an Arc here; compile its operation through a temporary
-        // wrapper of its children.
-        let root = match &node.op {
-            NodeOp::Const(bytes) => {
-                b.consts.push((node.info.dtype, bytes.clone()));
-                Operand::Const(0)
-            }
-            _ => {
-                let (f, inputs, label) = match &node.op {
-                    NodeOp::Unary(op, a) => {
-                        let a = b.operand(a)?;
-                        let cd = n_dtype_of(&b, a);
-                        (kernels::unary(*op, cd), vec![a], op.name().to_string())
-                    }
-                    NodeOp::Binary(op, x, y) => {
-                        let x = b.operand(x)?;
-                        let y = b.operand(y)?;
-                        let cd = n_dtype_of(&b, x);
-                        (kernels::binary(*op, cd), vec![x, y], op.name().to_string())
-                    }
-                    NodeOp::Where(c, x, y) => {
-                        let ops = vec![b.operand(c)?, b.operand(x)?, b.operand(y)?];
-                        (kernels::select(node.info.dtype), ops, "where".to_string())
-                    }
-                    NodeOp::Cast(a) => {
-                        let a = b.operand(a)?;
-                        let from = n_dtype_of(&b, a);
-                        (
-                            kernels::convert(from, node.info.dtype),
-                            vec![a],
-                            format!("astype({})", node.info.dtype),
-                        )
-                    }
-                    NodeOp::Const(_) => unreachable!(),
-                };
-                b.steps.push(Step {
-                    f,
-                    inputs,
-                    dtype: node.info.dtype,
-                    label,
-                });
-                Operand::Step(b.steps.len() - 1)
-            }
-        };
+        let root = b.node(node)?;
         Ok(Plan {
             shape: node.info.shape.clone(),
             dtype: node.info.dtype,

@@ -646,11 +646,7 @@ fn reduce_typed<T: Num>(
         }
         start = end;
     }
-    finish(g, r, dtype_out(r, T::DTYPE), out_shape)
-}
-
-fn dtype_out(r: &Reduction, d: DType) -> DType {
-    r.result_dtype(d)
+    finish(g, r, r.result_dtype(T::DTYPE), out_shape)
 }
 
 /// Flat output positions of every element of `b` (C order).

@@ -147,13 +147,7 @@ impl ChunkSource for Sliced {
     }
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_region(&region)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        crate::storage::chunk_from_region(self, index)
     }
 
     fn read_region(&self, region: &Region) -> Result<Buffer> {
@@ -343,13 +337,7 @@ impl ChunkSource for Reshaped {
     }
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_region(&region)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        crate::storage::chunk_from_region(self, index)
     }
 
     fn read_region(&self, region: &Region) -> Result<Buffer> {
@@ -483,13 +471,7 @@ impl ChunkSource for Concatenated {
     }
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_region(&region)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        crate::storage::chunk_from_region(self, index)
     }
 
     fn read_region(&self, region: &Region) -> Result<Buffer> {
@@ -549,13 +531,7 @@ impl ChunkSource for Generated {
     }
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_region(&region)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        crate::storage::chunk_from_region(self, index)
     }
 
     fn read_region(&self, region: &Region) -> Result<Buffer> {
@@ -594,13 +570,7 @@ impl ChunkSource for Rechunked {
     }
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.src.read_region(&region)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        crate::storage::chunk_from_region(self, index)
     }
 
     fn read_region(&self, region: &Region) -> Result<Buffer> {

@@ -132,13 +132,7 @@ impl ChunkSource for Transposed {
     }
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_region(&region)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        crate::storage::chunk_from_region(self, index)
     }
 
     fn read_region(&self, region: &Region) -> Result<Buffer> {

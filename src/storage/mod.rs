@@ -141,6 +141,19 @@ pub trait ChunkSource: std::any::Any + Send + Sync {
     }
 }
 
+/// `read_chunk` for sources computed on demand: chunk `index` of the source's layout, produced by
+/// its own `read_region` (which must not call `read_chunk` back).
+pub fn chunk_from_region(src: &dyn ChunkSource, index: usize) -> Result<Chunk> {
+    let info = src.info();
+    let region = info.layout.chunk_region(index);
+    let data = src.read_region(&region)?;
+    Ok(Chunk {
+        region,
+        dtype: info.dtype,
+        data,
+    })
+}
+
 /// Compression for written Zarr chunks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Codec {
