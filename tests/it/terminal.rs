@@ -189,11 +189,17 @@ fn eval_on_a_terminal(file: &str, result_bytes: u64, budget: u64, threads: &str)
         "the result leaked into the terminal (stderr): {transcript:?}"
     );
     let shown = frames(&transcript);
+    let step = (shown.len() / 5).max(1);
+    let sample: Vec<&str> = shown
+        .iter()
+        .step_by(step)
+        .chain(shown.last())
+        .map(|s| s.as_str())
+        .collect();
     eprintln!(
-        "pty: {} frames in {secs:.2} s, e.g.\n  {}\n  {frame}\n  {}\nstdout: {stdout:?}",
+        "pty: {} frames in {secs:.2} s, a complete one:\n  {frame}\nevery {step}th:\n  {}\nstdout: {stdout:?}",
         shown.len(),
-        shown.first().map_or("", |s| s),
-        shown.last().map_or("", |s| s),
+        sample.join("\n  "),
     );
 
     // Pipes: stderr is not a terminal, `--progress auto` draws nothing; stdout is the same line.
