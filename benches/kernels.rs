@@ -17,7 +17,9 @@
 //! read from the page cache. Throughput is in bytes of input read (so `sum(a*2+b)` counts both
 //! `a` and `b`), except `matmul_1024`, whose "elements" are floating-point operations (Gelem/s =
 //! GFLOP/s). At the end the bench times `read_limit`, `sum(a)` and `sum(a*2+b)` once more by hand
-//! (best of 5) and prints the derived ratios to stderr.
+//! (best of 10) and prints the derived ratios to stderr. To read the fused ratio from criterion's
+//! own output instead: divide the time of `fused_*/2 sum(a*2+b)` by that of `fused_*/1 sum(a)`;
+//! at most 2 means the fused pass costs no more than the extra bytes it reads.
 //!
 //! `cargo bench --bench kernels` (quicker: `-- --warm-up-time 1 --measurement-time 3`)
 
@@ -420,19 +422,19 @@ fn bench(c: &mut Criterion) {
 
     // -- derived ratios -----------------------------------------------------------------------
     let gb = bytes as f64 / 1e9;
-    let t_read = best_of(5, || {
+    let t_read = best_of(10, || {
         pread_2_threads(&inp.a_path, &mut bufs);
     });
-    let t_sum = best_of(5, || {
+    let t_sum = best_of(10, || {
         black_box(a.sum().unwrap());
     });
-    let t_fused = best_of(5, || {
+    let t_fused = best_of(10, || {
         black_box(e.sum().unwrap());
     });
-    let t_mem = best_of(5, || {
+    let t_mem = best_of(10, || {
         black_box(inp.a.iter().sum::<f64>());
     });
-    eprintln!("\n== derived (best of 5, {mib} MiB per input, page cache warm) ==");
+    eprintln!("\n== derived (best of 10, {mib} MiB per input, page cache warm) ==");
     eprintln!("read limit (pread, 2 threads):  {:6.2} GB/s", gb / t_read);
     eprintln!("in-memory slice sum (1 thread): {:6.2} GB/s", gb / t_mem);
     eprintln!(
