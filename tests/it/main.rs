@@ -8,4 +8,5 @@ mod interop;
 mod prop;
 mod scale;
 mod script;
+mod terminal;
 mod util;
