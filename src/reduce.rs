@@ -888,10 +888,13 @@ mod tests {
         }
     }
 
+    /// A value and its flat index.
+    type At = Option<(f64, u64)>;
+
     /// A naive reference for the counts, extremes and their positions.
-    fn naive_extremes(v: &[f64]) -> (u64, Option<(f64, u64)>, Option<(f64, u64)>) {
+    fn naive_extremes(v: &[f64]) -> (u64, At, At) {
         let mut count = 0;
-        let (mut mn, mut mx): (Option<(f64, u64)>, Option<(f64, u64)>) = (None, None);
+        let (mut mn, mut mx): (At, At) = (None, None);
         for (i, &x) in v.iter().enumerate() {
             if x.is_nan() {
                 continue;

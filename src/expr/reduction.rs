@@ -913,7 +913,10 @@ mod tests {
             let r = red(name);
             // Compared as text: NaN results must agree too.
             assert_eq!(
-                format!("{:?}", reduce_from_stats(&src, &r, &sums, &no_progress).unwrap()),
+                format!(
+                    "{:?}",
+                    reduce_from_stats(&src, &r, &sums, &no_progress).unwrap()
+                ),
                 format!("{:?}", reduce_all(&src, &r, &no_progress).unwrap()),
                 "{name}"
             );
