@@ -89,9 +89,76 @@ impl fmt::Display for Scalar {
     }
 }
 
-/// The result of [`stats`].
+/// Which figures a [`stats_for`] pass computes. The element and NaN counts are always computed;
+/// a pass that asks for less runs a leaner kernel (a sum alone skips the extremes and the squared
+/// deviations), so the pass stays at the speed of reading the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Need {
+    /// The sum (and with it the mean).
+    pub sum: bool,
+    /// The sum of squared deviations (variance, standard deviation); implies `sum`.
+    pub m2: bool,
+    /// Minimum, maximum and the flat positions of their first occurrences.
+    pub extremes: bool,
+}
+
+impl Need {
+    /// Every figure (what [`stats`] computes).
+    pub const ALL: Need = Need {
+        sum: true,
+        m2: true,
+        extremes: true,
+    };
+    /// The sum and count (`sum`, `mean`, `nansum`, `nanmean`).
+    pub const SUM: Need = Need {
+        sum: true,
+        m2: false,
+        extremes: false,
+    };
+    /// Sum, count and squared deviations (`mean`, `var`, `std`).
+    pub const MOMENTS: Need = Need {
+        sum: true,
+        m2: true,
+        extremes: false,
+    };
+    /// Minimum, maximum, their positions and the NaN count.
+    pub const EXTREMES: Need = Need {
+        sum: false,
+        m2: false,
+        extremes: true,
+    };
+
+    /// `self` with what it implies added (`m2` needs the sum).
+    pub fn normalized(self) -> Need {
+        Need {
+            sum: self.sum || self.m2,
+            ..self
+        }
+    }
+
+    /// Both sets of figures.
+    pub fn union(self, o: Need) -> Need {
+        Need {
+            sum: self.sum || o.sum,
+            m2: self.m2 || o.m2,
+            extremes: self.extremes || o.extremes,
+        }
+        .normalized()
+    }
+
+    /// True when a pass computing `self` also has every figure of `o`.
+    pub fn covers(self, o: Need) -> bool {
+        let (a, b) = (self.normalized(), o.normalized());
+        (a.sum || !b.sum) && (a.m2 || !b.m2) && (a.extremes || !b.extremes)
+    }
+}
+
+/// The result of [`stats`] (or of a [`stats_for`] pass: figures outside [`Stats::need`] are `0`
+/// or `None`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stats {
+    /// The figures this pass computed (every one for [`stats`]).
+    pub need: Need,
     /// Element type of the source.
     pub dtype: DType,
     /// Shape of the source.
@@ -118,7 +185,7 @@ pub struct Stats {
 impl Stats {
     /// Mean of the non-NaN elements (`sum / count`).
     pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| match self.sum {
+        (self.count > 0 && self.need.sum).then(|| match self.sum {
             Scalar::Int(s) => exact_div(s, self.count),
             other => other.to_f64() / self.count as f64,
         })
@@ -126,7 +193,7 @@ impl Stats {
 
     /// Variance with `ddof` delta degrees of freedom (`None` when `count <= ddof`).
     pub fn var(&self, ddof: u64) -> Option<f64> {
-        (self.count > ddof).then(|| self.m2 / (self.count - ddof) as f64)
+        (self.count > ddof && self.need.m2).then(|| self.m2 / (self.count - ddof) as f64)
     }
 
     /// Standard deviation with `ddof` delta degrees of freedom.
@@ -211,13 +278,20 @@ pub fn stats(src: &dyn ChunkSource) -> Result<Stats> {
 
 /// [`stats`], reporting processed bytes to `progress`.
 pub fn stats_with_progress(src: &dyn ChunkSource, progress: Progress<'_>) -> Result<Stats> {
+    stats_for(src, Need::ALL, progress)
+}
+
+/// One parallel pass over `src` computing the figures in `need` (plus the counts) with a kernel
+/// specialised to them; the figures it computes are bit-identical to [`stats`]'s.
+pub fn stats_for(src: &dyn ChunkSource, need: Need, progress: Progress<'_>) -> Result<Stats> {
+    let need = need.normalized();
     let info = src.info();
     let shape = info.shape.clone();
     let dtype = info.dtype;
     crate::with_dtype!(dtype, T => {
-        let partials = map_chunks(src, progress, |c: Chunk| chunk_partial::<T>(&c, &shape))?;
+        let partials = map_chunks(src, progress, |c: Chunk| chunk_partial::<T>(&c, &shape, need))?;
         let partials: Vec<Partial<T>> = partials;
-        Ok(finish::<T>(partials, dtype, shape.clone()))
+        Ok(finish::<T>(partials, dtype, shape.clone(), need))
     })
 }
 
@@ -410,7 +484,7 @@ struct Lanes<T> {
 /// leaf), counting the non-NaN elements, then a second pass for the lane extremes (NaN fails
 /// every comparison, so it is skipped without a branch). Simple lane loops vectorise fully.
 #[inline(always)]
-fn leaf<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
+fn leaf<T: StatElem, const EXT: bool>(x: &[T], l: &mut Lanes<T>) -> f64 {
     let mut r = [0.0f64; 8];
     // Accumulators in locals (registers), written back once per leaf.
     let mut cnt = l.cnt;
@@ -432,8 +506,34 @@ fn leaf<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
         res += if ok { e.to_f64() } else { 0.0 };
         l.cnt[j] += if ok { 1.0 } else { 0.0 };
     }
-    extremes(x, l);
+    if EXT {
+        extremes(x, l);
+    }
     res
+}
+
+/// Lane extremes and non-NaN counts of `x` (floats, when no sum is asked for).
+#[inline(always)]
+fn extremes_counted<T: StatElem>(x: &[T], l: &mut Lanes<T>) {
+    let (mut mn, mut mx, mut cnt) = (l.mn, l.mx, l.cnt);
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for j in 0..8 {
+            let e = c[j];
+            let v = e.to_f64();
+            #[allow(clippy::eq_op)]
+            let ok = v == v;
+            cnt[j] += if ok { 1.0 } else { 0.0 };
+            mn[j] = if e < mn[j] { e } else { mn[j] };
+            mx[j] = if e > mx[j] { e } else { mx[j] };
+        }
+    }
+    (l.mn, l.mx, l.cnt) = (mn, mx, cnt);
+    for (j, &e) in it.remainder().iter().enumerate() {
+        l.cnt[j] += if e.is_nan() { 0.0 } else { 1.0 };
+        l.mn[j] = if e < l.mn[j] { e } else { l.mn[j] };
+        l.mx[j] = if e > l.mx[j] { e } else { l.mx[j] };
+    }
 }
 
 /// Updates the lane minima and maxima with `x`.
@@ -459,21 +559,14 @@ fn extremes<T: StatElem>(x: &[T], l: &mut Lanes<T>) {
 /// 8 lanes (NumPy's leaf), and the leaf sums are then added pairwise — for a full block of 4096
 /// this is exactly NumPy's tree. Iterative, so it inlines into the multiversioned kernel.
 #[inline(always)]
-fn pairwise_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> f64 {
+fn pairwise_fused<T: StatElem, const EXT: bool>(x: &[T], l: &mut Lanes<T>) -> f64 {
     let mut leaves = [0.0f64; BLOCK / 128];
     let mut n = 0;
     for part in x.chunks(128) {
-        leaves[n] = leaf(part, l);
+        leaves[n] = leaf::<T, EXT>(part, l);
         n += 1;
     }
     pairwise_f64(&leaves[..n])
-}
-
-/// Integer blocks: exact sum and extremes.
-#[inline(always)]
-fn int_fused<T: StatElem>(x: &[T], l: &mut Lanes<T>) -> i128 {
-    extremes(x, l);
-    T::int_sum(x)
 }
 
 /// Sums values pairwise (used to combine block and chunk sums in index order).
@@ -507,10 +600,13 @@ fn sq_dev<T: StatElem>(x: &[T], mean: f64) -> f64 {
     m2
 }
 
-/// Statistics of one block, with the extremes' values only (positions are found by the caller,
-/// and only when they matter).
+/// Statistics of one block (the sum if `SUM`, squared deviations if `M2`, extremes if `EXT`;
+/// counts always), with the extremes' values only (positions are found by the caller, and only
+/// when they matter). Each combination is its own monomorphised loop.
 #[inline(always)]
-fn block_partial<T: StatElem>(x: &[T]) -> (Partial<T>, Option<(T, T)>) {
+fn block_partial<T: StatElem, const SUM: bool, const M2: bool, const EXT: bool>(
+    x: &[T],
+) -> (Partial<T>, Option<(T, T)>) {
     let mut p = Partial::empty();
     let mut l = Lanes {
         mn: [T::HIGHEST; 8],
@@ -518,19 +614,35 @@ fn block_partial<T: StatElem>(x: &[T]) -> (Partial<T>, Option<(T, T)>) {
         cnt: [0.0; 8],
     };
     if T::FLOAT {
-        p.fsum = pairwise_fused(x, &mut l);
+        if SUM {
+            p.fsum = pairwise_fused::<T, EXT>(x, &mut l);
+        } else {
+            extremes_counted(x, &mut l);
+        }
         p.count = l.cnt.iter().sum::<f64>() as u64;
         p.nan = x.len() as u64 - p.count;
     } else {
-        p.isum = int_fused(x, &mut l);
+        if EXT {
+            extremes(x, &mut l);
+        }
+        if SUM {
+            p.isum = T::int_sum(x);
+        }
         p.count = x.len() as u64;
     }
     if p.count == 0 {
         return (p, None);
     }
-    let sum = if T::FLOAT { p.fsum } else { p.isum as f64 };
-    p.mean = sum / p.count as f64;
-    p.m2 = sq_dev(x, p.mean);
+    if SUM {
+        let sum = if T::FLOAT { p.fsum } else { p.isum as f64 };
+        p.mean = sum / p.count as f64;
+        if M2 {
+            p.m2 = sq_dev(x, p.mean);
+        }
+    }
+    if !EXT {
+        return (p, None);
+    }
     let mut lo = l.mn[0];
     let mut hi = l.mx[0];
     for j in 1..8 {
@@ -549,7 +661,7 @@ fn block_partial<T: StatElem>(x: &[T]) -> (Partial<T>, Option<(T, T)>) {
 /// time (the lane structure fixes the order of every float operation, so the results are
 /// identical on every target).
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64]) -> Partial<T> {
+fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64], need: Need) -> Partial<T> {
     let data: &[T] = chunk.as_slice();
     let normalized: Vec<T>;
     let data: &[T] = if T::DTYPE == DType::Bool && data.iter().any(|b| b.to_f64() > 1.0) {
@@ -565,7 +677,7 @@ fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64]) -> Partial<T> {
     let mut acc = Partial::<T>::empty();
     let mut sums = Vec::with_capacity(data.len().div_ceil(BLOCK));
     for (b, block) in data.chunks(BLOCK).enumerate() {
-        add_block(&mut acc, &mut sums, block, (b * BLOCK) as u64);
+        add_block_for(&mut acc, &mut sums, block, (b * BLOCK) as u64, need);
     }
     acc.fsum = pairwise_f64(&sums);
     let to_global = |i: u64| chunk.region.global_flat_index(i, shape);
@@ -574,12 +686,38 @@ fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64]) -> Partial<T> {
     acc
 }
 
+/// [`add_block`] with the kernel for `need` (normalised) picked once per block.
+#[inline(always)]
+fn add_block_for<T: StatElem>(
+    acc: &mut Partial<T>,
+    sums: &mut Vec<f64>,
+    block: &[T],
+    base: u64,
+    need: Need,
+) {
+    match (need.sum, need.m2, need.extremes) {
+        (_, true, true) => add_block::<T, true, true, true>(acc, sums, block, base),
+        (_, true, false) => add_block::<T, true, true, false>(acc, sums, block, base),
+        (true, false, true) => add_block::<T, true, false, true>(acc, sums, block, base),
+        (true, false, false) => add_block::<T, true, false, false>(acc, sums, block, base),
+        // Counts alone come with the extremes (the cheapest kernel that counts NaNs).
+        (false, false, _) => add_block::<T, false, false, true>(acc, sums, block, base),
+    }
+}
+
 /// Folds one block (at local position `base`) into a chunk's running partial; its sum goes to
 /// `sums` for the chunk's pairwise total.
 #[inline(always)]
-fn add_block<T: StatElem>(acc: &mut Partial<T>, sums: &mut Vec<f64>, block: &[T], base: u64) {
-    let (p, extremes) = block_partial(block);
-    sums.push(p.fsum);
+fn add_block<T: StatElem, const SUM: bool, const M2: bool, const EXT: bool>(
+    acc: &mut Partial<T>,
+    sums: &mut Vec<f64>,
+    block: &[T],
+    base: u64,
+) {
+    let (p, extremes) = block_partial::<T, SUM, M2, EXT>(block);
+    if SUM {
+        sums.push(p.fsum);
+    }
     *acc = std::mem::replace(acc, Partial::empty()).merge(&p);
     let Some((lo, hi)) = extremes else { return };
     // Blocks come in order, so a later block only wins with a strictly better value; only then
@@ -596,14 +734,30 @@ fn add_block<T: StatElem>(acc: &mut Partial<T>, sums: &mut Vec<f64>, block: &[T]
 
 /// [`add_block`] for one tile of a fused expression, compiled for AVX2 too.
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn add_tile<T: StatElem>(acc: &mut Partial<T>, sums: &mut Vec<f64>, tile: &[T], base: u64) {
-    add_block(acc, sums, tile, base);
+fn add_tile<T: StatElem>(
+    acc: &mut Partial<T>,
+    sums: &mut Vec<f64>,
+    tile: &[T],
+    base: u64,
+    need: Need,
+) {
+    add_block_for(acc, sums, tile, base, need);
 }
 
 /// [`stats`] of a lazy element-wise expression, fused: every tile of results is reduced while it
 /// is still in L1, so no chunk of the expression is ever materialised.
 pub fn stats_of_expr(node: &crate::expr::Node, progress: Progress<'_>) -> Result<Stats> {
+    stats_of_expr_for(node, Need::ALL, progress)
+}
+
+/// [`stats_for`] of a lazy element-wise expression, fused like [`stats_of_expr`].
+pub fn stats_of_expr_for(
+    node: &crate::expr::Node,
+    need: Need,
+    progress: Progress<'_>,
+) -> Result<Stats> {
     use rayon::prelude::*;
+    let need = need.normalized();
     let info = node.info();
     let shape = info.shape.clone();
     let dtype = info.dtype;
@@ -617,7 +771,13 @@ pub fn stats_of_expr(node: &crate::expr::Node, progress: Progress<'_>) -> Result
                 let mut acc = Partial::<T>::empty();
                 let mut sums = Vec::with_capacity((region.numel() as usize).div_ceil(BLOCK));
                 node.for_each_tile(&region, &mut |off, bytes| {
-                    add_tile::<T>(&mut acc, &mut sums, bytemuck::cast_slice(bytes), off as u64);
+                    add_tile::<T>(
+                        &mut acc,
+                        &mut sums,
+                        bytemuck::cast_slice(bytes),
+                        off as u64,
+                        need,
+                    );
                     Ok(())
                 })?;
                 acc.fsum = pairwise_f64(&sums);
@@ -627,11 +787,16 @@ pub fn stats_of_expr(node: &crate::expr::Node, progress: Progress<'_>) -> Result
                 Ok(acc)
             })
             .collect::<Result<_>>()?;
-        Ok(finish::<T>(partials, dtype, shape.clone()))
+        Ok(finish::<T>(partials, dtype, shape.clone(), need))
     })
 }
 
-fn finish<T: StatElem>(partials: Vec<Partial<T>>, dtype: DType, shape: Vec<u64>) -> Stats {
+fn finish<T: StatElem>(
+    partials: Vec<Partial<T>>,
+    dtype: DType,
+    shape: Vec<u64>,
+    need: Need,
+) -> Stats {
     let sums: Vec<f64> = partials.iter().map(|p| p.fsum).collect();
     let mut acc = Partial::<T>::empty();
     for p in &partials {
@@ -643,16 +808,181 @@ fn finish<T: StatElem>(partials: Vec<Partial<T>>, dtype: DType, shape: Vec<u64>)
     } else {
         Scalar::Int(acc.isum)
     };
+    if !need.extremes {
+        (acc.min, acc.max) = (None, None);
+    }
     Stats {
+        need,
         dtype,
         shape,
         count: acc.count,
         nan_count: acc.nan,
         sum,
-        m2: if acc.count > 0 { acc.m2 } else { 0.0 },
+        m2: if acc.count > 0 && need.m2 {
+            acc.m2
+        } else {
+            0.0
+        },
         min: acc.min.map(|(v, _)| v.to_scalar()),
         max: acc.max.map(|(v, _)| v.to_scalar()),
         argmin: acc.min.map(|(_, i)| i),
         argmax: acc.max.map(|(_, i)| i),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::histogram::test_source::MemSource;
+    use proptest::prelude::*;
+
+    /// The figures of `full` a pass for `need` must reproduce bit for bit.
+    fn restricted(full: &Stats, need: Need) -> Stats {
+        let need = need.normalized();
+        let mut s = full.clone();
+        s.need = need;
+        if !need.sum {
+            s.sum = match full.sum {
+                Scalar::F64(_) => Scalar::F64(0.0),
+                _ => Scalar::Int(0),
+            };
+        }
+        if !need.m2 {
+            s.m2 = 0.0;
+        }
+        if !need.extremes {
+            (s.min, s.max, s.argmin, s.argmax) = (None, None, None, None);
+        }
+        s
+    }
+
+    const NEEDS: [Need; 5] = [
+        Need::SUM,
+        Need::MOMENTS,
+        Need::EXTREMES,
+        Need::ALL,
+        Need {
+            sum: true,
+            m2: false,
+            extremes: true,
+        },
+    ];
+
+    /// Every specialised pass equals the full pass restricted to its figures, for any thread
+    /// count, and the full pass does not depend on the thread count.
+    fn check<T: Element>(values: &[T], chunk: u64) {
+        let src = MemSource::vec(values, chunk);
+        let full = stats(&src).unwrap();
+        for n in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                assert_eq!(stats(&src).unwrap(), full, "threads {n}");
+                for need in NEEDS {
+                    let s = stats_for(&src, need, &no_progress).unwrap();
+                    assert_eq!(s, restricted(&full, need), "{need:?}, threads {n}");
+                }
+            });
+        }
+    }
+
+    /// A value and its flat index.
+    type At = Option<(f64, u64)>;
+
+    /// A naive reference for the counts, extremes and their positions.
+    fn naive_extremes(v: &[f64]) -> (u64, At, At) {
+        let mut count = 0;
+        let (mut mn, mut mx): (At, At) = (None, None);
+        for (i, &x) in v.iter().enumerate() {
+            if x.is_nan() {
+                continue;
+            }
+            count += 1;
+            if mn.is_none_or(|(m, _)| x < m) {
+                mn = Some((x, i as u64));
+            }
+            if mx.is_none_or(|(m, _)| x > m) {
+                mx = Some((x, i as u64));
+            }
+        }
+        (count, mn, mx)
+    }
+
+    fn floats() -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(
+            prop_oneof![
+                8 => -1e3f64..1e3,
+                1 => Just(f64::NAN),
+                1 => (-4i32..4).prop_map(f64::from),
+            ],
+            0..20_000,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn passes_match_full_stats_f64(v in floats(), chunk in 1u64..9000) {
+            check(&v, chunk);
+            let s = stats_for(&MemSource::vec(&v, chunk), Need::EXTREMES, &no_progress).unwrap();
+            let (count, mn, mx) = naive_extremes(&v);
+            prop_assert_eq!(s.count, count);
+            prop_assert_eq!(s.nan_count, v.len() as u64 - count);
+            prop_assert_eq!(s.min, mn.map(|m| Scalar::F64(m.0)));
+            prop_assert_eq!(s.argmin, mn.map(|m| m.1));
+            prop_assert_eq!(s.max, mx.map(|m| Scalar::F64(m.0)));
+            prop_assert_eq!(s.argmax, mx.map(|m| m.1));
+            let sum = stats_for(&MemSource::vec(&v, chunk), Need::SUM, &no_progress).unwrap();
+            let naive: f64 = v.iter().filter(|x| !x.is_nan()).sum();
+            let Scalar::F64(got) = sum.sum else { panic!("float sum") };
+            prop_assert!((got - naive).abs() <= 1e-9 * (1.0 + v.len() as f64 * 1e3));
+        }
+
+        #[test]
+        fn passes_match_full_stats_f32(v in floats(), chunk in 1u64..9000) {
+            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            check(&v, chunk);
+        }
+
+        #[test]
+        fn passes_match_full_stats_ints(
+            v in prop::collection::vec(any::<i64>(), 0..10_000),
+            chunk in 1u64..5000,
+        ) {
+            check(&v, chunk);
+            let u: Vec<u8> = v.iter().map(|&x| x as u8).collect();
+            check(&u, chunk);
+            let s = stats_for(&MemSource::vec(&v, chunk), Need::SUM, &no_progress).unwrap();
+            prop_assert_eq!(s.sum, Scalar::Int(v.iter().map(|&x| x as i128).sum()));
+        }
+    }
+
+    #[test]
+    fn needs_cover_and_normalise() {
+        assert!(Need::ALL.covers(Need::MOMENTS));
+        assert!(Need::MOMENTS.covers(Need::SUM));
+        assert!(!Need::SUM.covers(Need::MOMENTS));
+        assert!(!Need::MOMENTS.covers(Need::EXTREMES));
+        assert!(!Need::EXTREMES.covers(Need::SUM));
+        let m2_only = Need {
+            sum: false,
+            m2: true,
+            extremes: false,
+        };
+        assert_eq!(m2_only.normalized(), Need::MOMENTS);
+        assert_eq!(Need::SUM.union(Need::EXTREMES).union(m2_only), Need::ALL);
+    }
+
+    #[test]
+    fn partial_passes_hide_what_they_did_not_compute() {
+        let v = [1.0f64, 2.0, 4.0];
+        let s = stats_for(&MemSource::vec(&v, 2), Need::EXTREMES, &no_progress).unwrap();
+        assert_eq!((s.count, s.mean(), s.var(0)), (3, None, None));
+        assert_eq!(s.max, Some(Scalar::F64(4.0)));
+        let s = stats_for(&MemSource::vec(&v, 2), Need::SUM, &no_progress).unwrap();
+        assert_eq!((s.mean(), s.var(0), s.min), (Some(7.0 / 3.0), None, None));
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::lazy::{ConstValue, Node, Src, as_node};
 use super::mem::MemArray;
 use super::ops::{BinOp, UnOp, Weak};
-use super::reduction::{RedOp, Reduction, reduce_all, reduce_axis};
+use super::reduction::{RedOp, Reduction, reduce_all, reduce_axis, reduce_from_stats, stats_pass};
 use super::scan::{Scan, ScanOp};
 use super::views::{Concatenated, Generated, Index, Reshaped, Sliced};
 use crate::dtype::{DType, Element};
@@ -26,7 +26,7 @@ use crate::generate::Dist;
 use crate::heap::{Handle, Heap, HeapConfig};
 use crate::memory::{self, human_bytes as human};
 use crate::pipeline::{Progress, no_progress};
-use crate::reduce::Scalar;
+use crate::reduce::{Need, Scalar, Stats};
 use crate::shape::{Region, numel, shape_str};
 use crate::storage::{ChunkSource, WriteOptions};
 
@@ -419,6 +419,27 @@ impl Array {
         self.check_budget()?;
         self.session
             .install(|| reduce_all(self.src.as_ref(), r, progress))
+    }
+
+    /// One whole-array statistics pass computing `need` (fused for lazy expressions); turn it
+    /// into reductions with [`reduce_from_stats`](Self::reduce_from_stats).
+    pub fn stats_pass(&self, need: Need, progress: Progress<'_>) -> Result<Stats> {
+        self.check_budget()?;
+        self.session
+            .install(|| stats_pass(self.src.as_ref(), need, progress))
+    }
+
+    /// The whole-array reduction `r` from a pass `s` over this array (see
+    /// [`reduction::reduce_from_stats`](super::reduction::reduce_from_stats)).
+    pub fn reduce_from_stats(
+        &self,
+        r: &Reduction,
+        s: &Stats,
+        progress: Progress<'_>,
+    ) -> Result<Scalar> {
+        self.check_budget()?;
+        self.session
+            .install(|| reduce_from_stats(self.src.as_ref(), r, s, progress))
     }
 
     /// Reduces along `axis` (negative counts from the end) into a small in-memory array.

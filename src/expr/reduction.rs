@@ -2,8 +2,9 @@
 //! `sum, prod, mean, var, std, min, max, argmin, argmax, count_nonzero, any, all` and the
 //! NaN-skipping `nan*` variants.
 //!
-//! Whole-array `sum/mean/var/std/min/max/argmin/argmax` use [`crate::reduce::stats`] (pairwise
-//! float sums, exact integer sums, vectorised extremes). Everything else runs through one
+//! Whole-array `sum/mean/var/std/min/max/argmin/argmax` use one [`crate::reduce::stats_for`] pass
+//! specialised to the figures they need ([`stats_need`]: pairwise float sums, exact integer sums,
+//! vectorised extremes); [`PassCache`] lets several of them share one pass. Everything else runs through one
 //! chunked engine: each chunk is reduced along the axis into a partial result for the part of the
 //! output it covers (the chunk viewed as `outer x n x inner`, so the inner loop runs over
 //! contiguous rows), and partials are folded into the output in chunk order, a few batches at a
@@ -17,7 +18,7 @@ use super::num::Num;
 use crate::dtype::{Bool, DType, Element};
 use crate::error::{Error, Result};
 use crate::pipeline::Progress;
-use crate::reduce::Scalar;
+use crate::reduce::{Need, Scalar, Stats};
 use crate::shape::{Region, c_strides, numel};
 use crate::storage::{Buffer, ChunkSource};
 
@@ -135,32 +136,58 @@ impl Reduction {
     }
 }
 
+/// The figures of a [`crate::reduce::stats_for`] pass a whole-array reduction reads, or `None`
+/// when it runs through the general engine. `mean` asks for the squared deviations too: they cost
+/// a second sweep over each L1-resident block, not a second read of the data, and make a
+/// following `std`/`var` of the same source free (see [`PassCache`]).
+pub fn stats_need(r: &Reduction) -> Option<Need> {
+    match r.op {
+        RedOp::Sum => Some(Need::SUM),
+        RedOp::Mean | RedOp::Var | RedOp::Std => Some(Need::MOMENTS),
+        RedOp::Min | RedOp::Max | RedOp::ArgMin | RedOp::ArgMax => Some(Need::EXTREMES),
+        _ => None,
+    }
+}
+
+/// One whole-array statistics pass over `src` computing `need`: fused tile by tile when `src` is
+/// a lazy element-wise expression, chunk by chunk otherwise.
+pub fn stats_pass(src: &dyn ChunkSource, need: Need, progress: Progress<'_>) -> Result<Stats> {
+    let any: &dyn std::any::Any = src;
+    match any.downcast_ref::<super::lazy::Node>() {
+        // Fused: tiles of the expression are reduced as they are computed.
+        Some(node) if node.plan().is_ok() => crate::reduce::stats_of_expr_for(node, need, progress),
+        _ => crate::reduce::stats_for(src, need, progress),
+    }
+}
+
 /// Reduces every element of `src` to one value.
 pub fn reduce_all(src: &dyn ChunkSource, r: &Reduction, progress: Progress<'_>) -> Result<Scalar> {
-    let info = src.info();
-    let dtype = info.dtype;
-    let out = r.result_dtype(dtype);
-    let fast = matches!(
-        r.op,
-        RedOp::Sum
-            | RedOp::Mean
-            | RedOp::Var
-            | RedOp::Std
-            | RedOp::Min
-            | RedOp::Max
-            | RedOp::ArgMin
-            | RedOp::ArgMax
-    );
-    if !fast {
+    let Some(need) = stats_need(r) else {
         let m = reduce_impl(src, r, None, progress)?;
         return Ok(scalar_of(&m));
-    }
-    let any: &dyn std::any::Any = src;
-    let s = match any.downcast_ref::<super::lazy::Node>() {
-        // Fused: tiles of the expression are reduced as they are computed.
-        Some(node) if node.plan().is_ok() => crate::reduce::stats_of_expr(node, progress)?,
-        _ => crate::reduce::stats_with_progress(src, progress)?,
     };
+    let s = stats_pass(src, need, progress)?;
+    reduce_from_stats(src, r, &s, progress)
+}
+
+/// The value of the whole-array reduction `r` from a statistics pass `s` over `src` (which must
+/// cover [`stats_need`]`(r)`; a pass that does not is redone with the figures `r` needs). `src` is
+/// read again only for `argmin`/`argmax` of data with NaNs (the first NaN's position).
+pub fn reduce_from_stats(
+    src: &dyn ChunkSource,
+    r: &Reduction,
+    s: &Stats,
+    progress: Progress<'_>,
+) -> Result<Scalar> {
+    let Some(need) = stats_need(r) else {
+        return reduce_all(src, r, progress);
+    };
+    if !s.need.covers(need) {
+        let s = stats_pass(src, need, progress)?;
+        return reduce_from_stats(src, r, &s, progress);
+    }
+    let dtype = src.info().dtype;
+    let out = r.result_dtype(dtype);
     let total = s.count + s.nan_count;
     let nan = s.nan_count > 0 && !r.skip_nan;
     let float = |v: f64| {
@@ -235,6 +262,45 @@ pub fn reduce_all(src: &dyn ChunkSource, r: &Reduction, progress: Progress<'_>) 
         }
         _ => unreachable!(),
     })
+}
+
+/// The last whole-array statistics pass of a session, so several reductions of one source in a
+/// row (`mean(a), std(a)`; `min(a), max(a), argmax(a)`) read it once.
+///
+/// The entry is keyed on the identity of the source object: it holds a [`std::sync::Weak`] to
+/// it, which keeps the allocation (not the data) alive, so no other source can take its address
+/// while the entry exists. Sources are immutable (files are only ever replaced by renaming, which
+/// leaves open sources on the old data), so an entry is never stale; writers clear it anyway.
+#[derive(Default)]
+pub struct PassCache {
+    last: std::sync::Mutex<Option<(std::sync::Weak<dyn ChunkSource>, Stats)>>,
+}
+
+impl PassCache {
+    /// The cached pass over `src` if it has the figures in `need`.
+    pub fn get(&self, src: &std::sync::Arc<dyn ChunkSource>, need: Need) -> Option<Stats> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((w, s))
+                if std::ptr::addr_eq(w.as_ptr(), std::sync::Arc::as_ptr(src))
+                    && s.need.covers(need) =>
+            {
+                Some(s.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Remembers the pass `s` over `src` (replacing any other).
+    pub fn put(&self, src: &std::sync::Arc<dyn ChunkSource>, s: Stats) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some((std::sync::Arc::downgrade(src), s));
+    }
+
+    /// Forgets the cached pass.
+    pub fn clear(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 fn scalar_of(m: &MemArray) -> Scalar {
@@ -749,4 +815,119 @@ fn finish<T: Num>(g: Partial<T>, r: &Reduction, out: DType, shape: Vec<u64>) -> 
         RedOp::Any | RedOp::All => fill!(Bool, |q| Ok::<_, Error>(Bool(u8::from(g.flag[q])))),
     }
     MemArray::new(&name, out, shape, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::kernels::histogram::test_source::MemSource;
+    use crate::pipeline::no_progress;
+    use crate::storage::{Chunk, SourceInfo};
+
+    /// A source counting the chunks read through it.
+    struct Counting(MemSource, AtomicUsize);
+
+    impl ChunkSource for Counting {
+        fn info(&self) -> &SourceInfo {
+            self.0.info()
+        }
+        fn read_chunk(&self, index: usize) -> Result<Chunk> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.read_chunk(index)
+        }
+    }
+
+    fn red(name: &str) -> Reduction {
+        Reduction::from_name(name).unwrap()
+    }
+
+    #[test]
+    fn cache_shares_one_pass_by_source_identity() {
+        let v: Vec<f64> = (0..10_000)
+            .map(|i| ((i * 7919) % 1000) as f64 - 500.5)
+            .collect();
+        let counting = Arc::new(Counting(MemSource::vec(&v, 1000), AtomicUsize::new(0)));
+        let src: Arc<dyn ChunkSource> = counting.clone();
+        let other: Arc<dyn ChunkSource> = Arc::new(MemSource::vec(&v, 1000));
+        let cache = PassCache::default();
+        // What the script backend does: reuse a covering pass, else run one and remember it.
+        let eval = |s: &Arc<dyn ChunkSource>, name: &str| -> Scalar {
+            let r = red(name);
+            let need = stats_need(&r).unwrap();
+            let st = match cache.get(s, need) {
+                Some(st) => st,
+                None => {
+                    let st = stats_pass(s.as_ref(), need, &no_progress).unwrap();
+                    cache.put(s, st.clone());
+                    st
+                }
+            };
+            let got = reduce_from_stats(s.as_ref(), &r, &st, &no_progress).unwrap();
+            assert_eq!(
+                got,
+                reduce_all(s.as_ref(), &r, &no_progress).unwrap(),
+                "{name}"
+            );
+            got
+        };
+        let reads = || counting.1.load(Ordering::Relaxed);
+        eval(&src, "mean");
+        let after_mean = reads();
+        eval(&src, "std");
+        eval(&src, "var");
+        eval(&src, "sum");
+        // std/var/sum checked against reduce_all (10 chunks each), but took no pass of their own.
+        assert_eq!(
+            cache.get(&src, Need::MOMENTS).map(|s| s.need),
+            Some(Need::MOMENTS)
+        );
+        assert_eq!(reads(), after_mean + 30);
+        // Another source with equal contents does not hit the entry.
+        assert!(cache.get(&other, Need::SUM).is_none());
+        // Extremes are not covered by the moments pass: a new pass replaces the entry.
+        eval(&src, "argmax");
+        assert!(cache.get(&src, Need::EXTREMES).is_some());
+        assert!(cache.get(&src, Need::SUM).is_none());
+        cache.clear();
+        assert!(cache.get(&src, Need::EXTREMES).is_none());
+    }
+
+    #[test]
+    fn reduce_from_stats_redoes_a_pass_that_does_not_cover() {
+        let v = [3.0f64, f64::NAN, -1.0, 7.0];
+        let src = MemSource::vec(&v, 3);
+        let sums = stats_pass(&src, Need::SUM, &no_progress).unwrap();
+        for name in [
+            "min",
+            "max",
+            "argmin",
+            "nanargmax",
+            "std",
+            "nanstd",
+            "nanmean",
+            "sum",
+        ] {
+            let r = red(name);
+            // Compared as text: NaN results must agree too.
+            assert_eq!(
+                format!(
+                    "{:?}",
+                    reduce_from_stats(&src, &r, &sums, &no_progress).unwrap()
+                ),
+                format!("{:?}", reduce_all(&src, &r, &no_progress).unwrap()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            reduce_all(&src, &red("argmin"), &no_progress).unwrap(),
+            Scalar::Int(1)
+        );
+        assert_eq!(
+            reduce_all(&src, &red("nanargmax"), &no_progress).unwrap(),
+            Scalar::Int(3)
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::array::{Array, Operand, Session, norm_axis};
 use super::lazy::{ConstValue, Src};
 use super::ops::{BinOp, UnOp, Weak};
-use super::reduction::Reduction;
+use super::reduction::{PassCache, Reduction, stats_need};
 use super::scan::ScanOp;
 use super::views::Index;
 use crate::dtype::DType;
@@ -30,6 +30,8 @@ pub struct EngineBackend {
     progress: Option<ProgressFactory>,
     /// Files `save()` wrote (so a failing script can report them; they are complete files).
     written: std::sync::Mutex<Vec<String>>,
+    /// The last whole-array statistics pass, shared by the reductions that follow it.
+    passes: PassCache,
 }
 
 /// Every name [`EngineBackend::call_function`] answers (for help texts and error hints).
@@ -70,6 +72,7 @@ impl EngineBackend {
             session: Session::with_heap(heap, temp_dir),
             progress: None,
             written: std::sync::Mutex::new(Vec::new()),
+            passes: PassCache::default(),
         }
     }
 
@@ -229,6 +232,18 @@ impl EngineBackend {
 
     fn reduce(&self, heap: &Heap, a: &Array, r: &Reduction, axis: Option<isize>) -> Result<Handle> {
         let bytes = a.size() * a.dtype().size() as u64;
+        if let (None, Some(need)) = (axis, stats_need(r)) {
+            // Whole-array reductions of one source in a row share one pass.
+            if let Some(s) = self.passes.get(a.source(), need) {
+                let v = a.reduce_from_stats(r, &s, &crate::pipeline::no_progress)?;
+                return Ok(self.scalar_handle(heap, v));
+            }
+            return self.with_progress_of(&r.name(), bytes, |p| {
+                let s = a.stats_pass(need, p)?;
+                self.passes.put(a.source(), s.clone());
+                Ok(self.scalar_handle(heap, a.reduce_from_stats(r, &s, p)?))
+            });
+        }
         self.with_progress_of(&r.name(), bytes, |p| match axis {
             None => Ok(self.scalar_handle(heap, a.reduce_with_progress(r, p)?)),
             Some(ax) => Ok(a.reduce_axis_with_progress(r, ax, p)?.handle().clone()),
@@ -237,6 +252,8 @@ impl EngineBackend {
 
     fn save(&self, a: &Array, path: &str, opts: &WriteOptions) -> Result<()> {
         let bytes = a.size() * a.dtype().size() as u64;
+        // Sources are immutable, but a write is where that could be bent: forget cached passes.
+        self.passes.clear();
         self.with_progress_of(&format!("save {path}"), bytes, |p| a.save(path, opts, p))?;
         self.written.lock().unwrap().push(path.to_string());
         Ok(())
