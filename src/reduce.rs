@@ -512,6 +512,37 @@ fn leaf<T: StatElem, const EXT: bool>(x: &[T], l: &mut Lanes<T>) -> f64 {
     res
 }
 
+/// A leaf's sum in the same 8 lanes and order as [`leaf`] but without the NaN mask or the count:
+/// NaN exactly when the leaf holds a NaN (or both infinities), bit-identical to [`leaf`]'s sum
+/// otherwise. The common case (no NaN) then costs one add per element.
+#[inline(always)]
+fn leaf_plain<T: StatElem>(x: &[T]) -> f64 {
+    let mut r = [0.0f64; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for j in 0..8 {
+            r[j] += c[j].to_f64();
+        }
+    }
+    let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for &e in it.remainder() {
+        res += e.to_f64();
+    }
+    res
+}
+
+/// [`pairwise_fused`] without extremes, NaN mask or count (see [`leaf_plain`]).
+#[inline(always)]
+fn pairwise_plain<T: StatElem>(x: &[T]) -> f64 {
+    let mut leaves = [0.0f64; BLOCK / 128];
+    let mut n = 0;
+    for part in x.chunks(128) {
+        leaves[n] = leaf_plain(part);
+        n += 1;
+    }
+    pairwise_f64(&leaves[..n])
+}
+
 /// Lane extremes and non-NaN counts of `x` (floats, when no sum is asked for).
 #[inline(always)]
 fn extremes_counted<T: StatElem>(x: &[T], l: &mut Lanes<T>) {
@@ -579,20 +610,25 @@ fn pairwise_f64(x: &[f64]) -> f64 {
 }
 
 /// Sum of squared deviations of the non-NaN elements about `mean` (8 lanes, then pairwise).
+/// `MASK = false` when the block is known to hold no NaN: the same operations without the test.
 #[inline(always)]
-fn sq_dev<T: StatElem>(x: &[T], mean: f64) -> f64 {
+fn sq_dev<T: StatElem, const MASK: bool>(x: &[T], mean: f64) -> f64 {
     let mut lanes = [0.0f64; 8];
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for j in 0..8 {
             let e = c[j];
-            let d = if e.is_nan() { 0.0 } else { e.centered(mean) };
+            let d = if MASK && e.is_nan() {
+                0.0
+            } else {
+                e.centered(mean)
+            };
             lanes[j] += d * d;
         }
     }
     let mut m2 = pairwise_f64(&lanes);
     for &e in it.remainder() {
-        if !e.is_nan() {
+        if !(MASK && e.is_nan()) {
             let d = e.centered(mean);
             m2 += d * d;
         }
@@ -613,7 +649,20 @@ fn block_partial<T: StatElem, const SUM: bool, const M2: bool, const EXT: bool>(
         mx: [T::LOWEST; 8],
         cnt: [0.0; 8],
     };
-    if T::FLOAT {
+    // Floats: a sum without extremes first tries the unmasked kernel; a result that is not NaN
+    // proves the block holds no NaN (NaN propagates through every add), so the count is its
+    // length and the sum is bit-identical to the masked one. Otherwise the block (still in
+    // cache) is summed again with the mask.
+    let mut clean = false;
+    if T::FLOAT && SUM && !EXT {
+        let s = pairwise_plain(x);
+        if !s.is_nan() {
+            clean = true;
+            p.fsum = s;
+            p.count = x.len() as u64;
+        }
+    }
+    if T::FLOAT && !clean {
         if SUM {
             p.fsum = pairwise_fused::<T, EXT>(x, &mut l);
         } else {
@@ -621,7 +670,7 @@ fn block_partial<T: StatElem, const SUM: bool, const M2: bool, const EXT: bool>(
         }
         p.count = l.cnt.iter().sum::<f64>() as u64;
         p.nan = x.len() as u64 - p.count;
-    } else {
+    } else if !T::FLOAT {
         if EXT {
             extremes(x, &mut l);
         }
@@ -637,7 +686,11 @@ fn block_partial<T: StatElem, const SUM: bool, const M2: bool, const EXT: bool>(
         let sum = if T::FLOAT { p.fsum } else { p.isum as f64 };
         p.mean = sum / p.count as f64;
         if M2 {
-            p.m2 = sq_dev(x, p.mean);
+            p.m2 = if clean || !T::FLOAT {
+                sq_dev::<T, false>(x, p.mean)
+            } else {
+                sq_dev::<T, true>(x, p.mean)
+            };
         }
     }
     if !EXT {
