@@ -15,14 +15,16 @@
 //! order above (a bijection for [`sort`]; for [`argsort`] the key of the NumPy equivalence class
 //! packed with the flat index into a `u128`, so all keys are distinct). Keys are gathered into a
 //! run buffer sized from the memory budget; when the whole input fits it is sorted in memory with
-//! rayon's `par_sort_unstable` and streamed to the writer. Otherwise every full run is sorted in
-//! parallel and appended to an anonymous temporary file (in [`SortOptions::temp_dir`] or the
-//! system temp dir; unlinked from the start, so nothing is left behind on error or crash), then
-//! runs are merged with a binary heap through per-run read buffers that share the run buffer's
-//! share of the budget. When there are more runs than that memory allows readers for, groups of
-//! runs are merged into longer runs in a new file first (a merge pass), and the older file is
-//! closed (deleted) once the pass is done. Output chunks are filled in order and handed to a
-//! writer thread (encode + write) while the merge goes on.
+//! rayon's `par_sort_unstable` and streamed to the writer. (A parallel LSD radix sort was measured
+//! at half that speed here: its scattered writes are slow in this VM.) Otherwise runs of half the
+//! room are gathered, sorted in parallel and appended to an anonymous temporary file (in [`SortOptions::temp_dir`] or the
+//! system temp dir; unlinked from the start, so nothing is left behind on error or crash) by a
+//! helper thread while the next run is gathered in the other buffer. Runs are then merged with a
+//! loser tree through per-run read buffers that share the run buffers' share of the budget. When
+//! there are more runs than that memory allows readers for, groups of runs are merged into longer
+//! runs in a new file first (a merge pass), and the older file is closed (deleted) once the pass
+//! is done. Output chunks are filled in order and handed to a writer thread (encode + write)
+//! while the merge goes on.
 //!
 //! Sorting along the last axis ([`Axis::Last`]) reads bands of whole rows covering one row of
 //! output chunks, sorts the rows in parallel and writes the band's chunks. When such a band does
@@ -33,8 +35,6 @@
 //! are reserved by their source as always. The plan leaves room for one input chunk per worker
 //! and three output chunks.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::fs::File;
 use std::marker::PhantomData;
@@ -526,7 +526,12 @@ impl<'a, O: Element> OutStream<'a, O> {
                 )));
             }
             let want = self.layout.chunk_region(self.next).numel() as usize;
-            let buf = Buffer::zeroed_in(want * size_of::<O>(), self.budget)?;
+            // `push` overwrites every element before the chunk is sent.
+            let buf = if self.budget.same(memory::global()) {
+                Buffer::for_overwrite(want * size_of::<O>())?
+            } else {
+                Buffer::zeroed_in(want * size_of::<O>(), self.budget)?
+            };
             if want == 0 {
                 self.send(buf)?;
             } else {
@@ -616,7 +621,10 @@ fn with_writer_thread<R>(
 struct Plan {
     /// Elements per run.
     run_elems: usize,
-    /// Bytes shared by the merge buffers (the run buffer's, reused).
+    /// Whether a second run-sized buffer is reserved, for gathering the next run while the
+    /// previous one is spilled.
+    two_buffers: bool,
+    /// Bytes shared by the merge buffers (the run buffers', reused).
     merge_bytes: u64,
     /// Most runs merged at once.
     fan_in: usize,
@@ -641,14 +649,23 @@ fn plan<E>(ctx: &Ctx<'_>, n: u64, out_layout: &ChunkLayout, out_elem: usize) -> 
             human_bytes(need)
         )));
     }
-    let run_bytes = ctx.opts.run_bytes.map_or(left, |r| r.min(left)).max(esize);
-    let run_elems = (run_bytes / esize).min(n).max(1) as usize;
-    let merge_bytes = run_bytes.max(need);
+    let cap = ctx.opts.run_bytes.map_or(left, |r| r.min(left)).max(esize);
+    let total = n.saturating_mul(esize);
+    // In memory if it fits; otherwise runs of half the room, so one is gathered while the
+    // previous one is spilled.
+    let (run_elems, two_buffers) = if total <= cap {
+        (n, false)
+    } else {
+        (cap / 2 / esize, true)
+    };
+    let run_elems = run_elems.max(1) as usize;
+    let merge_bytes = cap.max(need);
     let fan_in = (merge_bytes / MIN_MERGE_BUF)
         .saturating_sub(1)
         .clamp(2, MAX_FAN_IN) as usize;
     Ok(Plan {
         run_elems,
+        two_buffers,
         merge_bytes,
         fan_in,
     })
@@ -720,6 +737,13 @@ fn reserved_vec<E>(
 
 type Fill<'a, E> = dyn Fn(&Chunk, usize, &mut [E]) + Sync + 'a;
 
+/// Writes a sorted run at element offset `start` of a spill file.
+fn write_run<E: Pod>(file: &SpillFile, start: u64, items: &[E]) -> Result<()> {
+    file.file
+        .write_all_at(bytemuck::cast_slice(items), start * size_of::<E>() as u64)
+        .map_err(|e| Error::io(&file.dir, "write sort spill file", e))
+}
+
 /// Sorts the flattened source into `writer`: keys `E` made by `fill`, written as `conv(E)`.
 fn flat_sort<E: Pod + Ord + Send + Sync, O: Element>(
     ctx: &Ctx<'_>,
@@ -744,64 +768,25 @@ fn flat_sort<E: Pod + Ord + Send + Sync, O: Element>(
             return out.finish();
         }
         let (mut run, res) = reserved_vec::<E>(ctx.budget, plan.run_elems, "sort run")?;
-        let mut runs: Vec<Run> = Vec::new();
-        let mut file: Option<std::sync::Arc<SpillFile>> = None;
-        let mut at = 0u64;
-        let mut flush = |run: &mut Vec<E>, runs: &mut Vec<Run>| -> Result<()> {
-            run.par_sort_unstable();
-            let f = match &file {
-                Some(f) => f.clone(),
-                None => file.insert(new_spill_file(&dir)?).clone(),
-            };
-            let start = at;
-            spill(&f, &mut at, run, &mut stats)?;
-            runs.push(Run {
-                file: f,
-                start,
-                len: run.len() as u64,
-            });
-            run.clear();
-            Ok(())
+        let mut second = if plan.two_buffers {
+            Some(reserved_vec::<E>(ctx.budget, plan.run_elems, "sort run")?)
+        } else {
+            None
         };
-        let nchunks = info.layout.num_chunks();
-        let batch = rayon::current_num_threads().max(1);
-        let mut first = 0;
-        while first < nchunks {
-            let last = (first + batch).min(nchunks);
-            let chunks: Vec<Chunk> = (first..last)
-                .into_par_iter()
-                .map(|i| ctx.src.read_chunk(i))
-                .collect::<Result<_>>()?;
-            for c in &chunks {
-                let m = c.region.numel() as usize;
-                let mut lo = 0;
-                while lo < m {
-                    if run.len() == plan.run_elems {
-                        flush(&mut run, &mut runs)?;
-                    }
-                    let take = (m - lo).min(plan.run_elems - run.len());
-                    let at = run.len();
-                    run.resize(at + take, E::zeroed());
-                    fill(c, lo, &mut run[at..]);
-                    lo += take;
-                }
-                (ctx.progress)(c.data.len() as u64);
-            }
-            first = last;
-        }
+        let runs = gather_runs(ctx, &plan, fill, &mut run, &mut second, &dir, &mut stats)?;
         if runs.is_empty() {
+            // Everything fit in one run: sort it in memory and stream it out.
             report.runs = 1;
             run.par_sort_unstable();
+            drop(second);
             out.push(&run, conv)?;
             drop((run, res));
             return out.finish();
         }
-        if !run.is_empty() {
-            flush(&mut run, &mut runs)?;
-        }
-        drop((run, res, file));
+        drop((run, res, second));
         report.runs = runs.len() as u64;
         report.fan_in = plan.fan_in.min(runs.len()) as u64;
+        let mut runs = runs;
         while runs.len() > plan.fan_in {
             // A merge pass: groups of `fan_in` runs into longer runs in a new file.
             report.merge_passes += 1;
@@ -837,16 +822,114 @@ fn flat_sort<E: Pod + Ord + Send + Sync, O: Element>(
     Ok(report)
 }
 
+/// Reads the source's keys into `run`; whenever it is full and more input follows, sorts it and
+/// spills it on a helper thread while the next run is gathered in the second buffer (handed back
+/// when the spill is done). Returns the spilled runs; none when the
+/// whole input is left in `run`, unsorted.
+fn gather_runs<E: Pod + Ord + Send + Sync>(
+    ctx: &Ctx<'_>,
+    plan: &Plan,
+    fill: &Fill<'_, E>,
+    run: &mut Vec<E>,
+    second: &mut Option<(Vec<E>, Reservation)>,
+    dir: &std::path::Path,
+    stats: &mut SpillStats,
+) -> Result<Vec<Run>> {
+    let info = ctx.src.info();
+    let mut runs: Vec<Run> = Vec::new();
+    let mut file: Option<std::sync::Arc<SpillFile>> = None;
+    let mut at = 0u64;
+    std::thread::scope(|scope| -> Result<()> {
+        // The spill in flight, which hands its buffer back.
+        let mut pending = None;
+        let mut flush =
+            |run: &mut Vec<E>, second: &mut Option<(Vec<E>, Reservation)>| -> Result<()> {
+                join_spill(pending.take(), second)?;
+                let Some((spare, _)) = second.as_mut() else {
+                    unreachable!("runs are only spilled with two buffers planned")
+                };
+                run.par_sort_unstable();
+                let f = match &file {
+                    Some(f) => f.clone(),
+                    None => file.insert(new_spill_file(dir)?).clone(),
+                };
+                let start = at;
+                at += run.len() as u64;
+                stats.add((run.len() * size_of::<E>()) as u64);
+                runs.push(Run {
+                    file: f.clone(),
+                    start,
+                    len: run.len() as u64,
+                });
+                // Spill the sorted run on a helper thread; gather the next one in the spare buffer.
+                let mut full = std::mem::take(spare);
+                std::mem::swap(run, &mut full);
+                run.clear();
+                pending = Some(scope.spawn(move || -> Result<Vec<E>> {
+                    write_run(&f, start, &full)?;
+                    Ok(full)
+                }));
+                Ok(())
+            };
+        let nchunks = info.layout.num_chunks();
+        let batch = rayon::current_num_threads().max(1);
+        let mut spilled = false;
+        let mut first = 0;
+        while first < nchunks {
+            let last = (first + batch).min(nchunks);
+            let chunks: Vec<Chunk> = (first..last)
+                .into_par_iter()
+                .map(|i| ctx.src.read_chunk(i))
+                .collect::<Result<_>>()?;
+            for c in &chunks {
+                let m = c.region.numel() as usize;
+                let mut lo = 0;
+                while lo < m {
+                    if run.len() == plan.run_elems {
+                        flush(run, second)?;
+                        spilled = true;
+                    }
+                    let take = (m - lo).min(plan.run_elems - run.len());
+                    let at = run.len();
+                    run.resize(at + take, E::zeroed());
+                    fill(c, lo, &mut run[at..]);
+                    lo += take;
+                }
+                (ctx.progress)(c.data.len() as u64);
+            }
+            first = last;
+        }
+        if spilled && !run.is_empty() {
+            flush(run, second)?;
+        }
+        join_spill(pending.take(), second)
+    })?;
+    Ok(runs)
+}
+
+/// Waits for the spill in flight, if any, and puts its buffer back as the second buffer.
+fn join_spill<E>(
+    pending: Option<std::thread::ScopedJoinHandle<'_, Result<Vec<E>>>>,
+    second: &mut Option<(Vec<E>, Reservation)>,
+) -> Result<()> {
+    if let Some(h) = pending {
+        let buf = h.join().expect("sort spill thread panicked")?;
+        if let Some((s, _)) = second.as_mut() {
+            *s = buf;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a run through a buffer.
 struct RunReader<E> {
     run: Run,
     read: u64,
     buf: Vec<E>,
-    pos: usize,
 }
 
 impl<E: Pod> RunReader<E> {
-    /// Refills the buffer; false at the end of the run.
+    /// Refills the buffer with the run's next elements; false at the end of the run.
     fn refill(&mut self) -> Result<bool> {
         let m = (self.run.len - self.read).min(self.buf.capacity() as u64) as usize;
         if m == 0 {
@@ -860,21 +943,11 @@ impl<E: Pod> RunReader<E> {
             .read_exact_at(bytemuck::cast_slice_mut(&mut self.buf), off)
             .map_err(|e| Error::io(&f.dir, "read sort spill file", e))?;
         self.read += m as u64;
-        self.pos = 0;
         Ok(true)
-    }
-
-    /// The next element, if any.
-    fn next(&mut self) -> Result<Option<E>> {
-        if self.pos == self.buf.len() && !self.refill()? {
-            return Ok(None);
-        }
-        self.pos += 1;
-        Ok(Some(self.buf[self.pos - 1]))
     }
 }
 
-/// K-way merges sorted `runs` with a binary heap, emitting blocks in order; `mem` bytes are split
+/// K-way merges sorted `runs` with a loser tree, emitting blocks in order; `mem` bytes are split
 /// between the runs' read buffers and one output block (all reserved in `budget`).
 fn merge<E: Pod + Ord + Send + Sync>(
     runs: Vec<Run>,
@@ -882,39 +955,76 @@ fn merge<E: Pod + Ord + Send + Sync>(
     budget: &MemoryBudget,
     emit: &mut dyn FnMut(&[E]) -> Result<()>,
 ) -> Result<()> {
-    let per = (mem / (runs.len() as u64 + 1) / size_of::<E>() as u64).max(1) as usize;
-    let mut readers = Vec::with_capacity(runs.len());
-    let mut reservations = Vec::with_capacity(runs.len() + 1);
+    let k = runs.len();
+    if k == 0 {
+        return Ok(());
+    }
+    let per = (mem / (k as u64 + 1) / size_of::<E>() as u64).max(1) as usize;
+    let mut readers = Vec::with_capacity(k);
+    let mut reservations = Vec::with_capacity(k + 1);
     for run in runs {
         let (buf, res) = reserved_vec::<E>(budget, per, "sort merge buffer")?;
         reservations.push(res);
-        readers.push(RunReader {
-            run,
-            read: 0,
-            buf,
-            pos: 0,
-        });
+        readers.push(RunReader { run, read: 0, buf });
     }
     let (mut block, res) = reserved_vec::<E>(budget, per, "sort merge buffer")?;
     reservations.push(res);
-    let mut heap = BinaryHeap::with_capacity(readers.len());
-    for (i, r) in readers.iter_mut().enumerate() {
-        if let Some(v) = r.next()? {
-            heap.push(Reverse((v, i)));
+    // Each run's current element and its position in the run's buffer. An exhausted run's head
+    // is the all-ones key, which no element exceeds. Exactly `total` elements are emitted, so a
+    // sentinel only wins a tie with a real all-ones key, whose bits it shares: the output is the
+    // same (equal keys are identical, which is also why ties may go either way).
+    let total: u64 = readers.iter().map(|r| r.run.len).sum();
+    let mut sentinel = E::zeroed();
+    bytemuck::bytes_of_mut(&mut sentinel).fill(0xff);
+    let mut heads = vec![sentinel; k];
+    let mut pos = vec![0usize; k];
+    for (h, r) in heads.iter_mut().zip(readers.iter_mut()) {
+        if r.refill()? {
+            *h = r.buf[0];
         }
     }
-    while let Some(mut top) = heap.peek_mut() {
-        let Reverse((v, i)) = *top;
-        block.push(v);
+    // Loser tree over leaves k..2k (node j's children are 2j and 2j + 1): `tree[j]` is the run
+    // that lost the match at node j; `w` the overall winner.
+    let mut tree = vec![0usize; k];
+    let mut win = vec![0usize; 2 * k];
+    for (i, w) in win[k..].iter_mut().enumerate() {
+        *w = i;
+    }
+    for j in (1..k).rev() {
+        let (a, b) = (win[2 * j], win[2 * j + 1]);
+        let (w, l) = if heads[b] < heads[a] { (b, a) } else { (a, b) };
+        tree[j] = l;
+        win[j] = w;
+    }
+    let mut w = if k == 1 { 0 } else { win[1] };
+    for _ in 0..total {
+        block.push(heads[w]);
         if block.len() == per {
             emit(&block)?;
             block.clear();
         }
-        match readers[i].next()? {
-            Some(next) => *top = Reverse((next, i)),
-            None => {
-                std::collections::binary_heap::PeekMut::pop(top);
+        pos[w] += 1;
+        let r = &mut readers[w];
+        let mut hw = if pos[w] < r.buf.len() {
+            r.buf[pos[w]]
+        } else if r.refill()? {
+            pos[w] = 0;
+            r.buf[0]
+        } else {
+            sentinel
+        };
+        heads[w] = hw;
+        // Replay the matches on the path from run w's leaf to the root.
+        let mut j = (k + w) / 2;
+        while j >= 1 {
+            let t = tree[j];
+            let ht = heads[t];
+            if ht < hw {
+                tree[j] = w;
+                w = t;
+                hw = ht;
             }
+            j /= 2;
         }
     }
     if !block.is_empty() {

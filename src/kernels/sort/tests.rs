@@ -412,6 +412,60 @@ fn flat_in_memory_and_spilled_every_dtype() {
     check_all_dtypes(1000, &[20, 50], &[7, 9], 5, Some(512));
 }
 
+/// Larger arrays in memory and in spilled runs (gathered while the previous run is written),
+/// some N-d chunked so the argsort keys are not gathered in index order.
+#[test]
+fn larger_in_memory_and_spilled() {
+    let n = 100_000;
+    check_all_dtypes(n, &[n as u64], &[4099], 21, None);
+    // Runs of 64 Ki f64 keys / 32 Ki argsort pairs: three or more runs of each.
+    let run = 1 << 20;
+    check_flat::<f64>(n, &[n as u64], &[5000], 22, Some(run));
+    check_flat::<i64>(n, &[n as u64], &[5000], 23, Some(run));
+    check_flat::<f32>(n, &[4, n as u64 / 4], &[3, 7001], 24, Some(run));
+    check_flat::<u16>(n, &[n as u64], &[5000], 25, Some(run));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The loser-tree merge of any number of sorted runs (some empty) through small buffers.
+    #[test]
+    fn prop_merge_matches_sorted_concatenation(
+        lens in prop::collection::vec(0usize..300, 1..13),
+        seed in any::<u64>(),
+        per in 1u64..40,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = new_spill_file(dir.path()).unwrap();
+        let mut stats = SpillStats::default();
+        let mut at = 0u64;
+        let mut runs = Vec::new();
+        let mut all = Vec::new();
+        for (r, &len) in lens.iter().enumerate() {
+            let mut v: Vec<u64> = (0..len as u64)
+                .map(|i| splitmix(seed ^ (r as u64) << 32 ^ i) % 500)
+                .collect();
+            v.sort_unstable();
+            all.extend_from_slice(&v);
+            let start = at;
+            spill(&file, &mut at, &v, &mut stats).unwrap();
+            runs.push(Run { file: file.clone(), start, len: len as u64 });
+        }
+        all.sort_unstable();
+        let budget = MemoryBudget::new(1 << 20);
+        let mem = per * 8 * (lens.len() as u64 + 1);
+        let mut got = Vec::new();
+        merge::<u64>(runs, mem, &budget, &mut |b| {
+            got.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        prop_assert_eq!(got, all);
+        prop_assert_eq!(budget.used(), 0);
+    }
+}
+
 #[test]
 fn zero_d_arrays() {
     let dir = tempfile::tempdir().unwrap();
