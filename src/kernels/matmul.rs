@@ -2,8 +2,13 @@
 //! 1-D cases (`(k,) @ (k, n) -> (n,)`, `(m, k) @ (k,) -> (m,)`, `(k,) @ (k,) -> ()`).
 //!
 //! **Blocking.** The output is produced one writer chunk at a time by [`write_all`] (chunks in
-//! parallel, written in order). A chunk covering rows `r` and columns `c` of the result is
-//! computed in sub-tiles of at most `rows x cols`, walking the inner dimension in blocks of `bk`:
+//! parallel, written in order). When the right operand (converted to the result dtype) takes at
+//! most half the budget and what is left still gives every worker A panels of at least
+//! `RESIDENT_MIN_ROWS` rows (or a whole chunk's), B is read once and shared by all workers
+//! ("resident B"): each chunk is then computed in bands of rows, one `rows x k` A panel and one
+//! product over all of `k` per band, so B is neither re-read nor re-copied per chunk. Otherwise a
+//! chunk covering rows `r` and columns `c` of the result is computed in sub-tiles of at most
+//! `rows x cols`, walking the inner dimension in blocks of `bk`:
 //! for every block the worker reads the A panel `A[r, kb]` and the B panel `B[kb, c]` with
 //! [`ChunkSource::read_region`], converts them to the result dtype if needed, and accumulates
 //! into the output chunk. Tile sizes come from the memory budget: the output chunks that
@@ -18,9 +23,9 @@
 //!
 //! **Determinism.** `matrixmultiply` sums each output element over `k` in order, in slices of
 //! [`KB`] (its `kc`), accumulating slice results into the output. Our `k` blocks are multiples of
-//! [`KB`] (or all of `k`), so every element is summed exactly as one in-memory `dgemm` call over
-//! the whole operands would: results do not depend on the thread count, the tiling, the budget
-//! or the chunking. Integer and bool products are exact.
+//! [`KB`] (or all of `k`, as with resident B), so every element is summed exactly as one
+//! in-memory `dgemm` call over the whole operands would: results do not depend on the thread
+//! count, the tiling, the budget or the chunking. Integer and bool products are exact.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +49,9 @@ pub const KB: usize = 256;
 /// budget allows more: larger panels only cost fresh page faults, the arithmetic per byte read
 /// is set by the output tile, not by `bk`.
 const PANEL_CAP: u64 = 32 << 20;
+
+/// Fewest A-panel rows (or a whole output chunk's) that make reading B once worth it.
+const RESIDENT_MIN_ROWS: usize = 32;
 
 /// Target bytes of the output chunks [`suggested_chunks`] proposes (and [`matmul_to_buffer`]
 /// computes in).
@@ -317,6 +325,9 @@ struct Plan {
     rows: usize,
     cols: usize,
     bk: usize,
+    /// The whole right operand (converted) is read once and shared by every worker: each output
+    /// sub-tile is then one product over all of `k` (`bk == k`).
+    resident: bool,
 }
 
 /// Everything a worker needs to compute any box of the result.
@@ -361,6 +372,7 @@ impl<'a> Ctx<'a> {
                 rows: 1,
                 cols: 1,
                 bk: 0,
+                resident: false,
             },
             bytes_read: AtomicU64::new(0),
         })
@@ -385,6 +397,27 @@ impl<'a> Ctx<'a> {
         };
         let (ca, cb) = (per_elem(&self.a), per_elem(&self.b));
         let src_chunk = self.a.chunk_bytes().max(self.b.chunk_bytes());
+        // Resident B: read (and convert) the right operand once, then every sub-tile is one call
+        // over all of `k` with a `rows x k` A panel. Worth it when B takes at most half the
+        // budget and what is left gives every worker A panels of a useful height.
+        let b_bytes = (k as u64 * n as u64).saturating_mul(cb);
+        let left = avail.saturating_sub(outputs).saturating_sub(b_bytes) / workers as u64;
+        let a_room = left.saturating_sub(src_chunk);
+        let a_rows = if k == 0 {
+            usize::MAX
+        } else {
+            usize::try_from(a_room / (k as u64 * ca)).unwrap_or(usize::MAX)
+        };
+        let want_rows = max_rows.clamp(1, m.max(1));
+        if b_bytes <= avail / 2 && a_rows >= want_rows.min(RESIDENT_MIN_ROWS) {
+            self.plan = Plan {
+                rows: want_rows.min(a_rows).max(1),
+                cols: max_cols.clamp(1, n.max(1)),
+                bk: k,
+                resident: true,
+            };
+            return Ok(());
+        }
         let per_worker = (avail.saturating_sub(outputs) / workers as u64).saturating_sub(src_chunk);
         let room = per_worker.min(PANEL_CAP);
         let cost = |rows: usize, cols: usize, bk: usize| {
@@ -420,7 +453,12 @@ impl<'a> Ctx<'a> {
             let per_k = rows as u64 * ca + cols as u64 * cb;
             ((room / per_k) as usize / KB * KB).max(bk_min)
         };
-        self.plan = Plan { rows, cols, bk };
+        self.plan = Plan {
+            rows,
+            cols,
+            bk,
+            resident: false,
+        };
         Ok(())
     }
 
@@ -444,24 +482,46 @@ impl<'a> Ctx<'a> {
         Ok(out)
     }
 
-    /// Computes the `rows x cols` box at `(r0, c0)` of the result into `out` (row stride `ldc`).
+    /// Computes the box `rows x cols` of the result into `out` (row stride `ldc`), from the
+    /// resident B (`k x n`, dense) if there is one.
     fn compute<T: Kernel>(
         &self,
-        r0: usize,
-        rows: usize,
-        c0: usize,
-        cols: usize,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
         out: &mut [T],
         ldc: usize,
+        b_all: Option<&[T]>,
     ) -> Result<()> {
+        let (r0, rows, c0, cols) = (rows.start, rows.len(), cols.start, cols.len());
         let Plan {
             rows: tr,
             cols: tc,
             bk,
+            ..
         } = self.plan;
         let k = self.spec.k;
         if k == 0 || rows == 0 || cols == 0 {
             return Ok(()); // the output is zero-filled: an empty sum is 0 (False)
+        }
+        if let Some(b_all) = b_all {
+            // B is resident (k x n, dense): one call over all of k per band of rows.
+            let ldb = self.spec.n;
+            let b = &b_all[c0..(k - 1) * ldb + c0 + cols];
+            for rs in (0..rows).step_by(tr) {
+                let h = tr.min(rows - rs);
+                let a = self.panel::<T>(&self.a, r0 + rs, h, 0, k)?;
+                let start = rs * ldc;
+                let c = &mut out[start..start + (h - 1) * ldc + cols];
+                let d = Dims {
+                    h,
+                    k,
+                    w: cols,
+                    ldb,
+                    ldc,
+                };
+                T::gemm(d, a.as_slice(), b, c, false)?;
+            }
+            return Ok(());
         }
         for rs in (0..rows).step_by(tr) {
             let h = tr.min(rows - rs);
@@ -474,7 +534,13 @@ impl<'a> Ctx<'a> {
                     let start = rs * ldc + cs;
                     let c = &mut out[start..start + (h - 1) * ldc + w];
                     T::gemm(
-                        Dims { h, k: kw, w, ldc },
+                        Dims {
+                            h,
+                            k: kw,
+                            w,
+                            ldb: w,
+                            ldc,
+                        },
                         a.as_slice(),
                         b.as_slice(),
                         c,
@@ -508,20 +574,21 @@ fn convert<S: Element, T: Element>(src: &[S], dst: &mut [T]) {
     }
 }
 
-/// Sizes of one block product: `C[h x w] (+)= A[h x k] B[k x w]`, A and B dense, C with row
-/// stride `ldc`.
+/// Sizes of one block product: `C[h x w] (+)= A[h x k] B[k x w]`, A dense, B with row stride
+/// `ldb`, C with row stride `ldc`.
 #[derive(Clone, Copy, Debug)]
 struct Dims {
     h: usize,
     k: usize,
     w: usize,
+    ldb: usize,
     ldc: usize,
 }
 
 /// The in-block product for one element type.
 trait Kernel: Element {
-    /// `C = A B` (or `C += A B` when `accumulate`), with `c` starting at the block's first
-    /// element and ending at its last.
+    /// `C = A B` (or `C += A B` when `accumulate`), with `b` and `c` starting at their block's
+    /// first element and ending at its last.
     fn gemm(d: Dims, a: &[Self], b: &[Self], c: &mut [Self], accumulate: bool) -> Result<()>;
 }
 
@@ -534,7 +601,8 @@ macro_rules! float_kernel {
         impl Kernel for $t {
             fn gemm(d: Dims, a: &[Self], b: &[Self], c: &mut [Self], accumulate: bool) -> Result<()> {
                 let a = ArrayView2::from_shape((d.h, d.k), a).map_err(shape_error)?;
-                let b = ArrayView2::from_shape((d.k, d.w), b).map_err(shape_error)?;
+                let b = ArrayView2::from_shape((d.k, d.w).strides((d.ldb, 1)), b)
+                    .map_err(shape_error)?;
                 let mut c =
                     ArrayViewMut2::from_shape((d.h, d.w).strides((d.ldc, 1)), c).map_err(shape_error)?;
                 let beta = if accumulate { 1.0 } else { 0.0 };
@@ -591,7 +659,7 @@ fn int_gemm<T: Wrapping>(d: Dims, a: &[T], b: &[T], c: &mut [T], accumulate: boo
                 let crow = &mut c[i * d.ldc + j0..i * d.ldc + j0 + jw];
                 let arow = &a[i * d.k + p0..i * d.k + p0 + pw];
                 for (p, &av) in arow.iter().enumerate() {
-                    let brow = &b[(p0 + p) * d.w + j0..(p0 + p) * d.w + j0 + jw];
+                    let brow = &b[(p0 + p) * d.ldb + j0..(p0 + p) * d.ldb + j0 + jw];
                     for (cv, &bv) in crow.iter_mut().zip(brow) {
                         *cv = cv.mul_add(av, bv);
                     }
@@ -623,7 +691,7 @@ impl Kernel for Bool {
                         if av == 0 {
                             continue;
                         }
-                        let brow = &b[(p0 + p) * d.w + j0..(p0 + p) * d.w + j0 + jw];
+                        let brow = &b[(p0 + p) * d.ldb + j0..(p0 + p) * d.ldb + j0 + jw];
                         for (cv, &bv) in crow.iter_mut().zip(brow) {
                             *cv |= u8::from(bv != 0);
                         }
@@ -670,12 +738,23 @@ pub fn matmul(
     let outputs = chunks_in_flight(workers, layout.num_chunks()) * chunk_bytes;
     ctx.plan(available(opts), workers, outputs, max_rows, max_cols)?;
     let ctx = &ctx;
-    crate::with_dtype!(ctx.dtype, T => write_all(writer, progress, |region| {
-        let (r0, rows, c0, cols) = ctx.spec.region_2d(region);
-        let mut buf = Buffer::zeroed(rows * cols * std::mem::size_of::<T>())?;
-        ctx.compute::<T>(r0, rows, c0, cols, buf.as_mut_slice::<T>(), cols)?;
-        Ok(buf)
-    }))?;
+    crate::with_dtype!(ctx.dtype, T => {
+        let (k, n) = (ctx.spec.k, ctx.spec.n);
+        // Reserved in the budget by `read_region` (and the conversion) like any panel.
+        let b_all = if ctx.plan.resident && k > 0 && n > 0 {
+            Some(ctx.panel::<T>(&ctx.b, 0, k, 0, n)?)
+        } else {
+            None
+        };
+        let b_all = b_all.as_ref().map(|b| b.as_slice::<T>());
+        write_all(writer, progress, |region| {
+            let (r0, rows, c0, cols) = ctx.spec.region_2d(region);
+            let mut buf = Buffer::zeroed(rows * cols * std::mem::size_of::<T>())?;
+            let out = buf.as_mut_slice::<T>();
+            ctx.compute::<T>(r0..r0 + rows, c0..c0 + cols, out, cols, b_all)?;
+            Ok(buf)
+        })
+    })?;
     Ok(ctx.report())
 }
 
@@ -1108,6 +1187,54 @@ mod tests {
         }
     }
 
+    /// With room for B, it is read once (operand bytes read = A + B) and each chunk is one
+    /// product over all of `k`; with a tight budget B is re-read per row band. Both give the
+    /// bytes of one in-memory `gemm`, for 1, 2 and 7 threads.
+    #[test]
+    fn resident_b_reads_each_operand_once() {
+        let (m, k, n) = (96usize, 300usize, 40usize);
+        let av: Vec<f64> = (0..m * k)
+            .map(|i| ((i * 31) % 97) as f64 / 7.0 - 3.0)
+            .collect();
+        let bv: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 17) % 89) as f32 / 5.0 - 8.0)
+            .collect();
+        let bw: Vec<f64> = bv.iter().map(|&x| f64::from(x)).collect();
+        let mut want = vec![0.0f64; m * n];
+        {
+            let a = ArrayView2::from_shape((m, k), &av[..]).unwrap();
+            let b = ArrayView2::from_shape((k, n), &bw[..]).unwrap();
+            let mut c = ArrayViewMut2::from_shape((m, n), &mut want[..]).unwrap();
+            ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+        }
+        let sa = MemSource::new(&av, &[m as u64, k as u64], &[4, 100]);
+        let sb = MemSource::new(&bv, &[k as u64, n as u64], &[16, 40]);
+        let operands = (m * k * 8 + k * n * 4) as u64;
+        for threads in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for (limit, resident) in [(64u64 << 20, true), (200 << 10, false)] {
+                let (w, out) = MemWriter::create(DType::F64, &[m as u64, n as u64], &[16, 40]);
+                let opts = MatmulOptions {
+                    memory_limit: Some(limit),
+                };
+                let rep = pool
+                    .install(|| matmul(&sa, &sb, w, &opts, &no_progress))
+                    .unwrap();
+                let got = out.lock().unwrap().1.clone();
+                assert_eq!(got, bytemuck::cast_slice::<f64, u8>(&want), "{rep:?}");
+                if resident {
+                    assert_eq!(rep.bytes_read, operands, "{threads} threads {rep:?}");
+                    assert_eq!(rep.k_block, k as u64);
+                } else {
+                    assert!(rep.bytes_read > operands, "{threads} threads {rep:?}");
+                }
+            }
+        }
+    }
+
     /// NumPy answers checked by hand (NumPy 2.4).
     #[test]
     fn numpy_cases() {
@@ -1306,6 +1433,91 @@ mod bench {
                 t.elapsed().as_secs_f64()
             })
             .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Stages of one product on existing files: `CHUNKHEAP_MM_A`, `CHUNKHEAP_MM_B` (2-D f64
+    /// `.npy` paths), `CHUNKHEAP_MM_LIMIT` (bytes, default 512 MiB):
+    /// `cargo test --release --lib kernels::matmul::bench::files -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "benchmark: needs CHUNKHEAP_MM_A / CHUNKHEAP_MM_B"]
+    fn files() {
+        let (Ok(pa), Ok(pb)) = (
+            std::env::var("CHUNKHEAP_MM_A"),
+            std::env::var("CHUNKHEAP_MM_B"),
+        ) else {
+            println!("set CHUNKHEAP_MM_A and CHUNKHEAP_MM_B");
+            return;
+        };
+        let limit: u64 = std::env::var("CHUNKHEAP_MM_LIMIT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(512 << 20);
+        let a = crate::formats::open(&pa).unwrap();
+        let b = crate::formats::open(&pb).unwrap();
+        let (m, k) = (a.info().shape[0], a.info().shape[1]);
+        let n = b.info().shape[1];
+        let flops = 2.0 * (m * n * k) as f64;
+        let budget = memory::global();
+        budget.set_limit(limit);
+        let gf = |t: f64| flops / t / 1e9;
+        for threads in [2usize, 1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            // Reading both operands once, whole rows (the copy floor of any blocking).
+            let t_read = best(1, || {
+                for src in [&a, &b] {
+                    let s = &src.info().shape;
+                    for r in (0..s[0]).step_by(256) {
+                        let h = 256.min(s[0] - r);
+                        let reg = Region {
+                            origin: vec![r, 0],
+                            shape: vec![h, s[1]],
+                        };
+                        std::hint::black_box(src.read_region(&reg).unwrap());
+                    }
+                }
+            });
+            let t_buf = best(1, || {
+                pool.install(|| {
+                    std::hint::black_box(
+                        matmul_to_buffer(a.as_ref(), b.as_ref(), &MatmulOptions::default())
+                            .unwrap(),
+                    );
+                })
+            });
+            let dir = tempfile::tempdir_in(std::path::Path::new(&pa).parent().unwrap()).unwrap();
+            let out = dir.path().join("c.npy");
+            let out = out.to_str().unwrap();
+            let mut rep = None;
+            let t_file = best(1, || {
+                let w =
+                    crate::formats::create(out, DType::F64, &[m, n], &Default::default()).unwrap();
+                rep = Some(
+                    pool.install(|| {
+                        matmul(
+                            a.as_ref(),
+                            b.as_ref(),
+                            w,
+                            &MatmulOptions::default(),
+                            &no_progress,
+                        )
+                    })
+                    .unwrap(),
+                );
+            });
+            println!(
+                "{threads} threads, limit {}: read operands once {t_read:.3} s; \
+                 matmul_to_buffer {t_buf:.3} s ({:.1} GFLOP/s); matmul -> .npy {t_file:.3} s \
+                 ({:.1} GFLOP/s) {:?}",
+                human_bytes(limit),
+                gf(t_buf),
+                gf(t_file),
+                rep.unwrap()
+            );
+        }
+        budget.set_limit(crate::memory::default_limit());
     }
 
     #[test]
