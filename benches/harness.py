@@ -60,7 +60,7 @@ CHUNKHEAP_COMMANDS = {
         [["eval", "min(a), max(a), argmax(a)", "a={a}"]],
         [["eval", "min(a)", "a={a}"], ["eval", "max(a)", "a={a}"], ["eval", "argmax(a)", "a={a}"]],
     ],
-    "median": [[["quantile", "{a}", "0.5"]]],
+    "median": [[["quantile", "{a}", "0.5", "--json"]]],
     "sort": [[["sort", "{s}", "-o", "{out}"]]],
     "axis_mean": [[["eval", "mean(m, axis=1)", "m={m}", "-o", "{out}"]]],
     "matmul": [[["eval", "x @ y", "x={x}", "y={y}", "-o", "{out}"]]],
@@ -591,7 +591,14 @@ def chunkheap_answer(wl, stdout):
             return None
     if kind == "hist":
         return parse_hist(stdout)
-    want = {"sum": 1, "mean_std": 2, "sum_expr": 1, "minmax": 3, "median": 1}[wl]
+    if wl == "median":
+        # `quantile --json`: {"quantiles": [0.5], "values": [...], "passes": N}; the plain table
+        # also prints the quantile itself, which must not be taken for the answer.
+        try:
+            return [float(json.loads(stdout)["values"][0])]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
+    want = {"sum": 1, "mean_std": 2, "sum_expr": 1, "minmax": 3}[wl]
     v = numbers(stdout)
     return v[:want] if len(v) >= want else None
 
