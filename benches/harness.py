@@ -1348,9 +1348,10 @@ def cold_section(bench, ds, args, threads):
         cmds.append(("NumPy memmap `a.sum()`",
                       [bench.py, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                       bench.peer_env))
+    runs = max(2, min(args.runs, 3))
     for name, cmd, env in cmds:
         walls = []
-        for _ in range(max(2, min(args.runs, 3))):
+        for _ in range(runs):
             evict(a)
             r = run_process(cmd, args.timeout, env=env)
             if r.rc != 0:
@@ -1366,7 +1367,7 @@ def cold_section(bench, ds, args, threads):
     return ["", "## Cold data", "",
             f"`sum(a)` over {size / GiB:.1f} GiB with a.npy evicted from the page cache "
             "(`posix_fadvise(DONTNEED)`) before each run "
-            f"(median of {max(2, min(args.runs, 3))}). Cold-data limit measured in the same run: "
+            f"(median of {runs}). Cold-data limit measured in the same run: "
             f"sequential reads in 8 MiB blocks straight after an eviction, {limit_1:.2f} GB/s with 1 "
             f"thread, {limit_all:.2f} GB/s with {threads}.", "",
             "| tool | median s | GB/s | of the cold read limit |", "|---|---:|---:|---:|"] + rows

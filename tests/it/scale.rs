@@ -15,15 +15,10 @@ use chunkheap::heap::{Heap, HeapConfig};
 use chunkheap::memory::MemoryBudget;
 use chunkheap::memstat;
 
-use crate::util::{parse_py_json, run};
+use crate::util::{parse_py_json, run, scale_dir};
 
 const LIMIT: u64 = 256 << 20;
 const SLACK: u64 = 64 << 20;
-
-fn scale_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("CHUNKHEAP_SCALE_DIR").map_or_else(std::env::temp_dir, Into::into);
-    tempfile::tempdir_in(base).unwrap()
-}
 
 #[test]
 #[ignore = "writes 4 GiB; run with --ignored"]

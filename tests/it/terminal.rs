@@ -262,8 +262,7 @@ fn progress_bar_on_a_terminal_only_and_stdout_holds_only_the_result() {
 #[test]
 #[ignore = "writes 4 GiB; run with --ignored"]
 fn progress_bar_on_a_4gib_job() {
-    let base = std::env::var_os("CHUNKHEAP_SCALE_DIR").map_or_else(std::env::temp_dir, Into::into);
-    let dir = tempfile::tempdir_in(base).unwrap();
+    let dir = crate::util::scale_dir();
     let f = path_str(&dir.path().join("big.npy"));
     let n: u64 = 1 << 29; // 4 GiB of f64
     run_ok(&[

@@ -99,3 +99,10 @@ pub fn close(a: f64, b: f64, rel: f64) -> bool {
     }
     (a - b).abs() <= rel * a.abs().max(b.abs()) + 1e-300
 }
+
+/// A temp dir for large test data under `CHUNKHEAP_SCALE_DIR` (default: the system temp dir),
+/// removed when dropped.
+pub fn scale_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("CHUNKHEAP_SCALE_DIR").map_or_else(std::env::temp_dir, Into::into);
+    tempfile::tempdir_in(base).unwrap()
+}
