@@ -15,15 +15,15 @@ use crate::error::{Error, Result};
 /// elements).
 pub(crate) type StepFn = Arc<dyn Fn(&[&[u8]], &mut [u8]) -> Result<()> + Send + Sync>;
 
-#[inline(always)]
-fn map1<T: Num, R: Num>(a: &[T], out: &mut [R], f: impl Fn(T) -> R) {
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn map1<T: Num, R: Num, F: Fn(T) -> R>(a: &[T], out: &mut [R], f: F) {
     for (o, &x) in out.iter_mut().zip(a) {
         *o = f(x);
     }
 }
 
-#[inline(always)]
-fn map2<T: Num, R: Num>(a: &[T], b: &[T], out: &mut [R], mut f: impl FnMut(T, T) -> R) {
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn map2<T: Num, R: Num, F: FnMut(T, T) -> R>(a: &[T], b: &[T], out: &mut [R], mut f: F) {
     for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
         *o = f(x, y);
     }
@@ -37,7 +37,7 @@ fn unary_typed<T: Num>(op: UnOp) -> StepFn {
     macro_rules! same {
         ($f:expr) => {
             Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-                map1::<T, T>(cast_slice(ins[0]), cast_slice_mut(out), $f);
+                map1::<T, T, _>(cast_slice(ins[0]), cast_slice_mut(out), $f);
                 Ok(())
             })
         };
@@ -45,7 +45,7 @@ fn unary_typed<T: Num>(op: UnOp) -> StepFn {
     macro_rules! pred {
         ($f:expr) => {
             Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-                map1::<T, Bool>(cast_slice(ins[0]), cast_slice_mut(out), $f);
+                map1::<T, Bool, _>(cast_slice(ins[0]), cast_slice_mut(out), $f);
                 Ok(())
             })
         };
@@ -69,7 +69,7 @@ fn float_typed<T: FloatFns>(op: UnOp) -> StepFn {
     macro_rules! f {
         ($f:expr) => {
             Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-                map1::<T, T>(cast_slice(ins[0]), cast_slice_mut(out), $f);
+                map1::<T, T, _>(cast_slice(ins[0]), cast_slice_mut(out), $f);
                 Ok(())
             })
         };
@@ -114,7 +114,7 @@ fn binary_typed<T: Num>(op: BinOp) -> StepFn {
     macro_rules! same {
         ($f:expr) => {
             Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-                map2::<T, T>(
+                map2::<T, T, _>(
                     cast_slice(ins[0]),
                     cast_slice(ins[1]),
                     cast_slice_mut(out),
@@ -127,7 +127,7 @@ fn binary_typed<T: Num>(op: BinOp) -> StepFn {
     macro_rules! pred {
         ($f:expr) => {
             Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-                map2::<T, Bool>(
+                map2::<T, Bool, _>(
                     cast_slice(ins[0]),
                     cast_slice(ins[1]),
                     cast_slice_mut(out),
@@ -151,7 +151,7 @@ fn binary_typed<T: Num>(op: BinOp) -> StepFn {
         BinOp::BitXor => same!(|x: T, y: T| x.bitxor(y)),
         BinOp::Pow => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
             let mut bad = false;
-            map2::<T, T>(
+            map2::<T, T, _>(
                 cast_slice(ins[0]),
                 cast_slice(ins[1]),
                 cast_slice_mut(out),
@@ -189,7 +189,7 @@ pub(crate) fn binary(op: BinOp, dtype: DType) -> StepFn {
 
 fn cast_typed<S: Num, D: Num>() -> StepFn {
     Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-        map1::<S, D>(cast_slice(ins[0]), cast_slice_mut(out), cast::<S, D>);
+        map1::<S, D, _>(cast_slice(ins[0]), cast_slice_mut(out), cast::<S, D>);
         Ok(())
     })
 }
@@ -221,5 +221,182 @@ pub(crate) fn select(dtype: DType) -> StepFn {
 pub(crate) fn fill(out: &mut [u8], value: &[u8]) {
     for c in out.chunks_exact_mut(value.len()) {
         c.copy_from_slice(value);
+    }
+}
+
+/// A scalar transform `x * m + c` (NumPy's order: multiply, then add) folded into the operand of
+/// a float step, so `a*2 + b` is one loop over `a` and `b` instead of a pass that stores `a*2` and
+/// a second pass that reads it back. `m = 1` and `c = -0.0` are exact identities (`x * 1 == x`
+/// and `x + -0.0 == x` for every `x`, signed zeros included), so the fused loop performs the same
+/// IEEE operations in the same order as the separate steps and returns the same values (when both
+/// operands of an operation are NaN, which NaN comes out is the compiled loop's choice, as in
+/// NumPy's loops).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Affine {
+    /// The multiplier (1 when none), a value of the step's dtype.
+    pub m: f64,
+    /// The addend (-0.0 when none), a value of the step's dtype.
+    pub c: f64,
+}
+
+impl Affine {
+    /// `x` itself.
+    pub const IDENTITY: Affine = Affine { m: 1.0, c: -0.0 };
+
+    /// `x * m`.
+    pub fn mul(m: f64) -> Affine {
+        Affine { m, c: -0.0 }
+    }
+
+    /// `x + c`.
+    pub fn add(c: f64) -> Affine {
+        Affine { m: 1.0, c }
+    }
+
+    fn has_mul(self) -> bool {
+        self.m != 1.0
+    }
+
+    fn has_add(self) -> bool {
+        !(self.c == 0.0 && self.c.is_sign_negative())
+    }
+
+    /// `self` then `outer`, when that is again one exact transform: only when `self` adds
+    /// nothing and `outer` multiplies by at most a sign flip (`(x*m)*-1 == x*(-m)` exactly).
+    pub fn then(self, outer: Affine) -> Option<Affine> {
+        (!self.has_add() && (outer.m == 1.0 || outer.m == -1.0)).then_some(Affine {
+            m: self.m * outer.m,
+            c: outer.c,
+        })
+    }
+
+    /// The transform as written in `explain` output, applied to `x`.
+    pub fn describe(self, x: &str) -> String {
+        let mut s = x.to_string();
+        if self.has_mul() {
+            s = format!("{s}*{}", crate::reduce::fmt_f64(self.m));
+        }
+        if self.has_add() {
+            s = format!("{s}+{}", crate::reduce::fmt_f64(self.c));
+        }
+        s
+    }
+}
+
+const OP_ADD: u8 = 0;
+const OP_SUB: u8 = 1;
+const OP_MUL: u8 = 2;
+const OP_DIV: u8 = 3;
+
+#[inline(always)]
+fn apply<T: Num, const M: bool, const C: bool>(x: T, t: (T, T)) -> T {
+    let x = if M { x.mul(t.0) } else { x };
+    if C { x.add(t.1) } else { x }
+}
+
+/// `op(a * ma + ca, b * mb + cb)` in one loop; the const flags drop the parts that are identities.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+#[allow(clippy::too_many_arguments)]
+fn affine2<T: Num, const OP: u8, const MA: bool, const CA: bool, const MB: bool, const CB: bool>(
+    a: &[T],
+    ta: (T, T),
+    b: &[T],
+    tb: (T, T),
+    out: &mut [T],
+) {
+    for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        let x = apply::<T, MA, CA>(x, ta);
+        let y = apply::<T, MB, CB>(y, tb);
+        *o = match OP {
+            OP_ADD => x.add(y),
+            OP_SUB => x.sub(y),
+            OP_MUL => x.mul(y),
+            _ => x.div(y),
+        };
+    }
+}
+
+/// `a * m + c` in one loop.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn affine1<T: Num, const M: bool, const C: bool>(a: &[T], t: (T, T), out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = apply::<T, M, C>(x, t);
+    }
+}
+
+fn affine1_typed<T: Num + crate::Element>(t: Affine) -> StepFn {
+    let tt = (T::from_f64(t.m), T::from_f64(t.c));
+    macro_rules! k {
+        ($m:literal, $c:literal) => {
+            Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
+                affine1::<T, $m, $c>(cast_slice(ins[0]), tt, cast_slice_mut(out));
+                Ok(())
+            })
+        };
+    }
+    match (t.has_mul(), t.has_add()) {
+        (true, true) => k!(true, true),
+        (true, false) => k!(true, false),
+        (false, true) => k!(false, true),
+        (false, false) => k!(false, false),
+    }
+}
+
+fn affine2_typed<T: Num + crate::Element, const OP: u8>(ta: Affine, tb: Affine) -> StepFn {
+    let pa = (T::from_f64(ta.m), T::from_f64(ta.c));
+    let pb = (T::from_f64(tb.m), T::from_f64(tb.c));
+    macro_rules! k {
+        ($ma:literal, $ca:literal, $mb:literal, $cb:literal) => {
+            Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
+                affine2::<T, OP, $ma, $ca, $mb, $cb>(
+                    cast_slice(ins[0]),
+                    pa,
+                    cast_slice(ins[1]),
+                    pb,
+                    cast_slice_mut(out),
+                );
+                Ok(())
+            })
+        };
+    }
+    // Both operands' transforms in full, or only the parts that are present for the common
+    // single-transform cases (`a*2 + b`, `a + b*3`, `a - b*w`).
+    match (ta.has_mul(), ta.has_add(), tb.has_mul(), tb.has_add()) {
+        (true, false, false, false) => k!(true, false, false, false),
+        (false, true, false, false) => k!(false, true, false, false),
+        (false, false, true, false) => k!(false, false, true, false),
+        (false, false, false, true) => k!(false, false, false, true),
+        (true, false, true, false) => k!(true, false, true, false),
+        _ => k!(true, true, true, true),
+    }
+}
+
+/// The fused kernel of float `op` (`+ - * /`) with scalar transforms folded into its operands,
+/// or `None` when `op` or `dtype` has no fused form.
+pub(crate) fn affine_binary(op: BinOp, dtype: DType, ta: Affine, tb: Affine) -> Option<StepFn> {
+    macro_rules! by_op {
+        ($t:ty) => {
+            match op {
+                BinOp::Add => Some(affine2_typed::<$t, OP_ADD>(ta, tb)),
+                BinOp::Sub => Some(affine2_typed::<$t, OP_SUB>(ta, tb)),
+                BinOp::Mul => Some(affine2_typed::<$t, OP_MUL>(ta, tb)),
+                BinOp::Div => Some(affine2_typed::<$t, OP_DIV>(ta, tb)),
+                _ => None,
+            }
+        };
+    }
+    match dtype {
+        DType::F64 => by_op!(f64),
+        DType::F32 => by_op!(f32),
+        _ => None,
+    }
+}
+
+/// The kernel of the scalar transform `t` on a float operand of `dtype`.
+pub(crate) fn affine_unary(dtype: DType, t: Affine) -> Option<StepFn> {
+    match dtype {
+        DType::F64 => Some(affine1_typed::<f64>(t)),
+        DType::F32 => Some(affine1_typed::<f32>(t)),
+        _ => None,
     }
 }

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use super::kernels::{self, StepFn};
+use super::kernels::{self, Affine, StepFn};
 use super::ops::{BinOp, UnOp};
 use crate::dtype::{ByteOrder, DType};
 use crate::error::{Error, Result};
@@ -348,6 +348,21 @@ struct Step {
     inputs: Vec<Operand>,
     dtype: DType,
     label: String,
+    /// What the fusion pass may do with this step.
+    fuse: Fusable,
+    /// Scalar transforms folded into the inputs (identities unless fused).
+    pre: [Affine; 2],
+}
+
+/// How a float step can take part in fusion (see `Plan::fuse`).
+#[derive(Clone, Copy, Debug)]
+enum Fusable {
+    /// Not at all.
+    No,
+    /// `x * m + c` with scalar `m`, `c`: foldable into the step that consumes it.
+    Affine(Operand, Affine),
+    /// `x op y` for `+ - * /`: can take transforms of its operands into its own loop.
+    Arith(BinOp),
 }
 
 /// A compiled expression: leaves to read, constants, and steps in evaluation order.
@@ -397,6 +412,7 @@ impl Builder {
     /// Compiles expression node `n`; nodes equal in structure to one already compiled share it.
     fn node(&mut self, n: &Node) -> Result<Operand> {
         let dtype = n.info.dtype;
+        let mut fuse = Fusable::No;
         let (key, f, inputs, what) = match &n.op {
             NodeOp::Const(bytes) => {
                 let key = format!("const {dtype} {bytes:?}");
@@ -422,6 +438,7 @@ impl Builder {
                 let a = self.operand(a)?;
                 let b = self.operand(b)?;
                 let cd = n_dtype_of(self, a);
+                fuse = self.fusable(*op, cd, a, b);
                 (
                     format!("{op:?} {a:?} {b:?}"),
                     kernels::binary(*op, cd),
@@ -460,10 +477,164 @@ impl Builder {
             inputs,
             dtype,
             label: what,
+            fuse,
+            pre: [Affine::IDENTITY; 2],
         });
         let o = Operand::Step(self.steps.len() - 1);
         self.by_key.insert(key, o);
         Ok(o)
+    }
+}
+
+impl Builder {
+    /// A constant's value, when it is a finite float of `dtype`.
+    fn finite_const(&self, o: Operand, dtype: DType) -> Option<f64> {
+        let Operand::Const(i) = o else { return None };
+        let (d, bytes) = &self.consts[i];
+        if *d != dtype {
+            return None;
+        }
+        let v = match dtype {
+            DType::F64 => f64::from_ne_bytes(bytes.as_slice().try_into().ok()?),
+            DType::F32 => f64::from(f32::from_ne_bytes(bytes.as_slice().try_into().ok()?)),
+            _ => return None,
+        };
+        v.is_finite().then_some(v)
+    }
+
+    /// How `a op b` computed in float `dtype` can be fused: with a finite scalar on one side,
+    /// `+ - *` are scalar transforms of the other side (`x - c == x + (-c)` and
+    /// `c - x == x*(-1) + c` exactly in IEEE arithmetic; NaN and infinite scalars are left
+    /// alone); between two arrays, `+ - * /` can absorb such transforms.
+    fn fusable(&self, op: BinOp, dtype: DType, a: Operand, b: Operand) -> Fusable {
+        if !matches!(dtype, DType::F32 | DType::F64) {
+            return Fusable::No;
+        }
+        let (ca, cb) = (self.finite_const(a, dtype), self.finite_const(b, dtype));
+        let t = match (op, ca, cb) {
+            (_, Some(_), Some(_)) => return Fusable::No,
+            (BinOp::Add, None, Some(c)) => Some((a, Affine::add(c))),
+            (BinOp::Add, Some(c), None) => Some((b, Affine::add(c))),
+            (BinOp::Sub, None, Some(c)) => Some((a, Affine::add(-c))),
+            (BinOp::Sub, Some(c), None) => Some((b, Affine { m: -1.0, c })),
+            (BinOp::Mul, None, Some(m)) => Some((a, Affine::mul(m))),
+            (BinOp::Mul, Some(m), None) => Some((b, Affine::mul(m))),
+            _ => None,
+        };
+        match t {
+            Some((x, t)) if !matches!(x, Operand::Const(_)) => Fusable::Affine(x, t),
+            _ if matches!(op, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div) => {
+                Fusable::Arith(op)
+            }
+            _ => Fusable::No,
+        }
+    }
+
+    /// Folds scalar transforms into the steps that consume them, so `a*2 + b` runs as one loop
+    /// over `a` and `b`. A transform step is folded only when its result has exactly one use (and
+    /// is not the result), into a float `+ - * /` step, or into another transform when the two
+    /// compose exactly; the folded step is dropped and the rest renumbered. Every fused loop
+    /// performs the same IEEE operations in the same order as the steps it replaces.
+    fn fuse(&mut self, root: &mut Operand) {
+        let n = self.steps.len();
+        let mut uses = vec![0usize; n];
+        for st in &self.steps {
+            for o in &st.inputs {
+                if let Operand::Step(j) = *o {
+                    uses[j] += 1;
+                }
+            }
+        }
+        if let Operand::Step(j) = *root {
+            uses[j] += 1;
+        }
+        let mut dead = vec![false; n];
+        // The transform of step `j` if it can be folded into its single consumer.
+        let foldable = |steps: &[Step], dead: &[bool], o: Operand, dtype: DType| match o {
+            Operand::Step(j) if uses[j] == 1 && !dead[j] && steps[j].dtype == dtype => {
+                match steps[j].fuse {
+                    Fusable::Affine(x, t) => Some((j, x, t)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        for k in 0..n {
+            let dtype = self.steps[k].dtype;
+            match self.steps[k].fuse {
+                Fusable::Affine(x, outer) => {
+                    let Some((j, inner_x, inner)) = foldable(&self.steps, &dead, x, dtype) else {
+                        continue;
+                    };
+                    let (Some(t), Some(f)) = (
+                        inner.then(outer),
+                        inner
+                            .then(outer)
+                            .and_then(|t| kernels::affine_unary(dtype, t)),
+                    ) else {
+                        continue;
+                    };
+                    dead[j] = true;
+                    let st = &mut self.steps[k];
+                    st.fuse = Fusable::Affine(inner_x, t);
+                    st.inputs = vec![inner_x];
+                    st.pre = [t, Affine::IDENTITY];
+                    st.label = "affine".into();
+                    st.f = f;
+                }
+                Fusable::Arith(op) => {
+                    let mut inputs = self.steps[k].inputs.clone();
+                    let mut pre = [Affine::IDENTITY; 2];
+                    let mut folded = Vec::new();
+                    for s in 0..2 {
+                        // The same step on both sides has two uses, so it is never folded.
+                        if let Some((j, x, t)) = foldable(&self.steps, &dead, inputs[s], dtype) {
+                            inputs[s] = x;
+                            pre[s] = t;
+                            folded.push(j);
+                        }
+                    }
+                    if folded.is_empty() {
+                        continue;
+                    }
+                    let Some(f) = kernels::affine_binary(op, dtype, pre[0], pre[1]) else {
+                        continue;
+                    };
+                    for j in folded {
+                        dead[j] = true;
+                    }
+                    let st = &mut self.steps[k];
+                    st.inputs = inputs;
+                    st.pre = pre;
+                    st.f = f;
+                }
+                Fusable::No => {}
+            }
+        }
+        // Drop the folded steps and renumber the rest.
+        let mut new_index = vec![usize::MAX; n];
+        let mut kept = Vec::with_capacity(n);
+        for (i, st) in std::mem::take(&mut self.steps).into_iter().enumerate() {
+            if !dead[i] {
+                new_index[i] = kept.len();
+                kept.push(st);
+            }
+        }
+        let remap = |o: &mut Operand| {
+            if let Operand::Step(j) = *o {
+                *o = Operand::Step(new_index[j]);
+            }
+        };
+        for st in &mut kept {
+            st.inputs.iter_mut().for_each(remap);
+            if let Fusable::Affine(x, t) = st.fuse {
+                let mut x = x;
+                remap(&mut x);
+                st.fuse = Fusable::Affine(x, t);
+            }
+        }
+        remap(root);
+        self.steps = kept;
     }
 }
 
@@ -477,6 +648,12 @@ fn n_dtype_of(b: &Builder, o: Operand) -> DType {
 
 impl Plan {
     fn build(node: &Node) -> Result<Plan> {
+        Plan::build_with(node, true)
+    }
+
+    /// [`Plan::build`], optionally without folding scalar transforms into their consumers (the
+    /// tests compare both, bit for bit).
+    fn build_with(node: &Node, fuse: bool) -> Result<Plan> {
         let mut b = Builder {
             leaves: Vec::new(),
             consts: Vec::new(),
@@ -485,7 +662,10 @@ impl Plan {
             by_key: HashMap::new(),
             shared: 0,
         };
-        let root = b.node(node)?;
+        let mut root = b.node(node)?;
+        if fuse {
+            b.fuse(&mut root);
+        }
         Ok(Plan {
             shape: node.info.shape.clone(),
             dtype: node.info.dtype,
@@ -543,7 +723,12 @@ impl Plan {
             let _ = writeln!(s, "  C{i} = {v} ({d}, one tile)");
         }
         for (i, st) in self.steps.iter().enumerate() {
-            let args: Vec<String> = st.inputs.iter().map(name).collect();
+            let args: Vec<String> = st
+                .inputs
+                .iter()
+                .zip(st.pre.iter().chain(std::iter::repeat(&Affine::IDENTITY)))
+                .map(|(o, t)| t.describe(&name(o)))
+                .collect();
             let _ = writeln!(
                 s,
                 "  S{i} = {}({}) -> {}{}",
@@ -703,5 +888,206 @@ fn expand_into(src: &[u8], src_shape: &[u64], dst: &mut [u8], dst_shape: &[u64],
         let s = &src[i * src_inner..(i + 1) * src_inner];
         let d = &mut dst[i * dst_inner..(i + 1) * dst_inner];
         expand_into(s, &src_shape[1..], d, &dst_shape[1..], es);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::mem::MemArray;
+    use proptest::prelude::*;
+
+    /// A random expression over leaves `a`, `b` (indices into `leaves`) and float scalars.
+    #[derive(Clone, Debug)]
+    enum E {
+        Leaf(usize),
+        Bin(BinOp, Box<E>, Box<E>),
+        Scalar(BinOp, Box<E>, f64, bool),
+        Neg(Box<E>),
+        Sqrt(Box<E>),
+    }
+
+    fn scalar() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(1.0),
+            Just(-1.0),
+            Just(2.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(1e-310),
+            -1e3f64..1e3,
+        ]
+    }
+
+    fn expr() -> impl Strategy<Value = E> {
+        let leaf = (0..2usize).prop_map(E::Leaf);
+        leaf.prop_recursive(4, 24, 2, |inner| {
+            let op = prop_oneof![
+                Just(BinOp::Add),
+                Just(BinOp::Sub),
+                Just(BinOp::Mul),
+                Just(BinOp::Div),
+                Just(BinOp::Maximum),
+            ];
+            prop_oneof![
+                (op.clone(), inner.clone(), inner.clone()).prop_map(|(o, x, y)| E::Bin(
+                    o,
+                    Box::new(x),
+                    Box::new(y)
+                )),
+                (op, inner.clone(), scalar(), any::<bool>()).prop_map(|(o, x, c, left)| E::Scalar(
+                    o,
+                    Box::new(x),
+                    c,
+                    left
+                )),
+                inner.clone().prop_map(|x| E::Neg(Box::new(x))),
+                inner.prop_map(|x| E::Sqrt(Box::new(x))),
+            ]
+        })
+    }
+
+    fn build(e: &E, leaves: &[Src], dtype: DType) -> Src {
+        match e {
+            E::Leaf(i) => leaves[*i].clone(),
+            E::Bin(op, x, y) => {
+                Node::binary(*op, &build(x, leaves, dtype), &build(y, leaves, dtype)).unwrap()
+            }
+            E::Scalar(op, x, c, left) => {
+                let c = Node::constant(dtype, ConstValue::Float(*c));
+                let x = build(x, leaves, dtype);
+                if *left {
+                    Node::binary(*op, &c, &x).unwrap()
+                } else {
+                    Node::binary(*op, &x, &c).unwrap()
+                }
+            }
+            E::Neg(x) => Node::unary(UnOp::Neg, &build(x, leaves, dtype)).unwrap(),
+            E::Sqrt(x) => Node::unary(UnOp::Sqrt, &build(x, leaves, dtype)).unwrap(),
+        }
+    }
+
+    fn eval(plan: &Plan, n: usize, esize: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n * esize];
+        plan.run(&Region::full(&[n as u64]), &mut |off, tile| {
+            out[off * esize..off * esize + tile.len()].copy_from_slice(tile);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn values() -> impl Strategy<Value = Vec<f64>> {
+        let special = prop_oneof![
+            Just(0.0),
+            Just(-0.0),
+            Just(f64::NAN),
+            Just(-f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(5e-324),
+            Just(1e308),
+        ];
+        prop::collection::vec(prop_oneof![3 => -1e6f64..1e6, 1 => special], 1..9000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(160))]
+
+        /// Folding scalar transforms into their consumers gives the unfused steps' bits exactly,
+        /// NaN payloads and signed zeros included, for f64 and f32.
+        #[test]
+        fn fused_plan_is_bit_identical_to_unfused(e in expr(), xs in values(), f32s in any::<bool>()) {
+            let n = xs.len();
+            let ys: Vec<f64> = xs.iter().rev().map(|v| v * 0.5 - 3.0).collect();
+            let (dtype, leaves): (DType, Vec<Src>) = if f32s {
+                let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+                (DType::F32, vec![
+                    Arc::new(MemArray::from_vec("a", vec![n as u64], &f(&xs)).unwrap()),
+                    Arc::new(MemArray::from_vec("b", vec![n as u64], &f(&ys)).unwrap()),
+                ])
+            } else {
+                (DType::F64, vec![
+                    Arc::new(MemArray::from_vec("a", vec![n as u64], &xs).unwrap()),
+                    Arc::new(MemArray::from_vec("b", vec![n as u64], &ys).unwrap()),
+                ])
+            };
+            let src = build(&e, &leaves, dtype);
+            let Some(node) = as_node(&src) else { return Ok(()) };
+            let fused = Plan::build_with(node, true).unwrap();
+            let plain = Plan::build_with(node, false).unwrap();
+            prop_assert!(fused.num_steps() <= plain.num_steps());
+            let es = node.info.dtype.size();
+            let (f, p) = (eval(&fused, n, es), eval(&plain, n, es));
+            // Bits equal, or both NaN: which of two NaN operands an add returns is up to the
+            // compiled loop (LLVM may commute it), in NumPy's loops as in ours.
+            let same = |i: usize| match node.info.dtype {
+                DType::F32 => {
+                    let (x, y): (f32, f32) = (bytemuck::pod_read_unaligned(&f[i * 4..i * 4 + 4]),
+                        bytemuck::pod_read_unaligned(&p[i * 4..i * 4 + 4]));
+                    x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+                }
+                _ => {
+                    let (x, y): (f64, f64) = (bytemuck::pod_read_unaligned(&f[i * 8..i * 8 + 8]),
+                        bytemuck::pod_read_unaligned(&p[i * 8..i * 8 + 8]));
+                    x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+                }
+            };
+            for i in 0..n {
+                prop_assert!(same(i), "element {}: {}", i, fused.describe());
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_transforms_fold_into_their_consumer() {
+        let v: Vec<f64> = (0..5000).map(|i| i as f64 - 17.5).collect();
+        let a: Src = Arc::new(MemArray::from_vec("a", vec![5000], &v).unwrap());
+        let b: Src = Arc::new(MemArray::from_vec("b", vec![5000], &v).unwrap());
+        let c = |x: f64| Node::constant(DType::F64, ConstValue::Float(x));
+        // a*2 + b: one loop.
+        let e = Node::binary(
+            BinOp::Add,
+            &Node::binary(BinOp::Mul, &a, &c(2.0)).unwrap(),
+            &b,
+        )
+        .unwrap();
+        let p = as_node(&e).unwrap().plan().unwrap();
+        assert_eq!(p.num_steps(), 1, "{}", p.describe());
+        assert!(
+            p.describe().contains("S0 = +(L0*2.0, L1)"),
+            "{}",
+            p.describe()
+        );
+        // (1 - a) * (b*3 + 0.5): both sides fold, the second as one composed transform.
+        let l = Node::binary(BinOp::Sub, &c(1.0), &a).unwrap();
+        let r = Node::binary(
+            BinOp::Add,
+            &Node::binary(BinOp::Mul, &b, &c(3.0)).unwrap(),
+            &c(0.5),
+        )
+        .unwrap();
+        let e = Node::binary(BinOp::Mul, &l, &r).unwrap();
+        let p = as_node(&e).unwrap().plan().unwrap();
+        assert_eq!(p.num_steps(), 1, "{}", p.describe());
+        let got = eval(p, 5000, 8);
+        let want: Vec<f64> = v.iter().map(|&x| (1.0 - x) * (x * 3.0 + 0.5)).collect();
+        assert_eq!(got, bytemuck::cast_slice::<f64, u8>(&want));
+        // A transform used twice, or by a non-arithmetic step, is computed once, as before.
+        let t = Node::binary(BinOp::Mul, &a, &c(2.0)).unwrap();
+        let e = Node::binary(BinOp::Add, &t, &t).unwrap();
+        assert_eq!(as_node(&e).unwrap().plan().unwrap().num_steps(), 2);
+        let e = Node::unary(UnOp::Sqrt, &t).unwrap();
+        assert_eq!(as_node(&e).unwrap().plan().unwrap().num_steps(), 2);
+        // NaN scalars are never folded (which NaN propagates must not change).
+        let e = Node::binary(
+            BinOp::Add,
+            &Node::binary(BinOp::Mul, &a, &c(f64::NAN)).unwrap(),
+            &b,
+        )
+        .unwrap();
+        assert_eq!(as_node(&e).unwrap().plan().unwrap().num_steps(), 2);
     }
 }
