@@ -43,7 +43,9 @@ where
 /// writes in order, then finishes the writer (which moves the output into place). On error the
 /// partial output is discarded.
 ///
-/// Production and writing overlap: while a dedicated thread writes batch *k* (one chunk per
+/// A [positional](ArrayWriter::positional) writer (`.npy`) gets each chunk stored by the worker
+/// that produced it, in parallel, so at most one chunk per worker is in memory. Otherwise
+/// production and writing overlap: while a dedicated thread writes batch *k* (one chunk per
 /// worker), the pool produces batch *k + 1*, so at most three batches are in memory at once.
 pub fn write_all<F>(writer: Box<dyn ArrayWriter>, progress: Progress<'_>, produce: F) -> Result<()>
 where
@@ -52,6 +54,18 @@ where
     type Batch = Vec<(Buffer, Option<Vec<u8>>)>;
     let layout = writer.layout().clone();
     let n = layout.num_chunks();
+    if writer.positional() {
+        // Each worker stores the chunk it produced at its place (the kernel's copy into the page
+        // cache is then spread over every core); one chunk per worker in flight.
+        let w: &dyn ArrayWriter = writer.as_ref();
+        (0..n).into_par_iter().try_for_each(|i| -> Result<()> {
+            let data = produce(&layout.chunk_region(i))?;
+            w.write_at(i, &w.encode(i, data.bytes())?)?;
+            progress(data.len() as u64);
+            Ok(())
+        })?;
+        return writer.finish();
+    }
     let batch = rayon::current_num_threads().max(1);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Batch)>(1);
     let w: &dyn ArrayWriter = writer.as_ref();

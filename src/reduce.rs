@@ -601,11 +601,31 @@ fn pairwise_fused<T: StatElem, const EXT: bool>(x: &[T], l: &mut Lanes<T>) -> f6
 }
 
 /// Sums values pairwise (used to combine block and chunk sums in index order).
+#[inline]
 fn pairwise_f64(x: &[f64]) -> f64 {
+    // A full block's 32 leaf sums (any power of two up to 32): the same balanced tree as the
+    // recursion below, level by level, without the calls.
+    let n = x.len();
+    if n.is_power_of_two() && n <= BLOCK / 128 && n > 1 {
+        let mut t = [0.0f64; BLOCK / 128];
+        t[..n].copy_from_slice(x);
+        let mut len = n;
+        while len > 1 {
+            len /= 2;
+            for i in 0..len {
+                t[i] = t[2 * i] + t[2 * i + 1];
+            }
+        }
+        return t[0];
+    }
+    pairwise_f64_rec(x)
+}
+
+fn pairwise_f64_rec(x: &[f64]) -> f64 {
     match x.len() {
         0 => 0.0,
         1 => x[0],
-        n => pairwise_f64(&x[..n / 2]) + pairwise_f64(&x[n / 2..]),
+        n => pairwise_f64_rec(&x[..n / 2]) + pairwise_f64_rec(&x[n / 2..]),
     }
 }
 
@@ -888,6 +908,26 @@ mod tests {
     use super::*;
     use crate::kernels::histogram::test_source::MemSource;
     use proptest::prelude::*;
+
+    #[test]
+    fn iterative_pairwise_equals_the_recursion() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 0..70 {
+            let x: Vec<f64> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 11) as f64 * 1e-3 * if seed & 1 == 0 { 1.0 } else { -1e7 }
+                })
+                .collect();
+            assert_eq!(
+                pairwise_f64(&x).to_bits(),
+                pairwise_f64_rec(&x).to_bits(),
+                "n = {n}"
+            );
+        }
+    }
 
     /// The figures of `full` a pass for `need` must reproduce bit for bit.
     fn restricted(full: &Stats, need: Need) -> Stats {

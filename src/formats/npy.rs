@@ -6,8 +6,10 @@
 //! runs of about [`DEFAULT_CHUNK_BYTES`], each read through its own map window.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dtype::{ByteOrder, DType, swap_bytes_in_place};
 use crate::error::{Error, Result};
@@ -496,6 +498,9 @@ pub struct NpyWriter {
     layout: ChunkLayout,
     expected: u64,
     state: Mutex<WriteState>,
+    /// A second handle to the temporary file for positional writes, the data's offset in it,
+    /// the element size and the bytes stored that way.
+    positional: (File, u64, u64, AtomicU64),
 }
 
 struct WriteState {
@@ -509,8 +514,16 @@ impl NpyWriter {
     pub fn create(path: &Path, dtype: DType, shape: &[u64]) -> Result<NpyWriter> {
         checked_numel(shape)?;
         let mut out = AtomicFile::create(path)?;
-        out.write_all(&header_bytes(dtype, shape))?;
+        let header = header_bytes(dtype, shape);
+        out.write_all(&header)?;
+        let file = out.positional_handle()?;
         Ok(NpyWriter {
+            positional: (
+                file,
+                header.len() as u64,
+                dtype.size() as u64,
+                AtomicU64::new(0),
+            ),
             layout: ChunkLayout::contiguous(shape, dtype.size(), DEFAULT_CHUNK_BYTES),
             expected: numel(shape) * dtype.size() as u64,
             state: Mutex::new(WriteState {
@@ -560,13 +573,38 @@ impl ArrayWriter for NpyWriter {
         st.out.write_all(encoded)
     }
 
+    fn positional(&self) -> bool {
+        true
+    }
+
+    fn write_at(&self, index: usize, encoded: &[u8]) -> Result<()> {
+        let (file, data_offset, esize, written) = &self.positional;
+        let region = self.layout.chunk_region(index);
+        let want = region.numel() * esize;
+        if encoded.len() as u64 != want {
+            return Err(Error::Invalid(format!(
+                "{}: chunk {index} has {} bytes, {want} expected",
+                self.path().display(),
+                encoded.len()
+            )));
+        }
+        // The chunks of a `.npy` are C-order runs, so chunk `index` starts at the flat index of
+        // its first element.
+        let at = data_offset + region.global_flat_index(0, &self.layout.shape()) * esize;
+        file.write_all_at(encoded, at)
+            .map_err(|e| Error::io(self.path(), "write", e))?;
+        written.fetch_add(want, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn finish(self: Box<Self>) -> Result<()> {
         let st = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
-        if st.written != self.expected {
+        let written = st.written + self.positional.3.load(Ordering::Relaxed);
+        if written != self.expected {
             return Err(Error::Invalid(format!(
                 "{}: {} data bytes written, {} expected",
                 st.out.target().display(),
-                st.written,
+                written,
                 self.expected
             )));
         }
@@ -577,6 +615,40 @@ impl ArrayWriter for NpyWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positional_writes_in_any_order_make_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = [3u64, 700_001];
+        let n = numel(&shape) as usize;
+        let values: Vec<f64> = (0..n).map(|i| i as f64 * 0.5 - 7.0).collect();
+        let bytes: &[u8] = bytemuck::cast_slice(&values);
+        let path = dir.path().join("p.npy");
+        let w = Box::new(NpyWriter::create(&path, DType::F64, &shape).unwrap());
+        assert!(w.positional());
+        let k = w.layout().num_chunks();
+        assert!(k > 1);
+        for i in (0..k).rev() {
+            let r = w.layout().chunk_region(i);
+            let start = r.global_flat_index(0, &shape) as usize * 8;
+            w.write_at(i, &bytes[start..start + r.numel() as usize * 8])
+                .unwrap();
+        }
+        // A chunk of the wrong size is refused, naming the file.
+        let e = w.write_at(0, &bytes[..8]).unwrap_err().to_string();
+        assert!(e.contains("p.npy") && e.contains("chunk 0"), "{e}");
+        w.finish().unwrap();
+        let src = NpySource::open(&path, "p").unwrap();
+        assert_eq!(src.info().shape, shape.to_vec());
+        assert_eq!(
+            src.read_region(&crate::shape::Region::full(&shape))
+                .unwrap()
+                .bytes(),
+            bytes
+        );
+        // Nothing but the output is left in the folder.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn header_round_trip() {

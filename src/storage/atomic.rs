@@ -114,6 +114,19 @@ impl AtomicFile {
             .map_err(|e| Error::io(&self.target, "write", e))
     }
 
+    /// Flushes what was appended so far and returns a second handle to the temporary file, for
+    /// positional writes (`pwrite`) from several threads at once.
+    pub fn positional_handle(&mut self) -> Result<File> {
+        self.writer
+            .flush()
+            .map_err(|e| Error::io(&self.target, "write", e))?;
+        self.writer
+            .get_ref()
+            .as_file()
+            .try_clone()
+            .map_err(|e| Error::io(&self.target, "open", e))
+    }
+
     /// The underlying writer (buffered), for encoders that want `io::Write`.
     pub fn writer(&mut self) -> &mut BufWriter<NamedTempFile> {
         &mut self.writer

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 
 use crate::dtype::{ByteOrder, DType, Element};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shape::{ChunkLayout, Region, copy_box};
 
 pub use buffer::Buffer;
@@ -233,6 +233,21 @@ pub trait ArrayWriter: Send + Sync {
     /// Stores encoded chunk `index`. Called once per chunk, in index order, concurrently with
     /// `encode` calls for later chunks (so sequential state lives behind a lock).
     fn write(&self, index: usize, encoded: &[u8]) -> Result<()>;
+
+    /// Whether [`write_at`](Self::write_at) may store chunks from any thread in any order (the
+    /// output's byte layout is known up front, as in `.npy`). The driver then writes each chunk
+    /// where it is produced, in parallel, instead of funnelling all of them through one thread.
+    fn positional(&self) -> bool {
+        false
+    }
+
+    /// Stores encoded chunk `index` at its place; called once per chunk, from any thread, in any
+    /// order, and only when [`positional`](Self::positional) is true.
+    fn write_at(&self, index: usize, _encoded: &[u8]) -> Result<()> {
+        Err(Error::Invalid(format!(
+            "chunk {index}: this output cannot be written out of order"
+        )))
+    }
 
     /// Completes the output and moves it into place.
     fn finish(self: Box<Self>) -> Result<()>;
