@@ -55,8 +55,9 @@ where
     let layout = writer.layout().clone();
     let n = layout.num_chunks();
     if writer.positional() {
-        // Each worker stores the chunk it produced at its place (the kernel's copy into the page
-        // cache is then spread over every core); one chunk per worker in flight.
+        // Each worker stores the chunk it produced at its place: one chunk per worker in flight,
+        // no ordering barrier between workers, and the copies into the page cache overlap where
+        // the file system allows it (ext4 serialises buffered writes to one file).
         let w: &dyn ArrayWriter = writer.as_ref();
         (0..n).into_par_iter().try_for_each(|i| -> Result<()> {
             let data = produce(&layout.chunk_region(i))?;
