@@ -354,7 +354,7 @@ struct Step {
     pre: [Affine; 2],
 }
 
-/// How a float step can take part in fusion (see `Plan::fuse`).
+/// How a float step can take part in fusion (see `Builder::fuse`).
 #[derive(Clone, Copy, Debug)]
 enum Fusable {
     /// Not at all.
