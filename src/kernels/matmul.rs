@@ -1110,6 +1110,16 @@ mod tests {
         }
     }
 
+    /// One in-memory `gemm` of row-major `a` (m x k) and `b` (k x n): the reference bytes.
+    fn gemm_f64(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize)) -> Vec<f64> {
+        let mut out = vec![0.0f64; m * n];
+        let a = ArrayView2::from_shape((m, k), a).unwrap();
+        let b = ArrayView2::from_shape((k, n), b).unwrap();
+        let mut c = ArrayViewMut2::from_shape((m, n), &mut out[..]).unwrap();
+        ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+        out
+    }
+
     /// Random (inexact) floats: the same bytes for 1, 2 and 7 threads and tiny tiles as one
     /// in-memory `gemm` over the whole operands, and close to the naive sum.
     #[test]
@@ -1123,13 +1133,7 @@ mod tests {
             .collect();
         let sa = MemSource::new(&av, &[m as u64, k as u64], &[1, 300]);
         let sb = MemSource::new(&bv, &[k as u64, n as u64], &[64, 7]);
-        let mut one_shot = vec![0.0f64; m * n];
-        {
-            let a = ArrayView2::from_shape((m, k), &av[..]).unwrap();
-            let b = ArrayView2::from_shape((k, n), &bv[..]).unwrap();
-            let mut c = ArrayViewMut2::from_shape((m, n), &mut one_shot[..]).unwrap();
-            ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
-        }
+        let one_shot = gemm_f64(&av, &bv, (m, k, n));
         for i in 0..m {
             for j in 0..n {
                 let s: f64 = (0..k).map(|p| av[i * k + p] * bv[p * n + j]).sum();
@@ -1200,13 +1204,7 @@ mod tests {
             .map(|i| ((i * 17) % 89) as f32 / 5.0 - 8.0)
             .collect();
         let bw: Vec<f64> = bv.iter().map(|&x| f64::from(x)).collect();
-        let mut want = vec![0.0f64; m * n];
-        {
-            let a = ArrayView2::from_shape((m, k), &av[..]).unwrap();
-            let b = ArrayView2::from_shape((k, n), &bw[..]).unwrap();
-            let mut c = ArrayViewMut2::from_shape((m, n), &mut want[..]).unwrap();
-            ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
-        }
+        let want = gemm_f64(&av, &bw, (m, k, n));
         let sa = MemSource::new(&av, &[m as u64, k as u64], &[4, 100]);
         let sb = MemSource::new(&bv, &[k as u64, n as u64], &[16, 40]);
         let operands = (m * k * 8 + k * n * 4) as u64;
