@@ -566,12 +566,8 @@ impl Builder {
                     let Some((j, inner_x, inner)) = foldable(&self.steps, &dead, x, dtype) else {
                         continue;
                     };
-                    let (Some(t), Some(f)) = (
-                        inner.then(outer),
-                        inner
-                            .then(outer)
-                            .and_then(|t| kernels::affine_unary(dtype, t)),
-                    ) else {
+                    let Some(t) = inner.then(outer) else { continue };
+                    let Some(f) = kernels::affine_unary(dtype, t) else {
                         continue;
                     };
                     dead[j] = true;
@@ -635,6 +631,40 @@ impl Builder {
         }
         remap(root);
         self.steps = kept;
+        // Constants only the folded steps read would still be filled into a tile per region.
+        let mut used = vec![false; self.consts.len()];
+        for o in self
+            .steps
+            .iter()
+            .flat_map(|st| st.inputs.iter())
+            .chain([&*root])
+        {
+            if let Operand::Const(i) = *o {
+                used[i] = true;
+            }
+        }
+        let mut const_index = vec![usize::MAX; used.len()];
+        let mut consts = Vec::with_capacity(used.len());
+        for (i, c) in std::mem::take(&mut self.consts).into_iter().enumerate() {
+            if used[i] {
+                const_index[i] = consts.len();
+                consts.push(c);
+            }
+        }
+        let remap_const = |o: &mut Operand| {
+            if let Operand::Const(i) = *o {
+                *o = Operand::Const(const_index[i]);
+            }
+        };
+        for st in &mut self.steps {
+            st.inputs.iter_mut().for_each(remap_const);
+            if let Fusable::Affine(mut x, t) = st.fuse {
+                remap_const(&mut x);
+                st.fuse = Fusable::Affine(x, t);
+            }
+        }
+        remap_const(root);
+        self.consts = consts;
     }
 }
 
@@ -1059,6 +1089,11 @@ mod tests {
         assert!(
             p.describe().contains("S0 = +(L0*2.0, L1)"),
             "{}",
+            p.describe()
+        );
+        assert!(
+            !p.describe().contains("C0"),
+            "folded constant kept: {}",
             p.describe()
         );
         // (1 - a) * (b*3 + 0.5): both sides fold, the second as one composed transform.
