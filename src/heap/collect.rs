@@ -343,12 +343,28 @@ impl Heap {
     }
 
     /// Registers a callback told about the start and stop of every collection.
+    ///
+    /// A callback that owns a clone of this heap keeps the heap (and its spill directory) alive
+    /// until [`clear_callbacks`](Self::clear_callbacks) is called, as a `gc.callbacks` entry
+    /// holding a reference would in CPython.
     pub fn add_callback(&self, cb: impl Fn(&GcEvent) + Send + Sync + 'static) {
         self.inner
             .callbacks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(std::sync::Arc::new(cb));
+    }
+
+    /// Removes every registered callback (`gc.callbacks.clear()`), dropping what they own.
+    pub fn clear_callbacks(&self) {
+        let cbs = std::mem::take(
+            &mut *self
+                .inner
+                .callbacks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        drop(cbs);
     }
 
     /// Turns automatic collection on.

@@ -824,6 +824,16 @@ fn collect_inside_finalizers_and_callbacks_is_absorbed() {
     drop(l);
     assert_eq!(hp.collect(2).unwrap(), 1);
     assert_eq!(hp.live_objects(), 0);
+    // The callback owns a clone of the heap: clearing it lets the heap (and its spill
+    // directory) go when the last handle drops.
+    let dir = hp.spill_dir().to_path_buf();
+    hp.clear_callbacks();
+    drop(hp);
+    assert!(
+        !dir.exists(),
+        "spill directory {} left behind",
+        dir.display()
+    );
 }
 
 #[test]

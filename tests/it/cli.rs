@@ -219,10 +219,24 @@ fn convert_round_trips_bytes() {
 
 #[test]
 fn demo_runs_and_checks_itself() {
-    let out = run_ok(&["demo", "--size", "3MiB"]);
+    // The demo's data goes to a temp dir it removes; its plot stays in the temp dir for the user
+    // to open. Here that temp dir is ours, so the test leaves nothing behind.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_chunkheap"))
+        .args(["demo", "--size", "3MiB"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{out}");
     assert_eq!(out.matches("identical to series.npy").count(), 2, "{out}");
     assert!(out.contains("\"count\": 393216"), "{out}");
     assert!(out.contains("peak RSS"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["chunkheap-demo-histogram.png"], "{out}");
 }
 
 #[test]
