@@ -480,6 +480,18 @@ struct Lanes<T> {
     cnt: [f64; 8],
 }
 
+/// NumPy's sum of a leaf's 8 lanes: `((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))`.
+///
+/// The lanes pass through [`std::hint::black_box`] first: when LLVM's SLP vectoriser sees this
+/// tree of adjacent pairs it lays the lane loop out as even and odd halves, shuffling every
+/// load (`vunpcklpd`/`vunpckhpd` on 128-bit registers) and running far slower than the two
+/// plain 256-bit adds per 8 elements it makes otherwise. The order of the adds is unchanged.
+#[inline(always)]
+fn lane_total(r: [f64; 8]) -> f64 {
+    let r = std::hint::black_box(r);
+    ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+}
+
 /// A leaf of at most 128 elements (L1-resident): its sum in 8 lanes with NaNs as zero (NumPy's
 /// leaf), counting the non-NaN elements, then a second pass for the lane extremes (NaN fails
 /// every comparison, so it is skipped without a branch). Simple lane loops vectorise fully.
@@ -500,7 +512,7 @@ fn leaf<T: StatElem, const EXT: bool>(x: &[T], l: &mut Lanes<T>) -> f64 {
         }
     }
     l.cnt = cnt;
-    let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    let mut res = lane_total(r);
     for (j, &e) in it.remainder().iter().enumerate() {
         let ok = !e.is_nan();
         res += if ok { e.to_f64() } else { 0.0 };
@@ -524,7 +536,7 @@ fn leaf_plain<T: StatElem>(x: &[T]) -> f64 {
             r[j] += c[j].to_f64();
         }
     }
-    let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    let mut res = lane_total(r);
     for &e in it.remainder() {
         res += e.to_f64();
     }
@@ -548,15 +560,20 @@ fn pairwise_plain<T: StatElem>(x: &[T]) -> f64 {
 fn extremes_counted<T: StatElem>(x: &[T], l: &mut Lanes<T>) {
     let (mut mn, mut mx, mut cnt) = (l.mn, l.mx, l.cnt);
     let mut it = x.chunks_exact(8);
+    // One lane loop per figure: fused into one, LLVM's SLP vectoriser permuted the lanes
+    // (vpermpd/vpackssdw per step) and ran 2x slower.
     for c in &mut it {
         for j in 0..8 {
-            let e = c[j];
-            let v = e.to_f64();
+            mn[j] = if c[j] < mn[j] { c[j] } else { mn[j] };
+        }
+        for j in 0..8 {
+            mx[j] = if c[j] > mx[j] { c[j] } else { mx[j] };
+        }
+        for j in 0..8 {
+            let v = c[j].to_f64();
             #[allow(clippy::eq_op)]
             let ok = v == v;
             cnt[j] += if ok { 1.0 } else { 0.0 };
-            mn[j] = if e < mn[j] { e } else { mn[j] };
-            mx[j] = if e > mx[j] { e } else { mx[j] };
         }
     }
     (l.mn, l.mx, l.cnt) = (mn, mx, cnt);
@@ -574,9 +591,10 @@ fn extremes<T: StatElem>(x: &[T], l: &mut Lanes<T>) {
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for j in 0..8 {
-            let e = c[j];
-            mn[j] = if e < mn[j] { e } else { mn[j] };
-            mx[j] = if e > mx[j] { e } else { mx[j] };
+            mn[j] = if c[j] < mn[j] { c[j] } else { mn[j] };
+        }
+        for j in 0..8 {
+            mx[j] = if c[j] > mx[j] { c[j] } else { mx[j] };
         }
     }
     (l.mn, l.mx) = (mn, mx);
@@ -629,14 +647,18 @@ fn pairwise_f64_rec(x: &[f64]) -> f64 {
     }
 }
 
-/// Sum of squared deviations of the non-NaN elements about `mean` (8 lanes, then pairwise).
+/// Lanes of [`sq_dev`]: 16, so four independent vector adds are in flight (the add's latency,
+/// not its throughput, bounds a loop with fewer).
+const SQ_LANES: usize = 16;
+
+/// Sum of squared deviations of the non-NaN elements about `mean` (16 lanes, then pairwise).
 /// `MASK = false` when the block is known to hold no NaN: the same operations without the test.
 #[inline(always)]
 fn sq_dev<T: StatElem, const MASK: bool>(x: &[T], mean: f64) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    let mut it = x.chunks_exact(8);
+    let mut lanes = [0.0f64; SQ_LANES];
+    let mut it = x.chunks_exact(SQ_LANES);
     for c in &mut it {
-        for j in 0..8 {
+        for j in 0..SQ_LANES {
             let e = c[j];
             let d = if MASK && e.is_nan() {
                 0.0
@@ -646,7 +668,8 @@ fn sq_dev<T: StatElem, const MASK: bool>(x: &[T], mean: f64) -> f64 {
             lanes[j] += d * d;
         }
     }
-    let mut m2 = pairwise_f64(&lanes);
+    // Opaque for the same reason as in `lane_total`.
+    let mut m2 = pairwise_f64(&std::hint::black_box(lanes));
     for &e in it.remainder() {
         if !(MASK && e.is_nan()) {
             let d = e.centered(mean);
@@ -669,17 +692,20 @@ fn block_partial<T: StatElem, const SUM: bool, const M2: bool, const EXT: bool>(
         mx: [T::LOWEST; 8],
         cnt: [0.0; 8],
     };
-    // Floats: a sum without extremes first tries the unmasked kernel; a result that is not NaN
-    // proves the block holds no NaN (NaN propagates through every add), so the count is its
-    // length and the sum is bit-identical to the masked one. Otherwise the block (still in
-    // cache) is summed again with the mask.
+    // Floats: a sum first tries the unmasked kernel; a result that is not NaN proves the block
+    // holds no NaN (NaN propagates through every add), so the count is its length, the sum is
+    // bit-identical to the masked one and the extremes need no count. Otherwise the block
+    // (still in cache) is summed again with the mask.
     let mut clean = false;
-    if T::FLOAT && SUM && !EXT {
+    if T::FLOAT && SUM {
         let s = pairwise_plain(x);
         if !s.is_nan() {
             clean = true;
             p.fsum = s;
             p.count = x.len() as u64;
+            if EXT {
+                extremes(x, &mut l);
+            }
         }
     }
     if T::FLOAT && !clean {
