@@ -14,8 +14,11 @@
 //! bin, which is closed). Blocks of values are binned in a loop of branch-free compares and selects
 //! that vectorises: when every edge is exactly `i * step + start` (NumPy's `f64` `linspace`,
 //! checked once) the corrections compute the two edges they compare with; otherwise they load
-//! them in a second, scalar loop. Counting goes to 4 interleaved sub-histograms (for up to 16 Ki
-//! bins), so runs of equal bins do not serialise on one counter.
+//! them in a second, scalar loop. With such edges and a bin wider than 2^40 units in the last
+//! place of the range, the guess multiplies by `bins / width` instead of dividing: both guesses
+//! are then within one bin of the bin the edges define, and the corrections move either to it.
+//! Counting goes to 4 interleaved sub-histograms (for up to 16 Ki bins), so runs of equal bins do
+//! not serialise on one counter.
 //! Integers and bools are converted to `f64` (NumPy converts bools to `uint8` first).
 //!
 //! **Binning (2-D)** follows `np.histogramdd`: `searchsorted(edges, v, side='right')`, values on
@@ -373,6 +376,35 @@ fn autodetect_error(name: &str, lo: f64, hi: f64) -> Error {
 /// The index guess `((a - first_edge) / norm_denom) * bins` in the arithmetic NumPy uses.
 trait Guess: Copy + Send + Sync {
     fn guess<T: Element>(self, v: T, x: f64) -> f64;
+    /// Whether the guess is computed in `f64` from `x` alone, so that [`GuessScaled`] may stand
+    /// in for it where [`scaled_is_exact`] says the result cannot change.
+    const F64: bool = false;
+}
+
+/// `(x - first) * scale`, a multiply instead of NumPy's divide. Used only with edges that are
+/// exactly `i * step + start` and a range where [`scaled_is_exact`] holds: there NumPy's guess and
+/// this one are both within one bin of the bin the edges define, and the corrections, which
+/// compare with the edges, move either guess to that same bin.
+#[derive(Clone, Copy)]
+struct GuessScaled {
+    first: f64,
+    scale: f64,
+}
+
+impl Guess for GuessScaled {
+    #[inline(always)]
+    fn guess<T: Element>(self, _: T, x: f64) -> f64 {
+        (x - self.first) * self.scale
+    }
+}
+
+/// True when a kept value's guess, computed by NumPy's divide or by [`GuessScaled`]'s multiply,
+/// lands within one bin of the bin the edges `i * step + start` put it in: a bin is wider than
+/// 2^40 units in the last place of the range's largest magnitude, so the rounding of the edges,
+/// of `x - first` and of the divide or multiply is far below one bin (at most 2^24 bins).
+fn scaled_is_exact(start: f64, stop: f64, step: f64, n: usize) -> bool {
+    let mag = start.abs().max(stop.abs());
+    n <= 1 << 24 && step.is_finite() && step > 0.0 && mag.is_finite() && mag * 2f64.powi(-40) < step
 }
 
 /// Everything in `f64` (f64 data; ints and bools, which NumPy casts to the f64 edge type).
@@ -388,6 +420,7 @@ impl Guess for GuessF64 {
     fn guess<T: Element>(self, _: T, x: f64) -> f64 {
         ((x - self.first) / self.denom) * self.n
     }
+    const F64: bool = true;
 }
 
 /// `f32` data with an autodetected range: every operation in `f32`.
@@ -457,7 +490,7 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
     let pairs = b.pairs;
     let n = pairs.len() - 1;
     let (nf, lastf) = (n as f64, (n - 1) as f64);
-    let mut idx = [0u32; BLOCK];
+    let mut idx = [0u64; BLOCK];
     if let Some((step, start)) = b.arith {
         for block in data.chunks(BLOCK) {
             // Everything in one loop that vectorises: the guess as below, NumPy's corrections
@@ -474,16 +507,16 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
                 let i = if down { g - 1.0 } else { g } + if up { 1.0 } else { 0.0 };
                 let i = if i > 0.0 { i } else { 0.0 };
                 let i = if keep { i } else { nf };
-                *o = (i + TWO52).to_bits() as u32;
+                *o = (i + TWO52).to_bits();
             }
             let mut it = idx[..block.len()].chunks_exact(L);
             for i in &mut it {
                 for l in 0..L {
-                    counts[i[l] as usize * L + l] += 1;
+                    counts[i[l] as u32 as usize * L + l] += 1;
                 }
             }
             for &i in it.remainder() {
-                counts[i as usize * L] += 1;
+                counts[i as u32 as usize * L] += 1;
             }
         }
         return;
@@ -500,7 +533,7 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
             let g = if g > 0.0 { g } else { 0.0 };
             let g = if g < lastf { g } else { lastf };
             let g = if keep { g } else { nf };
-            *o = (g.floor() + TWO52).to_bits() as u32;
+            *o = (g.floor() + TWO52).to_bits();
         }
         // Phase 2: NumPy's one-step corrections (down if `x < edges[i]`, else up if
         // `x >= edges[i + 1]`; the edges strictly increase, so at most one applies and a kept
@@ -510,7 +543,7 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
         for (v, i) in (&mut vs).zip(&mut is) {
             for l in 0..L {
                 let x = v[l].to_f64();
-                let i = i[l] as usize;
+                let i = i[l] as u32 as usize;
                 let [lo, hi] = pairs[i];
                 let j = i.saturating_sub(usize::from(x < lo)) + usize::from(x >= hi);
                 counts[j * L + l] += 1;
@@ -518,7 +551,7 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
         }
         for (&v, &i) in vs.remainder().iter().zip(is.remainder()) {
             let x = v.to_f64();
-            let i = i as usize;
+            let i = i as u32 as usize;
             let [lo, hi] = pairs[i];
             let j = i.saturating_sub(usize::from(x < lo)) + usize::from(x >= hi);
             counts[j * L] += 1;
@@ -800,14 +833,28 @@ fn run<T: Num, G: Guess>(
         .iter()
         .enumerate()
         .all(|(i, &e)| e == i as f64 * step + start);
-    let bins = Bins {
-        guess,
-        pairs: &pairs,
-        arith: exact.then_some((step, start)),
-        keep_lo,
-        keep_hi,
+    let counts = if exact && G::F64 && scaled_is_exact(start, edges[n], step, n) {
+        let bins = Bins {
+            guess: GuessScaled {
+                first: start,
+                scale: n as f64 / (edges[n] - start),
+            },
+            pairs: &pairs,
+            arith: Some((step, start)),
+            keep_lo,
+            keep_hi,
+        };
+        count_all::<T, GuessScaled>(src, &bins, progress)?
+    } else {
+        let bins = Bins {
+            guess,
+            pairs: &pairs,
+            arith: exact.then_some((step, start)),
+            keep_lo,
+            keep_hi,
+        };
+        count_all::<T, G>(src, &bins, progress)?
     };
-    let counts = count_all::<T, G>(src, &bins, progress)?;
     Ok(Histogram {
         counts,
         edges,
@@ -1427,6 +1474,89 @@ mod tests {
             }
             prop_assert_eq!(&g.counts, &want);
         }
+    }
+
+    /// Counts `data` with NumPy's divide and with the multiply [`run`] uses where
+    /// [`scaled_is_exact`] holds: the same counts for every edge and its neighbours.
+    #[test]
+    fn scaled_guess_bins_like_numpys_divide() {
+        fn counts<G: Guess>(data: &[f64], guess: G, edges: &[f64]) -> Vec<u32> {
+            let n = edges.len() - 1;
+            let mut pairs: Vec<[f64; 2]> = edges.windows(2).map(|w| [w[0], w[1]]).collect();
+            pairs[n - 1][1] = f64::NAN;
+            pairs.push([f64::NAN; 2]);
+            let step = (edges[n] - edges[0]) / n as f64;
+            let b = Bins {
+                guess,
+                pairs: &pairs,
+                arith: Some((step, edges[0])),
+                keep_lo: edges[0],
+                keep_hi: edges[n],
+            };
+            let mut c = vec![0u32; (n + 1) * 4];
+            count_slice::<f64, G, 4>(data, &b, &mut c);
+            c.chunks(4).map(|l| l.iter().sum()).collect()
+        }
+        let ranges = [
+            (-6.0, 6.0, 100),
+            (0.0, 1.0, 10),
+            (-1e-300, 3e-300, 7),
+            (1e15, 1e15 + 4096.0, 64),
+            (0.1, 0.7, 3),
+            (-2.5, 1e6, 1000),
+            (1.0, 1.0 + 2f64.powi(-20), 5),
+        ];
+        let mut checked = 0;
+        for (lo, hi, n) in ranges {
+            let edges = linspace_f64(lo, hi, n + 1);
+            let step = (edges[n] - edges[0]) / n as f64;
+            let arith = edges[..n]
+                .iter()
+                .enumerate()
+                .all(|(i, &e)| e == i as f64 * step + lo);
+            if !arith || !scaled_is_exact(lo, hi, step, n) {
+                continue;
+            }
+            checked += 1;
+            let mut data = vec![f64::NAN, f64::INFINITY, lo - step, hi + step];
+            for &e in &edges {
+                let mut v = e;
+                for _ in 0..3 {
+                    v = v.next_down();
+                }
+                for _ in 0..7 {
+                    data.push(v);
+                    v = v.next_up();
+                }
+                data.push(e + step / 2.0);
+            }
+            let divide = GuessF64 {
+                first: lo,
+                denom: hi - lo,
+                n: n as f64,
+            };
+            let scaled = GuessScaled {
+                first: lo,
+                scale: n as f64 / (hi - lo),
+            };
+            let want = counts(&data, divide, &edges);
+            assert_eq!(
+                counts(&data, scaled, &edges),
+                want,
+                "range ({lo}, {hi}), {n} bins"
+            );
+            assert_eq!(
+                want[..n],
+                naive(&data, &edges)
+                    .iter()
+                    .map(|&c| c as u32)
+                    .collect::<Vec<_>>()[..]
+            );
+        }
+        assert!(checked >= 5, "only {checked} ranges took the scaled path");
+        // A bin narrower than 2^40 units in the last place of the range keeps NumPy's divide.
+        let (lo, hi) = (1e15, 1e15 + 1.0);
+        assert!(!scaled_is_exact(lo, hi, (hi - lo) / 8.0, 8));
     }
 
     #[test]
