@@ -1132,7 +1132,7 @@ fn grouped_paths_and_fallback() {
     assert!(r.spilled() && r.groups == 0, "{r:?}");
     // All equal: one heavy key, counted only (no gather scan at all).
     let same = shaped_vals::<f64>(n, 5, 3);
-    let r = check_grouped(&same, 999, 128, Some(20_000), 7);
+    let r = check_grouped(&same, 999, 128, Some(40_000), 7);
     assert!(!r.spilled() && r.run_bytes == 0 && r.scans == 2, "{r:?}");
     // Few distinct values: all counted.
     let few = shaped_vals::<i32>(n, 6, 1);
