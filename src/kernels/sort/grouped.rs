@@ -130,9 +130,8 @@ impl Groups {
         }
         // A group [k, k + 1) is single even when not marked heavy.
         for g in 0..lowers.len() {
-            if g + 1 < lowers.len() && lowers[g + 1] == lowers[g] + 1 {
-                single[g] = true;
-            } else if g + 1 == lowers.len() && lowers[g] == u64::MAX {
+            let next = lowers.get(g + 1).copied();
+            if next == lowers[g].checked_add(1) || (next.is_none() && lowers[g] == u64::MAX) {
                 single[g] = true;
             }
         }
