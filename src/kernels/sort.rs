@@ -94,6 +94,11 @@ pub struct SortReport {
     pub run_bytes: u64,
     /// Most runs merged at once.
     pub fan_in: u64,
+    /// Key-range groups of the grouped (splitter) path; 0 when it was not taken. Its waves of
+    /// groups are counted in [`runs`](Self::runs).
+    pub groups: u64,
+    /// Passes over the input of the grouped path (sample, count, one per wave).
+    pub scans: u64,
 }
 
 impl SortReport {
@@ -105,7 +110,18 @@ impl SortReport {
 
 impl fmt::Display for SortReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.spilled() {
+        if self.groups > 0 {
+            write!(
+                f,
+                "{} elements sorted in memory: {} key-range groups in {} wave(s) of up to {}, {} \
+                 scans of the input, no spill",
+                self.elements,
+                self.groups,
+                self.runs,
+                human_bytes(self.run_bytes),
+                self.scans
+            )
+        } else if self.spilled() {
             write!(
                 f,
                 "{} elements: {} runs of up to {}, {} merge pass(es) (fan-in {}), {} spilled \
@@ -143,7 +159,7 @@ const PAR_MIN: usize = 1 << 14;
 /// Maps elements to unsigned keys whose natural order is NumPy's sort order.
 trait SortKey: Element {
     /// An unsigned integer of the element's width.
-    type Key: Pod + Ord + Send + Sync;
+    type Key: grouped::KeyBits;
     /// A bijection onto `Key`, monotone in the sort order (NaNs last, `-0.0` before `0.0`).
     fn to_key(self) -> Self::Key;
     /// The inverse of [`to_key`](Self::to_key).
@@ -356,6 +372,10 @@ fn with_dtype_sort(
     let report = crate::with_dtype!(info.dtype, T => {
         match (flat, kind) {
             (true, Kind::Sort) => {
+                if let Some(r) = grouped::grouped_sort::<T>(&ctx, writer.as_ref())? {
+                    writer.finish()?;
+                    return Ok(r);
+                }
                 let fill = |c: &Chunk, lo: usize, out: &mut [<T as SortKey>::Key]| {
                     let vals = &c.as_slice::<T>()[lo..lo + out.len()];
                     out.par_iter_mut()
@@ -1410,6 +1430,8 @@ fn top_k_typed<T: SortKey>(
     }
     Ok((values, idx))
 }
+
+mod grouped;
 
 #[cfg(test)]
 mod tests;

@@ -296,7 +296,13 @@ fn check_flat<T: TestElem>(
     assert_eq!(idx, ref_argsort(&v), "{} argsort of {n}", T::DTYPE);
     assert_eq!(rs.elements, n as u64);
     if n > 0 && run_bytes.is_some_and(|r| (r as usize) < n * size_of::<T>()) {
-        assert!(rs.spilled() && ra.spilled(), "{rs:?}");
+        // Argsort spills; sort takes the grouped path (re-reading the input) when the input is
+        // at most `MAX_WAVES` half-run buffers, and spills otherwise.
+        assert!(ra.spilled(), "{ra:?}");
+        assert!(rs.spilled() || rs.groups > 0, "{rs:?}");
+        if (n * size_of::<T>()) as u64 > grouped::MAX_WAVES * run_bytes.unwrap_or(0) / 2 + 8 {
+            assert!(rs.spilled(), "{rs:?}");
+        }
     }
     assert_dir_empty(dir.path());
 }
@@ -1023,4 +1029,145 @@ fn numpy_cross_check() {
         }
     }
     assert_dir_empty(spill.path());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The grouped (splitter) path of the flat sort
+
+/// Values drawn from a few shapes of data: any bit patterns (NaNs of several payloads, `-0.0`,
+/// infinities), a few distinct values, one heavy value among others, all equal.
+fn shaped_vals<T: TestElem>(n: usize, seed: u64, mode: u8) -> Vec<T> {
+    (0..n as u64)
+        .map(|i| {
+            let r = splitmix(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let bits = match mode {
+                0 => r,
+                1 => splitmix(seed ^ (r % 4)),
+                2 if r % 10 < 8 => splitmix(seed),
+                2 => r,
+                _ => splitmix(seed),
+            };
+            T::from_bits64(bits)
+        })
+        .collect()
+}
+
+/// Sorts `v` flattened in `chunk`-sized chunks on `threads` threads and checks the bytes against
+/// the reference; returns the report.
+fn check_grouped<T: TestElem>(
+    v: &[T],
+    chunk: u64,
+    out_chunk: u64,
+    run: Option<u64>,
+    threads: usize,
+) -> SortReport {
+    let n = v.len() as u64;
+    let src = MemSource::new(v, &[n], &[chunk]);
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(run, None, dir.path());
+    let (w, out) = mem_writer(&[n], &[out_chunk], size_of::<T>());
+    let r = pool(threads)
+        .install(|| sort(&src, w, &o, &no_progress))
+        .unwrap();
+    assert_eq!(
+        taken(&out),
+        bits(&ref_sort(v)),
+        "{} sort of {n} in chunks of {chunk}, run_bytes {run:?}, {threads} threads: {r:?}",
+        T::DTYPE
+    );
+    assert_eq!(r.elements, n);
+    assert_dir_empty(dir.path());
+    r
+}
+
+fn prop_grouped<T: TestElem>(
+    n: usize,
+    seed: u64,
+    mode: u8,
+    chunk: u64,
+    out_chunk: u64,
+    run: Option<u64>,
+    threads: usize,
+) {
+    let v = shaped_vals::<T>(n, seed, mode);
+    check_grouped(&v, chunk, out_chunk, run, threads);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Any data shape, chunking, run size (tiny ones force many groups, several waves or the
+    /// external fallback) and thread count gives the reference's bytes.
+    #[test]
+    fn prop_grouped_sort_matches_reference(
+        n in 0usize..5000,
+        seed in any::<u64>(),
+        mode in 0u8..4,
+        d in dt(),
+        chunk in 1u64..900,
+        out_chunk in 1u64..700,
+        run in prop_oneof![Just(None), (8u64..40_000).prop_map(Some)],
+        threads in prop_oneof![Just(1usize), Just(2), Just(7)],
+    ) {
+        by_dt!(d, prop_grouped(n, seed, mode, chunk, out_chunk, run, threads));
+    }
+}
+
+/// Which path a sort takes: waves of groups when the input is a few buffers, the external merge
+/// beyond that; heavy keys are counted, not stored.
+#[test]
+fn grouped_paths_and_fallback() {
+    let n = 20_000;
+    let v = shaped_vals::<f64>(n, 5, 0);
+    // Everything fits: one gather scan, several waves to overlap the writing.
+    let r = check_grouped(&v, 1000, 333, None, 2);
+    assert!(r.groups > 1 && !r.spilled() && r.scans == 3, "{r:?}");
+    // Half-buffers of 40 KB for up to 160 KB of stored keys (specials are counted): several
+    // waves, one scan each.
+    let r = check_grouped(&v, 1000, 333, Some(80_000), 2);
+    assert!(r.groups > 1 && !r.spilled() && r.runs >= 3, "{r:?}");
+    assert_eq!(r.scans, 2 + r.runs);
+    // More than MAX_WAVES half-buffers: the external merge.
+    let r = check_grouped(&v, 1000, 333, Some(8_000), 2);
+    assert!(r.spilled() && r.groups == 0, "{r:?}");
+    // All equal: one heavy key, counted only (no gather scan at all).
+    let same = shaped_vals::<f64>(n, 5, 3);
+    let r = check_grouped(&same, 999, 128, Some(40_000), 7);
+    assert!(!r.spilled() && r.run_bytes == 0 && r.scans == 2, "{r:?}");
+    // Few distinct values: all counted.
+    let few = shaped_vals::<i32>(n, 6, 1);
+    let r = check_grouped(&few, 777, 100, Some(20_000), 1);
+    assert!(!r.spilled() && r.run_bytes == 0, "{r:?}");
+    // Bytes do not depend on threads, chunks or run size.
+    for (chunk, run, t) in [
+        (1, Some(4_000), 1),
+        (4096, None, 7),
+        (313, Some(100_000), 2),
+    ] {
+        check_grouped(&v, chunk, 1000, run, t);
+    }
+}
+
+#[test]
+fn group_bounds_from_a_sample() {
+    // Heavy keys get single-key groups; the rest is cut every ~4 sample keys.
+    let mut s: Vec<u64> = (0..20).collect();
+    s.extend([7; 10]);
+    s.extend([u64::MAX; 6]);
+    s.sort_unstable();
+    let g = grouped::Groups::from_sample(&s, 4);
+    for k in [0u64, 3, 7, 8, 19, 1000, u64::MAX - 1, u64::MAX] {
+        let i = g.of(k);
+        assert!(g.lowers[i] <= k, "{k} in group {i} of {:?}", g.lowers);
+        assert!(
+            g.lowers.get(i + 1).is_none_or(|&h| k < h),
+            "{k}: {:?}",
+            g.lowers
+        );
+    }
+    let seven = g.of(7);
+    assert!(g.single[seven] && g.lowers[seven] == 7, "{:?}", g.lowers);
+    let top = g.of(u64::MAX);
+    assert!(g.single[top] && g.lowers[top] == u64::MAX, "{:?}", g.lowers);
+    assert!(g.lowers.len() > 4, "{:?}", g.lowers);
 }

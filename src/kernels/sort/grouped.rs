@@ -1,0 +1,778 @@
+//! The grouped path of a flat [`sort`](super::sort): splitters instead of spills.
+//!
+//! A strided sample of the keys (at most [`SAMPLE`], taken at fixed positions of each chunk)
+//! cuts the key space into ranges, *groups*, each expected to hold a small share of a wave
+//! buffer; a key frequent in the sample gets a single-key group of its own, which is only
+//! counted, never stored. One scan counts every group exactly; consecutive groups are then packed
+//! into *waves* that fit a buffer. For each wave, one more scan of the input copies the wave's
+//! keys into their groups' places in the buffer, the groups are sorted independently
+//! (`sort_unstable` on each, in parallel), and the buffer goes to an output thread that converts
+//! keys back to values and writes the output's chunks, while the next wave is gathered in the
+//! other buffer. Nothing is spilled: the input, mapped or page-cached, is re-read instead, which
+//! is far cheaper than writing and reading a spill file.
+//!
+//! The path is taken when the input is at most [`MAX_WAVES`] buffers (and no group overflows a
+//! buffer once counted); otherwise the caller falls back to the external merge. The output is
+//! the sorted multiset of the keys, so its bytes do not depend on how groups, waves, chunks or
+//! threads fell.
+
+use std::sync::mpsc::{channel, sync_channel};
+
+use bytemuck::Pod;
+use rayon::prelude::*;
+
+use super::{Ctx, SortKey, SortReport, max_chunk_elems, recast, writer_gone};
+use crate::error::{Error, Result};
+use crate::memory::{self, Reservation};
+use crate::storage::{ArrayWriter, Buffer, Chunk};
+
+/// Keys sampled to choose the groups.
+const SAMPLE: usize = 1 << 16;
+/// Most waves (scans of the input after the counting one) before the external merge is cheaper.
+pub(super) const MAX_WAVES: u64 = 8;
+/// Groups per thread in a full wave, so the parallel group sorts balance.
+const GROUPS_PER_THREAD: usize = 2;
+/// Keys staged at a time when a scan keeps only part of the key range.
+const STAGE: usize = 2048;
+/// Most groups (the classification is a binary search over their bounds).
+const MAX_GROUPS: usize = 4096;
+/// Waves wanted when everything fits, so the output write overlaps the sorting.
+const WAVES_IN_MEMORY: u64 = 4;
+/// Smallest wave buffer (elements) worth splitting an in-memory sort for.
+const MIN_WAVE: u64 = 1 << 16;
+
+/// Unsigned key types, widened to `u64` for the group bounds.
+pub(super) trait KeyBits: Pod + Ord + Send + Sync {
+    /// The key as a `u64` (order preserving).
+    fn to_u64(self) -> u64;
+    /// The inverse of [`to_u64`](Self::to_u64) for values in range.
+    fn from_u64(v: u64) -> Self;
+}
+
+macro_rules! key_bits {
+    ($($t:ty),*) => {$(
+        impl KeyBits for $t {
+            #[inline]
+            fn to_u64(self) -> u64 { self as u64 }
+            #[inline]
+            fn from_u64(v: u64) -> $t { v as $t }
+        }
+    )*};
+}
+key_bits!(u8, u16, u32, u64);
+
+/// One group of a wave, in key order.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    /// `len` keys stored in the wave buffer (after the previous stored groups).
+    Stored(usize),
+    /// `count` copies of one key, never stored.
+    Repeat(u64, u64),
+}
+
+/// A range of consecutive groups whose stored keys fit one buffer.
+struct Wave {
+    /// First group and one past the last.
+    groups: std::ops::Range<usize>,
+    /// Stored elements.
+    stored: usize,
+}
+
+/// The key-range groups: group `g` holds keys in `lowers[g]..lowers[g + 1]` (the last one up to
+/// the largest key); `single[g]` when it holds exactly one key.
+pub(super) struct Groups {
+    pub(super) lowers: Vec<u64>,
+    pub(super) single: Vec<bool>,
+    /// `lowers` padded to a power of two with `u64::MAX`, for [`of`](Self::of).
+    padded: Vec<u64>,
+}
+
+impl Groups {
+    /// Chooses groups of about `per_group` sample keys from the sorted `sample`; a key that fills
+    /// at least half a group by itself gets a group of its own.
+    pub(super) fn from_sample(sample: &[u64], per_group: usize) -> Groups {
+        let per_group = per_group.max(1);
+        let heavy = (per_group / 2).max(2);
+        let mut lowers = vec![0u64];
+        let mut single = vec![false];
+        let mut acc = 0usize;
+        let mut i = 0;
+        while i < sample.len() {
+            let k = sample[i];
+            let mut j = i + 1;
+            while j < sample.len() && sample[j] == k {
+                j += 1;
+            }
+            let run = j - i;
+            if run >= heavy {
+                // Close the current group below k (unless it starts at k), then [k, k + 1).
+                if *lowers.last().expect("one group") != k {
+                    lowers.push(k);
+                    single.push(true);
+                } else {
+                    *single.last_mut().expect("one group") = true;
+                }
+                if k != u64::MAX {
+                    lowers.push(k + 1);
+                    single.push(false);
+                }
+                acc = 0;
+            } else {
+                acc += run;
+                if acc >= per_group && j < sample.len() && lowers.len() < MAX_GROUPS {
+                    // The next distinct key starts a new group.
+                    lowers.push(sample[j]);
+                    single.push(false);
+                    acc = 0;
+                }
+            }
+            i = j;
+        }
+        // A group [k, k + 1) is single even when not marked heavy.
+        for g in 0..lowers.len() {
+            let next = lowers.get(g + 1).copied();
+            if next == lowers[g].checked_add(1) || (next.is_none() && lowers[g] == u64::MAX) {
+                single[g] = true;
+            }
+        }
+        let mut padded = lowers.clone();
+        padded.resize(lowers.len().next_power_of_two(), u64::MAX);
+        Groups {
+            lowers,
+            single,
+            padded,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lowers.len()
+    }
+
+    /// The group of key `k`.
+    #[inline]
+    pub(super) fn of(&self, k: u64) -> usize {
+        // The last bound <= k (bound 0 is 0), by a branchless search over the bounds padded to a
+        // power of two with `u64::MAX` (a key of `u64::MAX` lands in the last real group).
+        let l = &self.padded;
+        let mut base = 0;
+        let mut half = l.len() / 2;
+        while half > 0 {
+            base = std::hint::select_unpredictable(l[base + half] <= k, base + half, base);
+            half /= 2;
+        }
+        base.min(self.lowers.len() - 1)
+    }
+}
+
+/// Sizes of the grouped path: wave buffer elements and group size target.
+struct GroupPlan {
+    /// Elements of the one buffer used when every stored key fits it.
+    all_elems: usize,
+    /// Elements of each of the two wave buffers otherwise.
+    wave_elems: usize,
+    /// Elements per wave when everything fits one buffer (the waves then pace the sorting and
+    /// writing only).
+    sort_wave: usize,
+    /// Elements per group wanted.
+    per_group: usize,
+}
+
+/// Plans the grouped path, or `None` when the input is too large for it (more than
+/// [`MAX_WAVES`] buffers).
+fn group_plan<E>(ctx: &Ctx<'_>, n: u64, out_chunk_bytes: u64) -> Option<GroupPlan> {
+    let esize = size_of::<E>() as u64;
+    let limit = ctx.budget.limit();
+    let fixed = ctx.input_in_flight() + 3 * out_chunk_bytes + 2 * (SAMPLE as u64) * 8;
+    let left = limit.checked_sub(fixed)?;
+    let cap = ctx.opts.run_bytes.map_or(left, |r| r.min(left));
+    let all = cap / esize;
+    // Otherwise two buffers: one gathered and sorted while the other is written.
+    let buf = cap / 2 / esize;
+    if buf == 0 || n > MAX_WAVES * buf {
+        return None;
+    }
+    // When it all fits, still cut it into a few waves so the output write overlaps the sorting.
+    let sort_wave = (n.div_ceil(WAVES_IN_MEMORY) * 5 / 4).max(MIN_WAVE);
+    let wave = if n <= all { sort_wave } else { buf };
+    let threads = rayon::current_num_threads().max(1);
+    // Groups fill ~85 % of a wave, so the sample's errors rarely split a wave.
+    let per_group = ((wave as f64 * 0.85) as usize / (GROUPS_PER_THREAD * threads)).max(1);
+    Some(GroupPlan {
+        all_elems: all as usize,
+        wave_elems: buf as usize,
+        sort_wave: sort_wave as usize,
+        per_group,
+    })
+}
+
+/// Reads the chunks `threads` at a time, maps each with `f` in parallel and hands the results to
+/// `each` in chunk order.
+fn scan_chunks<R: Send>(
+    ctx: &Ctx<'_>,
+    f: &(dyn Fn(&Chunk) -> R + Sync),
+    mut each: impl FnMut(R) -> Result<()>,
+) -> Result<()> {
+    let nchunks = ctx.src.info().layout.num_chunks();
+    let batch = rayon::current_num_threads().max(1);
+    let mut first = 0;
+    while first < nchunks {
+        let last = (first + batch).min(nchunks);
+        let rs: Vec<R> = (first..last)
+            .into_par_iter()
+            .map(|i| ctx.src.read_chunk(i).map(|c| f(&c)))
+            .collect::<Result<_>>()?;
+        for r in rs {
+            each(r)?;
+        }
+        first = last;
+    }
+    Ok(())
+}
+
+/// Sorts the flattened source through key-range groups (see the [module docs](self)); `None`
+/// when the input is too large for this path, before anything is written.
+pub(super) fn grouped_sort<T: SortKey>(
+    ctx: &Ctx<'_>,
+    writer: &dyn ArrayWriter,
+) -> Result<Option<SortReport>>
+where
+    T::Key: KeyBits,
+{
+    let info = ctx.src.info();
+    let n = info.numel();
+    let layout = writer.layout().clone();
+    let out_chunk = max_chunk_elems(&layout) as usize;
+    let Some(plan) = group_plan::<T::Key>(ctx, n, (out_chunk * size_of::<T>()) as u64) else {
+        return Ok(None);
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let _meta = ctx.budget.reserve(2 * (SAMPLE as u64) * 8, "sort sample")?;
+    // 1. Sample: `m` keys at fixed positions spread over the chunks in proportion to their sizes.
+    let m = (SAMPLE as u64).min(n);
+    let nchunks = info.layout.num_chunks();
+    let mut starts = Vec::with_capacity(nchunks + 1);
+    let mut acc = 0u64;
+    for i in 0..nchunks {
+        starts.push(acc);
+        acc += info.layout.chunk_region(i).numel();
+    }
+    starts.push(acc);
+    let mut sample: Vec<u64> = Vec::with_capacity(m as usize);
+    let batch = rayon::current_num_threads().max(1);
+    let mut first = 0;
+    while first < nchunks {
+        let last = (first + batch).min(nchunks);
+        let parts: Vec<Vec<u64>> = (first..last)
+            .into_par_iter()
+            .map(|i| {
+                let (a, b) = (starts[i], starts[i + 1]);
+                let lo = (a as u128 * m as u128 / n as u128) as u64;
+                let hi = (b as u128 * m as u128 / n as u128) as u64;
+                if hi == lo {
+                    return Ok(Vec::new());
+                }
+                let c = ctx.src.read_chunk(i)?;
+                let vals = c.as_slice::<T>();
+                let len = (b - a) as u128;
+                let s = (hi - lo) as u128;
+                Ok((0..s)
+                    .map(|j| {
+                        let p = ((2 * j + 1) * len / (2 * s)) as usize;
+                        vals[p].to_key().to_u64()
+                    })
+                    .collect())
+            })
+            .collect::<Result<_>>()?;
+        for p in parts {
+            sample.extend(p);
+        }
+        first = last;
+    }
+    sample.sort_unstable();
+    // Scale: `per_group` elements are about `per_group * m / n` sample keys.
+    let per_sample = ((plan.per_group as u128 * m as u128).div_ceil(n as u128) as usize).max(1);
+    let groups = Groups::from_sample(&sample, per_sample);
+    drop(sample);
+    let g = groups.len();
+    // 2. Count every group of every chunk exactly (the table gives each chunk its places).
+    let table_bytes = (nchunks * g * 8) as u64;
+    if table_bytes > ctx.budget.limit() / 16 {
+        return Ok(None);
+    }
+    let _table_res = ctx.budget.reserve(table_bytes, "sort group counts")?;
+    let mut table: Vec<u64> = Vec::with_capacity(nchunks * g);
+    let groups_ref = &groups;
+    scan_chunks(
+        ctx,
+        &|c: &Chunk| {
+            let mut cnt = vec![0u64; g];
+            if g == 1 {
+                cnt[0] = c.region.numel();
+            } else {
+                for &v in c.as_slice::<T>() {
+                    cnt[groups_ref.of(v.to_key().to_u64())] += 1;
+                }
+            }
+            cnt
+        },
+        |cnt| {
+            table.extend_from_slice(&cnt);
+            Ok(())
+        },
+    )?;
+    let mut counts = vec![0u64; g];
+    for row in table.chunks(g.max(1)) {
+        for (a, b) in counts.iter_mut().zip(row) {
+            *a += b;
+        }
+    }
+    // 3. Pack groups into waves; a stored group larger than a buffer means the sample lied:
+    // fall back (nothing has been written yet). When every stored key fits one buffer, one scan
+    // gathers them all and the waves only pace the sorting and writing.
+    let total_stored: u64 = (0..g)
+        .filter(|&i| !groups.single[i])
+        .map(|i| counts[i])
+        .sum();
+    let all_in_one = total_stored <= plan.all_elems as u64;
+    let wave_cap = if total_stored <= plan.all_elems as u64 {
+        plan.sort_wave.min(plan.wave_elems)
+    } else {
+        plan.wave_elems
+    };
+    let mut waves: Vec<Wave> = Vec::new();
+    let mut start = 0;
+    let mut stored = 0usize;
+    for gi in 0..g {
+        if groups.single[gi] {
+            continue;
+        }
+        let c = counts[gi] as usize;
+        if !all_in_one && c > wave_cap {
+            return Ok(None);
+        }
+        if stored > 0 && stored + c > wave_cap {
+            waves.push(Wave {
+                groups: start..gi,
+                stored,
+            });
+            start = gi;
+            stored = 0;
+        }
+        stored += c;
+    }
+    waves.push(Wave {
+        groups: start..g,
+        stored,
+    });
+    let gather_scans = if all_in_one {
+        u64::from(total_stored > 0)
+    } else {
+        waves.iter().filter(|w| w.stored > 0).count() as u64
+    };
+    if gather_scans > MAX_WAVES {
+        return Ok(None);
+    }
+    let buf_elems = if all_in_one {
+        total_stored as usize
+    } else {
+        waves.iter().map(|w| w.stored).max().unwrap_or(0)
+    };
+    let report = SortReport {
+        elements: n,
+        runs: waves.len() as u64,
+        run_bytes: (buf_elems * size_of::<T::Key>()) as u64,
+        groups: g as u64,
+        scans: 2 + gather_scans,
+        ..SortReport::default()
+    };
+    let esize = size_of::<T::Key>();
+    let slots_of = |w: &Wave| -> (Vec<Part>, Vec<(usize, usize)>) {
+        let mut parts = Vec::with_capacity(w.groups.len());
+        let mut bounds = Vec::new();
+        for gi in w.groups.clone() {
+            if groups.single[gi] {
+                parts.push(Part::Repeat(groups.lowers[gi], counts[gi]));
+            } else {
+                parts.push(Part::Stored(counts[gi] as usize));
+                bounds.push((gi, counts[gi] as usize));
+            }
+        }
+        (parts, bounds)
+    };
+    // 4. Gather, sort and write wave by wave, the output thread writing the previous wave.
+    let nbytes = info.nbytes();
+    let mut done = 0u64;
+    let mut reported = 0u64;
+    let mut tick = |w: &Wave| {
+        done += w.groups.clone().map(|gi| counts[gi]).sum::<u64>();
+        let upto = (nbytes as u128 * done as u128 / n as u128) as u64;
+        (ctx.progress)(upto - reported);
+        reported = upto;
+    };
+    let table = &table;
+    // The one buffer, when every stored key fits it (it outlives the output thread).
+    let (_all_res, mut all_vec) = if all_in_one {
+        (
+            Some(
+                ctx.budget
+                    .reserve((buf_elems * esize) as u64, "sort group buffer")?,
+            ),
+            vec![<T::Key as bytemuck::Zeroable>::zeroed(); buf_elems],
+        )
+    } else {
+        (None, Vec::new())
+    };
+    let mut all_slice: &mut [T::Key] = &mut all_vec;
+    std::thread::scope(|s| -> Result<()> {
+        let (tx, rx) = sync_channel::<(WaveBuf<'_, T::Key>, Vec<Part>)>(1);
+        let (back_tx, back_rx) = channel::<Vec<T::Key>>();
+        let layout = &layout;
+        let sink = s.spawn(move || -> Result<()> {
+            let mut out = Emit::<T>::new(writer, layout, ctx, out_chunk)?;
+            for (mut buf, parts) in rx {
+                let mut pos = 0usize;
+                for p in parts {
+                    match p {
+                        Part::Stored(len) => {
+                            let keys = &mut buf.slice()[pos..pos + len];
+                            for k in keys.iter_mut() {
+                                *k = recast::<T, T::Key>(T::from_key(*k));
+                            }
+                            out.values(bytemuck::cast_slice::<T::Key, T>(keys))?;
+                            pos += len;
+                        }
+                        Part::Repeat(k, count) => {
+                            out.repeat(T::from_key(T::Key::from_u64(k)), count)?;
+                        }
+                    }
+                }
+                if let WaveBuf::Owned(v) = buf {
+                    // The main thread may be done already.
+                    let _ = back_tx.send(v);
+                }
+            }
+            out.finish()
+        });
+        let body = || -> Result<()> {
+            if all_in_one {
+                let all = std::mem::take(&mut all_slice);
+                let bounds: Vec<(usize, usize)> = (0..g)
+                    .filter(|&i| !groups.single[i])
+                    .map(|i| (i, counts[i] as usize))
+                    .collect();
+                if buf_elems > 0 {
+                    gather::<T>(ctx, &groups, table, &bounds, all)?;
+                }
+                let mut rest: &mut [T::Key] = all;
+                for w in &waves {
+                    let (parts, bounds) = slots_of(w);
+                    let (mine, tail) = std::mem::take(&mut rest).split_at_mut(w.stored);
+                    rest = tail;
+                    sort_groups(mine, &bounds);
+                    tick(w);
+                    tx.send((WaveBuf::Borrowed(mine), parts))
+                        .map_err(|_| writer_gone())?;
+                }
+                drop(tx);
+                // The output thread holds slices of `all` until it is done.
+                return Ok(());
+            }
+            let mut res: Vec<Reservation> = Vec::new();
+            for w in &waves {
+                let (parts, bounds) = slots_of(w);
+                let mut buf = if w.stored == 0 {
+                    Vec::new()
+                } else if res.len() < 2 {
+                    res.push(
+                        ctx.budget
+                            .reserve((buf_elems * esize) as u64, "sort wave buffer")?,
+                    );
+                    vec![<T::Key as bytemuck::Zeroable>::zeroed(); buf_elems]
+                } else {
+                    back_rx.recv().map_err(|_| writer_gone())?
+                };
+                if w.stored > 0 {
+                    gather::<T>(ctx, &groups, table, &bounds, &mut buf[..w.stored])?;
+                    sort_groups(&mut buf[..w.stored], &bounds);
+                }
+                tick(w);
+                tx.send((WaveBuf::Owned(buf), parts))
+                    .map_err(|_| writer_gone())?;
+            }
+            drop(tx);
+            Ok(())
+        };
+        let r = body();
+        let w = sink.join().expect("sort output thread panicked");
+        match (r, w) {
+            (_, Err(e)) => Err(e),
+            (r, Ok(())) => r,
+        }
+    })?;
+    Ok(Some(report))
+}
+
+/// A wave's keys: its own buffer (handed back for reuse) or a slice of the one buffer.
+enum WaveBuf<'a, K> {
+    Owned(Vec<K>),
+    Borrowed(&'a mut [K]),
+}
+
+impl<K> WaveBuf<'_, K> {
+    fn slice(&mut self) -> &mut [K] {
+        match self {
+            WaveBuf::Owned(v) => v,
+            WaveBuf::Borrowed(s) => s,
+        }
+    }
+}
+
+/// One scan of the input: copies the keys of the stored groups `bounds` (group, count, in key
+/// order) into their places in `dst`, each chunk into the places the count `table` gives it.
+fn gather<T: SortKey>(
+    ctx: &Ctx<'_>,
+    groups: &Groups,
+    table: &[u64],
+    bounds: &[(usize, usize)],
+    dst: &mut [T::Key],
+) -> Result<()>
+where
+    T::Key: KeyBits,
+{
+    let g = groups.len();
+    let nslots = bounds.len();
+    // Group -> slot; `nslots` (a one-element trash slot) for groups not gathered now.
+    let mut slot = vec![nslots; g];
+    for (s, &(gi, _)) in bounds.iter().enumerate() {
+        slot[gi] = s;
+    }
+    // Each slot's unfilled places, handed out chunk by chunk in chunk order.
+    let mut rest: Vec<&mut [T::Key]> = Vec::with_capacity(nslots);
+    let mut tail = dst;
+    for &(_, c) in bounds {
+        let (a, b) = std::mem::take(&mut tail).split_at_mut(c);
+        rest.push(a);
+        tail = b;
+    }
+    let nchunks = ctx.src.info().layout.num_chunks();
+    let mut jobs: Vec<(usize, Vec<&mut [T::Key]>)> = Vec::with_capacity(nchunks);
+    for ci in 0..nchunks {
+        let row = &table[ci * g..(ci + 1) * g];
+        let mut mine = Vec::with_capacity(nslots);
+        for (r, &(gi, _)) in rest.iter_mut().zip(bounds) {
+            let (a, b) = std::mem::take(r).split_at_mut(row[gi] as usize);
+            mine.push(a);
+            *r = b;
+        }
+        jobs.push((ci, mine));
+    }
+    let changed = || {
+        Error::Invalid(format!(
+            "{}: the input changed while it was sorted (a chunk's keys differ between scans)",
+            ctx.src.info().name
+        ))
+    };
+    // The key range of the groups gathered now, when it is a strict part of all keys.
+    let first_g = bounds.first().map_or(0, |b| b.0);
+    let last_g = bounds.last().map_or(0, |b| b.0);
+    let range = (first_g > 0 || last_g + 1 < g).then(|| {
+        let lo = groups.lowers[first_g];
+        let hi = groups.lowers.get(last_g + 1).map_or(u64::MAX, |&h| h - 1);
+        (lo, hi)
+    });
+    let batch = rayon::current_num_threads().max(1);
+    let slot = &slot;
+    let mut jobs = jobs.into_iter();
+    loop {
+        let now: Vec<_> = jobs.by_ref().take(batch).collect();
+        if now.is_empty() {
+            break;
+        }
+        now.into_par_iter()
+            .map(|(ci, mut mine)| -> Result<()> {
+                let c = ctx.src.read_chunk(ci)?;
+                let mut trash = [<T::Key as bytemuck::Zeroable>::zeroed()];
+                mine.push(&mut trash);
+                let mut pos = vec![0usize; nslots + 1];
+                let mut put = |k: T::Key| -> Result<()> {
+                    let s = slot[groups.of(k.to_u64())];
+                    let p = pos[s];
+                    let Some(d) = mine[s].get_mut(p) else {
+                        return Err(changed());
+                    };
+                    *d = k;
+                    pos[s] = p + usize::from(s != nslots);
+                    Ok(())
+                };
+                if let Some((lo, hi)) = range {
+                    // Keep the wave's key range first (branchless, into a small staging block),
+                    // then place only those keys.
+                    let mut stage = [<T::Key as bytemuck::Zeroable>::zeroed(); STAGE];
+                    for block in c.as_slice::<T>().chunks(STAGE) {
+                        let mut m = 0;
+                        for &v in block {
+                            let k = v.to_key();
+                            let u = k.to_u64();
+                            stage[m] = k;
+                            m += usize::from(u >= lo && u <= hi);
+                        }
+                        for &k in &stage[..m] {
+                            put(k)?;
+                        }
+                    }
+                } else {
+                    for &v in c.as_slice::<T>() {
+                        put(v.to_key())?;
+                    }
+                }
+                if pos[..nslots].iter().zip(&mine).any(|(&p, m)| p != m.len()) {
+                    return Err(changed());
+                }
+                Ok(())
+            })
+            .collect::<Result<()>>()?;
+    }
+    Ok(())
+}
+
+/// Sorts each stored group of a wave (`bounds`: group, offset, count) independently: large
+/// ones with all threads, the rest one per thread.
+fn sort_groups<K: Ord + Send>(buf: &mut [K], bounds: &[(usize, usize)]) {
+    let threads = rayon::current_num_threads().max(1);
+    let big = buf.len() / threads + 1;
+    let mut slices = Vec::with_capacity(bounds.len());
+    let mut tail = buf;
+    for &(_, c) in bounds {
+        let (a, b) = std::mem::take(&mut tail).split_at_mut(c);
+        slices.push(a);
+        tail = b;
+    }
+    let (large, small): (Vec<_>, Vec<_>) = slices.into_iter().partition(|s| s.len() >= big);
+    for s in large {
+        s.par_sort_unstable();
+    }
+    small.into_par_iter().for_each(|s| s.sort_unstable());
+}
+
+/// Encodes and writes output chunk `*next` and moves on.
+fn write_chunk(writer: &dyn ArrayWriter, next: &mut usize, bytes: &[u8]) -> Result<()> {
+    let enc = writer.encode(*next, bytes)?;
+    writer.write(*next, &enc)?;
+    *next += 1;
+    Ok(())
+}
+
+/// Writes values to the output's chunks in order: whole chunks straight from the caller's slice,
+/// the pieces across wave boundaries through one carry buffer.
+struct Emit<'a, T> {
+    writer: &'a dyn ArrayWriter,
+    layout: &'a crate::shape::ChunkLayout,
+    next: usize,
+    nchunks: usize,
+    carry: Buffer,
+    filled: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<'a, T: crate::dtype::Element> Emit<'a, T> {
+    fn new(
+        writer: &'a dyn ArrayWriter,
+        layout: &'a crate::shape::ChunkLayout,
+        ctx: &Ctx<'_>,
+        out_chunk: usize,
+    ) -> Result<Self> {
+        let bytes = out_chunk * size_of::<T>();
+        let carry = if ctx.budget.same(memory::global()) {
+            Buffer::for_overwrite(bytes)?
+        } else {
+            Buffer::zeroed_in(bytes, ctx.budget)?
+        };
+        Ok(Emit {
+            writer,
+            layout,
+            next: 0,
+            nchunks: layout.num_chunks(),
+            carry,
+            filled: 0,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
+        write_chunk(self.writer, &mut self.next, bytes)
+    }
+
+    /// The elements the next non-empty chunk wants (writing empty chunks on the way).
+    fn want(&mut self) -> Result<usize> {
+        loop {
+            if self.next >= self.nchunks {
+                return Err(Error::Invalid(format!(
+                    "sort produced more elements than the output's {} chunks hold",
+                    self.nchunks
+                )));
+            }
+            let w = self.layout.chunk_region(self.next).numel() as usize;
+            if w > 0 {
+                return Ok(w);
+            }
+            self.write_chunk(&[])?;
+        }
+    }
+
+    fn flush_carry(&mut self, want: usize) -> Result<()> {
+        if self.filled == want {
+            self.filled = 0;
+            let bytes = &self.carry.bytes()[..want * size_of::<T>()];
+            write_chunk(self.writer, &mut self.next, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn values(&mut self, mut v: &[T]) -> Result<()> {
+        while !v.is_empty() {
+            let want = self.want()?;
+            if self.filled == 0 && v.len() >= want {
+                self.write_chunk(bytemuck::cast_slice(&v[..want]))?;
+                v = &v[want..];
+                continue;
+            }
+            let take = (want - self.filled).min(v.len());
+            self.carry.as_mut_slice::<T>()[self.filled..self.filled + take]
+                .copy_from_slice(&v[..take]);
+            self.filled += take;
+            v = &v[take..];
+            self.flush_carry(want)?;
+        }
+        Ok(())
+    }
+
+    fn repeat(&mut self, x: T, mut count: u64) -> Result<()> {
+        while count > 0 {
+            let want = self.want()?;
+            let take = ((want - self.filled) as u64).min(count) as usize;
+            self.carry.as_mut_slice::<T>()[self.filled..self.filled + take].fill(x);
+            self.filled += take;
+            count -= take as u64;
+            self.flush_carry(want)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        while self.filled == 0
+            && self.next < self.nchunks
+            && self.layout.chunk_region(self.next).numel() == 0
+        {
+            self.write_chunk(&[])?;
+        }
+        if self.filled != 0 || self.next != self.nchunks {
+            return Err(Error::Invalid(format!(
+                "sort filled {} of the output's {} chunks",
+                self.next, self.nchunks
+            )));
+        }
+        Ok(())
+    }
+}
