@@ -10,7 +10,7 @@
 //! | `elementwise_to_disk` | `(a*2+b).save(..)` | `std::fs::write` of a reused buffer |
 //! | `scan` | `cumsum(a)` saved to `.npy` | in-memory prefix-sum loop |
 //! | `histogram` | 100 bins, range given / auto | in-memory bin-count loop |
-//! | `sort` | external sort in budget / small budget (spills) | `sort_unstable_by(f64::total_cmp)` |
+//! | `sort` | in budget / small budget (key-range rescans) / tiny runs (spills) | `sort_unstable_by(f64::total_cmp)` |
 //! | `matmul_1024` | `matmul_to_buffer` of two 1024² `.npy` | `ndarray` `.dot` in memory |
 //!
 //! Inputs are seeded `.npy` files of `CHUNKHEAP_BENCH_MIB` MiB each (default 128) in a tempdir,
@@ -350,10 +350,16 @@ fn bench(c: &mut Criterion) {
     std::fs::create_dir(&spill_dir).unwrap();
     let small = SortOptions {
         temp_dir: Some(spill_dir.clone()),
-        budget: Some(MemoryBudget::new((sort_bytes / 4).max(48 << 20))),
-        // Runs of a quarter of the input whatever the budget allows, so it always spills.
-        run_bytes: Some((sort_bytes / 4).max(1 << 20)),
+        budget: Some(MemoryBudget::new((sort_bytes / 2).max(48 << 20))),
+        // Wave buffers of a quarter of the input whatever the budget allows: the key-range groups
+        // are gathered in several scans of the input, nothing spills.
+        run_bytes: Some((sort_bytes / 2).max(1 << 20)),
         ..Default::default()
+    };
+    let tiny = SortOptions {
+        // Runs of 1/32 of the input: more than the grouped path rescans for, so it spills.
+        run_bytes: Some((sort_bytes / 32).max(1 << 20)),
+        ..small.clone()
     };
     let in_budget = SortOptions {
         temp_dir: Some(spill_dir.clone()),
@@ -374,7 +380,13 @@ fn bench(c: &mut Criterion) {
     eprintln!("sort in budget:    {}", run_sort(&in_budget));
     let r = run_sort(&small);
     eprintln!("sort small budget: {r}");
-    assert!(r.spilled(), "the small-budget sort should spill: {r}");
+    assert!(
+        r.groups > 0 && !r.spilled(),
+        "the small-budget sort should rescan, not spill: {r}"
+    );
+    let r = run_sort(&tiny);
+    eprintln!("sort tiny runs:    {r}");
+    assert!(r.spilled(), "the tiny-run sort should spill: {r}");
     let mut g = c.benchmark_group(format!("sort_{sort_mib}MiB_f64"));
     g.sample_size(10);
     g.throughput(Throughput::Bytes(sort_bytes));
@@ -391,8 +403,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("sort to .npy, in budget", |bch| {
         bch.iter(|| run_sort(&in_budget))
     });
-    g.bench_function("sort to .npy, small budget (spills)", |bch| {
+    g.bench_function("sort to .npy, small budget (rescans)", |bch| {
         bch.iter(|| run_sort(&small))
+    });
+    g.bench_function("sort to .npy, tiny runs (spills)", |bch| {
+        bch.iter(|| run_sort(&tiny))
     });
     g.finish();
     drop(sort_vec);

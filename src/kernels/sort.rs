@@ -13,8 +13,13 @@
 //! # Algorithm
 //! Each element becomes an unsigned integer key of its own width whose natural order is the
 //! order above (a bijection for [`sort`]; for [`argsort`] the key of the NumPy equivalence class
-//! packed with the flat index into a `u128`, so all keys are distinct). Keys are gathered into a
-//! run buffer sized from the memory budget; when the whole input fits it is sorted in memory with
+//! packed with the flat index into a `u128`, so all keys are distinct).
+//!
+//! A flat [`sort`] first tries the grouped path (`grouped.rs`): key ranges chosen from a sample,
+//! counted in one scan, gathered wave by wave in further scans of the input and sorted per group
+//! while the previous wave is written, with no spill, when the input is at most a few wave
+//! buffers. Otherwise, and for [`argsort`], keys are gathered into a run buffer sized from the
+//! memory budget; when the whole input fits it is sorted in memory with
 //! rayon's `par_sort_unstable` and streamed to the writer. (A parallel LSD radix sort was measured
 //! at half that speed here: its scattered writes are slow in this VM.) Otherwise runs of half the
 //! room are gathered, sorted in parallel and appended to an anonymous temporary file (in [`SortOptions::temp_dir`] or the
