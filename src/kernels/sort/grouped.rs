@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use super::{Ctx, SortKey, SortReport, max_chunk_elems, recast, writer_gone};
 use crate::error::{Error, Result};
 use crate::memory::{self, Reservation};
+use crate::pipeline::{map_chunks, no_progress};
 use crate::storage::{ArrayWriter, Buffer, Chunk};
 
 /// Keys sampled to choose the groups.
@@ -205,30 +206,6 @@ fn group_plan<E>(ctx: &Ctx<'_>, n: u64, out_chunk_bytes: u64) -> Option<GroupPla
     })
 }
 
-/// Reads the chunks `threads` at a time, maps each with `f` in parallel and hands the results to
-/// `each` in chunk order.
-fn scan_chunks<R: Send>(
-    ctx: &Ctx<'_>,
-    f: &(dyn Fn(&Chunk) -> R + Sync),
-    mut each: impl FnMut(R) -> Result<()>,
-) -> Result<()> {
-    let nchunks = ctx.src.info().layout.num_chunks();
-    let batch = rayon::current_num_threads().max(1);
-    let mut first = 0;
-    while first < nchunks {
-        let last = (first + batch).min(nchunks);
-        let rs: Vec<R> = (first..last)
-            .into_par_iter()
-            .map(|i| ctx.src.read_chunk(i).map(|c| f(&c)))
-            .collect::<Result<_>>()?;
-        for r in rs {
-            each(r)?;
-        }
-        first = last;
-    }
-    Ok(())
-}
-
 /// Sorts the flattened source through key-range groups (see the [module docs](self)); `None`
 /// when the input is too large for this path, before anything is written.
 pub(super) fn grouped_sort<T: SortKey>(
@@ -302,28 +279,20 @@ where
         return Ok(None);
     }
     let _table_res = ctx.budget.reserve(table_bytes, "sort group counts")?;
-    let mut table: Vec<u64> = Vec::with_capacity(nchunks * g);
-    let groups_ref = &groups;
-    scan_chunks(
-        ctx,
-        &|c: &Chunk| {
-            let mut cnt = vec![0u64; g];
-            if g == 1 {
-                cnt[0] = c.region.numel();
-            } else {
-                for &v in c.as_slice::<T>() {
-                    cnt[groups_ref.of(v.to_key().to_u64())] += 1;
-                }
+    // One row of `g` counts per chunk.
+    let table: Vec<Vec<u64>> = map_chunks(ctx.src, &no_progress, |c: Chunk| {
+        let mut cnt = vec![0u64; g];
+        if g == 1 {
+            cnt[0] = c.region.numel();
+        } else {
+            for &v in c.as_slice::<T>() {
+                cnt[groups.of(v.to_key().to_u64())] += 1;
             }
-            cnt
-        },
-        |cnt| {
-            table.extend_from_slice(&cnt);
-            Ok(())
-        },
-    )?;
+        }
+        cnt
+    })?;
     let mut counts = vec![0u64; g];
-    for row in table.chunks(g.max(1)) {
+    for row in &table {
         for (a, b) in counts.iter_mut().zip(row) {
             *a += b;
         }
@@ -534,7 +503,7 @@ impl<K> WaveBuf<'_, K> {
 fn gather<T: SortKey>(
     ctx: &Ctx<'_>,
     groups: &Groups,
-    table: &[u64],
+    table: &[Vec<u64>],
     bounds: &[(usize, usize)],
     dst: &mut [T::Key],
 ) -> Result<()>
@@ -559,7 +528,7 @@ where
     let nchunks = ctx.src.info().layout.num_chunks();
     let mut jobs: Vec<(usize, Vec<&mut [T::Key]>)> = Vec::with_capacity(nchunks);
     for ci in 0..nchunks {
-        let row = &table[ci * g..(ci + 1) * g];
+        let row = &table[ci];
         let mut mine = Vec::with_capacity(nslots);
         for (r, &(gi, _)) in rest.iter_mut().zip(bounds) {
             let (a, b) = std::mem::take(r).split_at_mut(row[gi] as usize);
