@@ -18,6 +18,9 @@
 //!
 //! **Kernels.** `f32`/`f64` use `matrixmultiply`'s packed, cache-blocked `sgemm`/`dgemm` (through
 //! `ndarray`'s safe `general_mat_mul`, single-threaded; we parallelise over output chunks).
+//! A result kept in memory ([`matmul_to_buffer`]) from `f64` operands, with B within the budget,
+//! takes our own packed GEMM instead (`packed.rs`): B is packed once for all workers rather than
+//! once per tile, the same sums in the same order, so the same bits.
 //! Integers use a cache-blocked loop with wrapping arithmetic (what NumPy's integer `matmul`
 //! does), `bool` the logical or-of-ands.
 //!
@@ -32,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+use rayon::prelude::*;
 
 use crate::dtype::{Bool, DType, Element};
 use crate::error::{Error, Result};
@@ -40,6 +44,8 @@ use crate::memory::{self, human_bytes};
 use crate::pipeline::{Progress, no_progress, write_all};
 use crate::shape::{ChunkLayout, Region, checked_numel, copy_box, shape_str};
 use crate::storage::{ArrayWriter, Buffer, ChunkSource};
+
+mod packed;
 
 /// Inner-dimension granularity: `matrixmultiply`'s `kc` for `f32` and `f64`. Our `k` blocks are
 /// multiples of it, so float results equal one whole-operand `gemm` call bit for bit.
@@ -781,9 +787,14 @@ pub fn matmul_to_buffer(
             human_bytes(avail)
         )));
     }
+    let workers = rayon::current_num_threads().max(1);
+    if let Some(rows) = packed_band_rows(&ctx, avail - out_bytes, workers) {
+        let mut out = Buffer::zeroed(out_bytes as usize)?;
+        packed_product(&ctx, rows, out.as_mut_slice::<f64>())?;
+        return Ok(out);
+    }
     let out = Arc::new(Mutex::new(Some(Buffer::zeroed(out_bytes as usize)?)));
     let shape = ctx.spec.shape.clone();
-    let workers = rayon::current_num_threads().max(1);
     let mut tile = suggested_chunks(&shape, ctx.dtype);
     // Enough tiles to keep every worker busy (tiles never change the numbers).
     while ChunkLayout::regular(&shape, &tile).map_or(0, |l| l.num_chunks()) < 2 * workers {
@@ -812,6 +823,55 @@ pub fn matmul_to_buffer(
         .take()
         .ok_or_else(|| Error::Invalid("matmul: the result buffer was already taken".into()))?;
     Ok(buf)
+}
+
+/// Rows per band when the product can take the packed path ([`packed`]): an `f64` result from
+/// `f64` operands on a CPU with FMA, at least one micro-tile each way, and room in `avail` for
+/// the packed B (shared), plus per worker an A band and the input chunk `read_region` maps while
+/// assembling it (or, while B is packed, one block of B rows).
+fn packed_band_rows(ctx: &Ctx<'_>, avail: u64, workers: usize) -> Option<usize> {
+    let (m, k, n) = (ctx.spec.m, ctx.spec.k, ctx.spec.n);
+    let f64_operands = ctx.a.dtype() == DType::F64 && ctx.b.dtype() == DType::F64;
+    if !f64_operands || m < 6 || n < packed::NR || k == 0 || !packed::available() {
+        return None;
+    }
+    let packed_b = packed::PackedB::bytes(k, n);
+    let src_chunk = ctx.a.chunk_bytes().max(ctx.b.chunk_bytes());
+    let per_worker = avail.checked_sub(packed_b)? / workers as u64;
+    let room = per_worker.checked_sub(src_chunk)?;
+    if room < (packed::KC * n * 8) as u64 {
+        return None;
+    }
+    let band = |rows: usize| rows as u64 * k as u64 * 8 + packed::Scratch::bytes(rows, n);
+    let mut rows = packed::MC;
+    while rows > 6 && band(rows) > room {
+        rows -= 6;
+    }
+    (band(rows) <= room).then_some(rows)
+}
+
+/// `C = A @ B` through the packed path into the dense `m x n` buffer `out`: B packed once, then
+/// bands of `rows` rows of A through it, each worker taking the next band (with its own scratch,
+/// reserved in the budget).
+fn packed_product(ctx: &Ctx<'_>, rows: usize, out: &mut [f64]) -> Result<()> {
+    let (k, n) = (ctx.spec.k, ctx.spec.n);
+    let b = packed::PackedB::pack(k, n, |k0, kc| ctx.panel::<f64>(&ctx.b, k0, kc, 0, n))?;
+    let bands = Mutex::new(out.chunks_mut(rows * n).enumerate());
+    let workers = rayon::current_num_threads().max(1);
+    (0..workers).into_par_iter().try_for_each(|_| {
+        let _scratch_share =
+            memory::global().reserve(packed::Scratch::bytes(rows, n), "matmul band scratch")?;
+        let mut scratch = packed::Scratch::default();
+        loop {
+            let next = bands.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some((i, c)) = next else {
+                return Ok(());
+            };
+            let h = c.len() / n;
+            let a = ctx.panel::<f64>(&ctx.a, i * rows, h, 0, k)?;
+            b.band(a.as_slice(), h, (0, n), c, n, &mut scratch);
+        }
+    })
 }
 
 /// An [`ArrayWriter`] that assembles chunks into one in-memory buffer.

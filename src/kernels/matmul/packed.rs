@@ -1,0 +1,312 @@
+//! Our own `f64` GEMM for products whose right operand fits the budget: B is packed **once** into
+//! column panels that every worker shares, and each worker streams row bands of A through it.
+//!
+//! `matrixmultiply` (through `ndarray`) re-packs both operands on every call: called per output
+//! tile, as the tiled path must, it packs B once per tile row and A once per tile column, which
+//! perf measured at a tenth of an 8192² product. Here B is packed while it is read, A once per
+//! band, and the micro-kernel is a plain loop the compiler turns into the register-blocked
+//! `6 x 8` AVX2/FMA kernel (12 accumulators, two loads and six broadcasts per step of `k`).
+//!
+//! **Bit for bit `matrixmultiply`'s results.** Each element of C is summed over `k` in blocks of
+//! [`KC`] (`matrixmultiply`'s `kc`, our `KB`): within a block a chain of fused multiply-adds
+//! in `k` order starting from `+0.0`, then `C = acc + 0.0` for the first block and
+//! `C = acc + C` for the others. That is exactly what `matrixmultiply`'s FMA kernel does, so this
+//! path, the tiled path and any budget give identical bytes. It is only used where
+//! `matrixmultiply` takes its FMA kernel too ([`available`]: x86-64 with AVX2 and FMA);
+//! elsewhere every product goes through `matrixmultiply`.
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::storage::Buffer;
+
+/// Rows of the micro-tile: the height of a packed A panel.
+const MR: usize = 6;
+/// Columns of the micro-tile: the width of a packed B panel.
+pub(super) const NR: usize = 8;
+/// Inner-dimension block: `matrixmultiply`'s `kc` for `f64`, which the sums must follow.
+pub(super) const KC: usize = super::KB;
+/// Rows of A packed at once: `MC x KC` doubles (240 KiB) stay in L2 while every B panel of the
+/// block streams past them.
+pub(super) const MC: usize = 120;
+
+/// Whether this path may run: the CPU has AVX2 and FMA, so `matrixmultiply` fuses its
+/// multiply-adds too and both paths give the same bits.
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `MR x NR` micro-kernel: `C = acc + (first ? 0 : C)` with `acc = sum over p of A[r, p] B[p, j]`
+/// (fused, in `p` order). `ap` holds `kc` steps of `MR` values of A, `bp` `kc` steps of `NR` values
+/// of B; `c` is the tile, row by row.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn micro(ap: &[f64], bp: &[f64], c: &mut [f64], first: bool) {
+    let mut acc = [[0.0f64; NR]; MR];
+    for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)) {
+        for r in 0..MR {
+            for j in 0..NR {
+                acc[r][j] = a[r].mul_add(b[j], acc[r][j]);
+            }
+        }
+    }
+    for (row, acc) in c.chunks_exact_mut(NR).zip(&acc) {
+        for (x, &s) in row.iter_mut().zip(acc) {
+            *x = s + if first { 0.0 } else { *x };
+        }
+    }
+}
+
+/// The right operand `B` (`k x n`), packed: for every block of [`KC`] rows, `n / NR` panels of
+/// `kc x NR` values (row by row), the last panel padded with zeros.
+pub(super) struct PackedB {
+    k: usize,
+    n: usize,
+    panels: usize,
+    data: Buffer,
+}
+
+impl PackedB {
+    /// Bytes [`PackedB::pack`] allocates for a `k x n` operand.
+    pub(super) fn bytes(k: usize, n: usize) -> u64 {
+        k as u64 * n.div_ceil(NR) as u64 * NR as u64 * 8
+    }
+
+    /// Packs B from its row blocks: `rows(k0, kc)` returns rows `k0..k0 + kc` (dense, `kc x n`).
+    /// Blocks are read and packed in parallel.
+    pub(super) fn pack(
+        k: usize,
+        n: usize,
+        rows: impl Fn(usize, usize) -> Result<Buffer> + Sync,
+    ) -> Result<PackedB> {
+        let panels = n.div_ceil(NR);
+        let mut data = Buffer::for_overwrite(Self::bytes(k, n) as usize)?;
+        if k > 0 && n > 0 {
+            data.as_mut_slice::<f64>()
+                .par_chunks_mut(KC * panels * NR)
+                .enumerate()
+                .try_for_each(|(blk, dst)| {
+                    let (k0, kc) = (blk * KC, dst.len() / (panels * NR));
+                    let src = rows(k0, kc)?;
+                    let src = src.as_slice::<f64>();
+                    for (p, row) in src.chunks_exact(n).enumerate() {
+                        for (jp, vals) in row.chunks(NR).enumerate() {
+                            let at = jp * kc * NR + p * NR;
+                            let out = &mut dst[at..at + NR];
+                            out[..vals.len()].copy_from_slice(vals);
+                            out[vals.len()..].fill(0.0);
+                        }
+                    }
+                    Ok(())
+                })?;
+        }
+        Ok(PackedB { k, n, panels, data })
+    }
+
+    /// `C = A @ B[:, c0..c0 + w]` for a band of `h` rows: `a` is `h x k` (dense), `c` has row
+    /// stride `ldc` and starts at the band's first element. `c0` must be a multiple of [`NR`].
+    ///
+    /// The band is computed in `scratch` tile by tile (each `MR x NR` tile contiguous) and copied
+    /// out at the end: with C's own row stride, a power of two as often as not, the rows of one
+    /// tile all fall into the same cache set and every tile update missed the caches.
+    pub(super) fn band(
+        &self,
+        a: &[f64],
+        h: usize,
+        (c0, w): (usize, usize),
+        c: &mut [f64],
+        ldc: usize,
+        scratch: &mut Scratch,
+    ) {
+        let (k, n) = (self.k, self.n);
+        debug_assert!(c0 % NR == 0 && c0 + w <= n && a.len() >= h * k);
+        if h == 0 || w == 0 {
+            return;
+        }
+        if k == 0 {
+            for row in c.chunks_mut(ldc).take(h) {
+                row[..w].fill(0.0);
+            }
+            return;
+        }
+        let data = self.data.as_slice::<f64>();
+        let (jp0, jp1) = (c0 / NR, (c0 + w).div_ceil(NR));
+        let tiles_r = h.div_ceil(MR);
+        let Scratch { apack, tiles } = scratch;
+        tiles.clear();
+        tiles.resize(tiles_r * (jp1 - jp0) * MR * NR, 0.0);
+        for m0 in (0..h).step_by(MC) {
+            let mc = MC.min(h - m0);
+            let mp = mc.div_ceil(MR);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                // A block: rows m0..m0 + mc, columns k0..k0 + kc, as `mp` panels of `kc x MR`.
+                apack.clear();
+                apack.resize(mp * MR * kc, 0.0);
+                for (ip, panel) in apack.chunks_exact_mut(MR * kc).enumerate() {
+                    for r in 0..MR.min(mc - ip * MR) {
+                        let row = m0 + ip * MR + r;
+                        let src = &a[row * k + k0..row * k + k0 + kc];
+                        for (p, &v) in src.iter().enumerate() {
+                            panel[p * MR + r] = v;
+                        }
+                    }
+                }
+                let first = k0 == 0;
+                let block = &data[k0 * self.panels * NR..];
+                for jp in jp0..jp1 {
+                    let bp = &block[jp * kc * NR..(jp + 1) * kc * NR];
+                    let at = ((jp - jp0) * tiles_r + m0 / MR) * MR * NR;
+                    let out = tiles[at..at + mp * MR * NR].chunks_exact_mut(MR * NR);
+                    for (ap, tile) in apack.chunks_exact(MR * kc).zip(out) {
+                        micro(ap, bp, tile, first);
+                    }
+                }
+            }
+        }
+        for (jt, col) in (jp0..jp1).map(|jp| jp * NR - c0).enumerate() {
+            let tw = NR.min(w - col);
+            for (r, row) in c.chunks_mut(ldc).take(h).enumerate() {
+                let at = ((jt * tiles_r + r / MR) * MR + r % MR) * NR;
+                row[col..col + tw].copy_from_slice(&tiles[at..at + tw]);
+            }
+        }
+    }
+}
+
+/// Per-worker scratch of [`PackedB::band`]: the packed A block and the band's tiles. Kept
+/// between bands so that its memory is touched once per worker, not once per band.
+#[derive(Default)]
+pub(super) struct Scratch {
+    apack: Vec<f64>,
+    tiles: Vec<f64>,
+}
+
+impl Scratch {
+    /// Bytes a band of `h` rows and `w` columns needs.
+    pub(super) fn bytes(h: usize, w: usize) -> u64 {
+        let tiles = h.div_ceil(MR) as u64 * (w.div_ceil(NR) + 1) as u64 * (MR * NR) as u64;
+        (tiles + (MC * KC) as u64) * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+    use proptest::prelude::*;
+
+    fn reference(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize)) -> Vec<f64> {
+        let mut c = vec![f64::NAN; m * n];
+        let av = ArrayView2::from_shape((m, k), a).unwrap();
+        let bv = ArrayView2::from_shape((k, n), b).unwrap();
+        let mut cv = ArrayViewMut2::from_shape((m, n).strides((n, 1)), &mut c).unwrap();
+        ndarray::linalg::general_mat_mul(1.0, &av, &bv, 0.0, &mut cv);
+        c
+    }
+
+    fn values(len: usize, seed: u64, specials: bool) -> Vec<f64> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                match s % 61 {
+                    0 if specials => -0.0,
+                    1 if specials => f64::NAN,
+                    2 if specials => f64::INFINITY,
+                    // Wide exponents so that the order of the additions shows in the bits.
+                    _ => {
+                        (s >> 11) as f64 / (1u64 << 53) as f64 * 2f64.powi((s % 40) as i32 - 20)
+                            - 0.3
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn packed(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize), band: usize) -> Vec<f64> {
+        let pb = PackedB::pack(k, n, |k0, kc| {
+            let mut buf = Buffer::for_overwrite(kc * n * 8)?;
+            buf.as_mut_slice::<f64>()
+                .copy_from_slice(&b[k0 * n..(k0 + kc) * n]);
+            Ok(buf)
+        })
+        .unwrap();
+        let mut c = vec![f64::NAN; m * n];
+        let mut scratch = Scratch::default();
+        for (i, rows) in c.chunks_mut(band * n).enumerate() {
+            let h = rows.len() / n;
+            let a = &a[i * band * k..(i * band + h) * k];
+            pb.band(a, h, (0, n), rows, n, &mut scratch);
+        }
+        c
+    }
+
+    /// Equal bits, or both NaN: which NaN payload an FMA passes on depends on its operand
+    /// order, which the compiler may commute (NumPy's BLAS gives no promise either).
+    fn same_bits(x: &[f64], y: &[f64]) -> bool {
+        x.len() == y.len()
+            && x.iter()
+                .zip(y)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Any shape (partial micro-tiles, several `k` blocks, bands across `MC`), with ±0, NaN
+        /// and infinities: the same bits as `matrixmultiply`'s `dgemm`.
+        #[test]
+        fn equals_matrixmultiply_bit_for_bit(
+            m in 1usize..300, k in 0usize..700, n in 1usize..40,
+            band in 1usize..260, seed in any::<u64>(), specials in any::<bool>(),
+        ) {
+            prop_assume!(available());
+            let a = values(m * k, seed, specials);
+            let b = values(k * n, seed ^ 0xABCD, specials);
+            let want = reference(&a, &b, (m, k, n));
+            let got = packed(&a, &b, (m, k, n), band);
+            prop_assert!(same_bits(&got, &want));
+        }
+    }
+
+    /// A column range that starts past the first panel and ends inside a panel, in a wider C.
+    #[test]
+    fn column_ranges_write_only_their_columns() {
+        if !available() {
+            return;
+        }
+        let (m, k, n) = (13, 300, 37);
+        let a = values(m * k, 1, true);
+        let b = values(k * n, 2, true);
+        let want = reference(&a, &b, (m, k, n));
+        let pb = PackedB::pack(k, n, |k0, kc| {
+            let mut buf = Buffer::for_overwrite(kc * n * 8)?;
+            buf.as_mut_slice::<f64>()
+                .copy_from_slice(&b[k0 * n..(k0 + kc) * n]);
+            Ok(buf)
+        })
+        .unwrap();
+        let mut c = vec![7.0; m * n];
+        let mut scratch = Scratch::default();
+        let (c0, w) = (16, 13);
+        pb.band(&a, m, (c0, w), &mut c[c0..], n, &mut scratch);
+        for i in 0..m {
+            for j in 0..n {
+                let got = c[i * n + j];
+                if (c0..c0 + w).contains(&j) {
+                    assert!(same_bits(&[got], &[want[i * n + j]]), "({i}, {j})");
+                } else {
+                    assert_eq!(got, 7.0, "({i}, {j}) is outside the range");
+                }
+            }
+        }
+    }
+}
