@@ -618,7 +618,30 @@ macro_rules! float_kernel {
         }
     )*};
 }
-float_kernel!(f32, f64);
+float_kernel!(f32);
+
+impl Kernel for f64 {
+    fn gemm(d: Dims, a: &[Self], b: &[Self], c: &mut [Self], accumulate: bool) -> Result<()> {
+        if packed::available() {
+            let mut scratch = packed::Scratch::default();
+            return packed::gemm(
+                (d.h, d.k, d.w),
+                a,
+                (b, d.ldb),
+                (c, d.ldc),
+                accumulate,
+                &mut scratch,
+            );
+        }
+        let a = ArrayView2::from_shape((d.h, d.k), a).map_err(shape_error)?;
+        let b = ArrayView2::from_shape((d.k, d.w).strides((d.ldb, 1)), b).map_err(shape_error)?;
+        let mut c =
+            ArrayViewMut2::from_shape((d.h, d.w).strides((d.ldc, 1)), c).map_err(shape_error)?;
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        ndarray::linalg::general_mat_mul(1.0, &a, &b, beta, &mut c);
+        Ok(())
+    }
+}
 
 /// Columns of C (and B) per cache block of the integer kernel.
 const INT_NB: usize = 256;
@@ -859,8 +882,6 @@ fn packed_product(ctx: &Ctx<'_>, rows: usize, out: &mut [f64]) -> Result<()> {
     let bands = Mutex::new(out.chunks_mut(rows * n).enumerate());
     let workers = rayon::current_num_threads().max(1);
     (0..workers).into_par_iter().try_for_each(|_| {
-        let _scratch_share =
-            memory::global().reserve(packed::Scratch::bytes(rows, n), "matmul band scratch")?;
         let mut scratch = packed::Scratch::default();
         loop {
             let next = bands.lock().unwrap_or_else(|e| e.into_inner()).next();
@@ -869,7 +890,7 @@ fn packed_product(ctx: &Ctx<'_>, rows: usize, out: &mut [f64]) -> Result<()> {
             };
             let h = c.len() / n;
             let a = ctx.panel::<f64>(&ctx.a, i * rows, h, 0, k)?;
-            b.band(a.as_slice(), h, (0, n), c, n, &mut scratch);
+            b.band(a.as_slice(), h, (0, n), c, n, false, &mut scratch)?;
         }
     })
 }

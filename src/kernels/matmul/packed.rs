@@ -94,17 +94,22 @@ impl PackedB {
                 .try_for_each(|(blk, dst)| {
                     let (k0, kc) = (blk * KC, dst.len() / (panels * NR));
                     let src = rows(k0, kc)?;
-                    let src = src.as_slice::<f64>();
-                    for (p, row) in src.chunks_exact(n).enumerate() {
-                        for (jp, vals) in row.chunks(NR).enumerate() {
-                            let at = jp * kc * NR + p * NR;
-                            let out = &mut dst[at..at + NR];
-                            out[..vals.len()].copy_from_slice(vals);
-                            out[vals.len()..].fill(0.0);
-                        }
-                    }
+                    pack_block(dst, src.as_slice::<f64>(), n, n, kc);
                     Ok(())
                 })?;
+        }
+        Ok(PackedB { k, n, panels, data })
+    }
+
+    /// Packs the `k x n` matrix whose rows start every `ldb` elements of `b` (one thread: the
+    /// tiled path calls this from its workers).
+    fn strided(k: usize, n: usize, b: &[f64], ldb: usize) -> Result<PackedB> {
+        let panels = n.div_ceil(NR);
+        let mut data = Buffer::for_overwrite(Self::bytes(k, n) as usize)?;
+        let blocks = data.as_mut_slice::<f64>().chunks_mut(KC * panels * NR);
+        for (blk, dst) in blocks.enumerate() {
+            let (k0, kc) = (blk * KC, dst.len() / (panels * NR));
+            pack_block(dst, &b[k0 * ldb..], ldb, n, kc);
         }
         Ok(PackedB { k, n, panels, data })
     }
@@ -122,25 +127,38 @@ impl PackedB {
         (c0, w): (usize, usize),
         c: &mut [f64],
         ldc: usize,
+        accumulate: bool,
         scratch: &mut Scratch,
-    ) {
+    ) -> Result<()> {
         let (k, n) = (self.k, self.n);
         debug_assert!(c0 % NR == 0 && c0 + w <= n && a.len() >= h * k);
         if h == 0 || w == 0 {
-            return;
+            return Ok(());
         }
         if k == 0 {
-            for row in c.chunks_mut(ldc).take(h) {
-                row[..w].fill(0.0);
+            if !accumulate {
+                for row in c.chunks_mut(ldc).take(h) {
+                    row[..w].fill(0.0);
+                }
             }
-            return;
+            return Ok(());
         }
         let data = self.data.as_slice::<f64>();
         let (jp0, jp1) = (c0 / NR, (c0 + w).div_ceil(NR));
         let tiles_r = h.div_ceil(MR);
+        let need = tiles_r * (jp1 - jp0) * MR * NR;
         let Scratch { apack, tiles } = scratch;
-        tiles.clear();
-        tiles.resize(tiles_r * (jp1 - jp0) * MR * NR, 0.0);
+        if tiles.as_ref().is_none_or(|t| t.len() < need * 8) {
+            *tiles = None; // back to the pool before its successor is reserved
+            *tiles = Some(Buffer::for_overwrite(need * 8)?);
+        }
+        let tiles = &mut tiles
+            .as_mut()
+            .expect("allocated above")
+            .as_mut_slice::<f64>()[..need];
+        if accumulate {
+            tiles_from(c, ldc, h, w, tiles, tiles_r);
+        }
         for m0 in (0..h).step_by(MC) {
             let mc = MC.min(h - m0);
             let mp = mc.div_ceil(MR);
@@ -158,7 +176,7 @@ impl PackedB {
                         }
                     }
                 }
-                let first = k0 == 0;
+                let first = k0 == 0 && !accumulate;
                 let block = &data[k0 * self.panels * NR..];
                 for jp in jp0..jp1 {
                     let bp = &block[jp * kc * NR..(jp + 1) * kc * NR];
@@ -170,22 +188,77 @@ impl PackedB {
                 }
             }
         }
-        for (jt, col) in (jp0..jp1).map(|jp| jp * NR - c0).enumerate() {
-            let tw = NR.min(w - col);
-            for (r, row) in c.chunks_mut(ldc).take(h).enumerate() {
-                let at = ((jt * tiles_r + r / MR) * MR + r % MR) * NR;
-                row[col..col + tw].copy_from_slice(&tiles[at..at + tw]);
-            }
+        tiles_to(tiles, tiles_r, w, c, ldc, h);
+        Ok(())
+    }
+}
+
+/// Where element `(r, col)` of a band (columns counted from its first panel) lives among its
+/// tiles.
+fn tile_at(r: usize, col: usize, tiles_r: usize) -> usize {
+    (((col / NR) * tiles_r + r / MR) * MR + r % MR) * NR + col % NR
+}
+
+/// Copies the band's `h x w` box of C into its tiles.
+fn tiles_from(c: &[f64], ldc: usize, h: usize, w: usize, t: &mut [f64], tr: usize) {
+    for col in (0..w).step_by(NR) {
+        let tw = NR.min(w - col);
+        for (r, row) in c.chunks(ldc).take(h).enumerate() {
+            let at = tile_at(r, col, tr);
+            t[at..at + tw].copy_from_slice(&row[col..col + tw]);
         }
     }
 }
 
-/// Per-worker scratch of [`PackedB::band`]: the packed A block and the band's tiles. Kept
-/// between bands so that its memory is touched once per worker, not once per band.
+/// Copies the band's tiles into the `h x w` box of C.
+fn tiles_to(t: &[f64], tr: usize, w: usize, c: &mut [f64], ldc: usize, h: usize) {
+    for col in (0..w).step_by(NR) {
+        let tw = NR.min(w - col);
+        for (r, row) in c.chunks_mut(ldc).take(h).enumerate() {
+            let at = tile_at(r, col, tr);
+            row[col..col + tw].copy_from_slice(&t[at..at + tw]);
+        }
+    }
+}
+
+/// Packs `kc` rows of `n` values (row `p` at `src[p * ld..]`) into `dst`: panel `jp` holds columns
+/// `jp * NR..` row by row, the last one padded with zeros.
+fn pack_block(dst: &mut [f64], src: &[f64], ld: usize, n: usize, kc: usize) {
+    for p in 0..kc {
+        let row = &src[p * ld..p * ld + n];
+        for (jp, vals) in row.chunks(NR).enumerate() {
+            let at = jp * kc * NR + p * NR;
+            let out = &mut dst[at..at + NR];
+            out[..vals.len()].copy_from_slice(vals);
+            out[vals.len()..].fill(0.0);
+        }
+    }
+}
+
+/// `C = A B`, or `C += A B` when `accumulate`, for the tiled path: `a` is `h x k` (dense), B has
+/// row stride `ldb`, C row stride `ldc`; B is packed for this call. The sums are those of one
+/// `matrixmultiply` call with the same arguments (and so, for `k` a multiple of [`KC`], of one
+/// call over the whole inner dimension).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm(
+    (h, k, w): (usize, usize, usize),
+    a: &[f64],
+    (b, ldb): (&[f64], usize),
+    (c, ldc): (&mut [f64], usize),
+    accumulate: bool,
+    scratch: &mut Scratch,
+) -> Result<()> {
+    let b = PackedB::strided(k, w, b, ldb)?;
+    b.band(a, h, (0, w), c, ldc, accumulate, scratch)
+}
+
+/// Per-worker scratch of [`PackedB::band`]: the packed A block and the band's tiles (a buffer
+/// reserved in the budget). Kept between bands so that its memory is touched once per worker,
+/// not once per band.
 #[derive(Default)]
 pub(super) struct Scratch {
     apack: Vec<f64>,
-    tiles: Vec<f64>,
+    tiles: Option<Buffer>,
 }
 
 impl Scratch {
@@ -245,7 +318,7 @@ mod tests {
         for (i, rows) in c.chunks_mut(band * n).enumerate() {
             let h = rows.len() / n;
             let a = &a[i * band * k..(i * band + h) * k];
-            pb.band(a, h, (0, n), rows, n, &mut scratch);
+            pb.band(a, h, (0, n), rows, n, false, &mut scratch).unwrap();
         }
         c
     }
@@ -277,6 +350,32 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// The tiled path's call: strided B and C, overwriting or accumulating into C; the same
+        /// bits as `matrixmultiply` with `beta` 0 or 1.
+        #[test]
+        fn strided_calls_equal_matrixmultiply(
+            h in 1usize..40, k in 0usize..600, w in 1usize..30, pad_b in 0usize..5,
+            pad_c in 0usize..5, accumulate in any::<bool>(), seed in any::<u64>(),
+        ) {
+            prop_assume!(available());
+            let (ldb, ldc) = (w + pad_b, w + pad_c);
+            let a = values(h * k, seed, true);
+            let b = values(k * ldb, seed ^ 1, true);
+            let c0 = values(h * ldc, seed ^ 2, true);
+            let mut want = c0.clone();
+            let av = ArrayView2::from_shape((h, k), &a[..]).unwrap();
+            let bv = ArrayView2::from_shape((k, w).strides((ldb, 1)), &b[..]).unwrap();
+            let mut cv = ArrayViewMut2::from_shape((h, w).strides((ldc, 1)), &mut want[..]).unwrap();
+            ndarray::linalg::general_mat_mul(1.0, &av, &bv, f64::from(u8::from(accumulate)), &mut cv);
+            let mut got = c0.clone();
+            let mut scratch = Scratch::default();
+            gemm((h, k, w), &a, (&b, ldb), (&mut got, ldc), accumulate, &mut scratch).unwrap();
+            prop_assert!(same_bits(&got, &want));
+        }
+    }
+
     /// A column range that starts past the first panel and ends inside a panel, in a wider C.
     #[test]
     fn column_ranges_write_only_their_columns() {
@@ -297,7 +396,8 @@ mod tests {
         let mut c = vec![7.0; m * n];
         let mut scratch = Scratch::default();
         let (c0, w) = (16, 13);
-        pb.band(&a, m, (c0, w), &mut c[c0..], n, &mut scratch);
+        pb.band(&a, m, (c0, w), &mut c[c0..], n, false, &mut scratch)
+            .unwrap();
         for i in 0..m {
             for j in 0..n {
                 let got = c[i * n + j];
