@@ -125,8 +125,7 @@ impl PackedB {
         a: &[f64],
         h: usize,
         (c0, w): (usize, usize),
-        c: &mut [f64],
-        ldc: usize,
+        (c, ldc): (&mut [f64], usize),
         accumulate: bool,
         scratch: &mut Scratch,
     ) -> Result<()> {
@@ -239,7 +238,6 @@ fn pack_block(dst: &mut [f64], src: &[f64], ld: usize, n: usize, kc: usize) {
 /// row stride `ldb`, C row stride `ldc`; B is packed for this call. The sums are those of one
 /// `matrixmultiply` call with the same arguments (and so, for `k` a multiple of [`KC`], of one
 /// call over the whole inner dimension).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn gemm(
     (h, k, w): (usize, usize, usize),
     a: &[f64],
@@ -249,7 +247,7 @@ pub(super) fn gemm(
     scratch: &mut Scratch,
 ) -> Result<()> {
     let b = PackedB::strided(k, w, b, ldb)?;
-    b.band(a, h, (0, w), c, ldc, accumulate, scratch)
+    b.band(a, h, (0, w), (c, ldc), accumulate, scratch)
 }
 
 /// Per-worker scratch of [`PackedB::band`]: the packed A block and the band's tiles (a buffer
@@ -318,7 +316,8 @@ mod tests {
         for (i, rows) in c.chunks_mut(band * n).enumerate() {
             let h = rows.len() / n;
             let a = &a[i * band * k..(i * band + h) * k];
-            pb.band(a, h, (0, n), rows, n, false, &mut scratch).unwrap();
+            pb.band(a, h, (0, n), (rows, n), false, &mut scratch)
+                .unwrap();
         }
         c
     }
@@ -396,7 +395,7 @@ mod tests {
         let mut c = vec![7.0; m * n];
         let mut scratch = Scratch::default();
         let (c0, w) = (16, 13);
-        pb.band(&a, m, (c0, w), &mut c[c0..], n, false, &mut scratch)
+        pb.band(&a, m, (c0, w), (&mut c[c0..], n), false, &mut scratch)
             .unwrap();
         for i in 0..m {
             for j in 0..n {
