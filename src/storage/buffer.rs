@@ -60,6 +60,10 @@ static POOL: Mutex<Vec<(Vec<u64>, Reservation)>> = Mutex::new(Vec::new());
 pub const POOL_MIN_BYTES: usize = 256 << 10;
 /// Most buffers kept for reuse.
 pub const POOL_MAX_BUFFERS: usize = 16;
+
+/// Fresh buffers of at least this many bytes are backed by transparent huge pages where the
+/// kernel allows (see `mmap::advise_huge_pages`).
+const HUGE_PAGES_MIN_BYTES: usize = 8 << 20;
 /// Most bytes kept for reuse.
 pub const POOL_MAX_BYTES: usize = 256 << 20;
 
@@ -188,7 +192,14 @@ impl Buffer {
         let words = len.div_ceil(8);
         let (mut v, res) = match pool_take(words) {
             Some(e) => e,
-            None => (Vec::with_capacity(words), reserve(words as u64 * 8)?),
+            None => {
+                let res = reserve(words as u64 * 8)?;
+                let v: Vec<u64> = Vec::with_capacity(words);
+                if words * 8 >= HUGE_PAGES_MIN_BYTES {
+                    super::mmap::advise_huge_pages(v.as_ptr().cast(), words * 8);
+                }
+                (v, res)
+            }
         };
         if zero {
             v.clear();
