@@ -862,7 +862,7 @@ pub fn matmul_to_buffer(
 fn packed_band_rows(ctx: &Ctx<'_>, avail: u64, workers: usize) -> Option<usize> {
     let (m, k, n) = (ctx.spec.m, ctx.spec.k, ctx.spec.n);
     let f64_operands = ctx.a.dtype() == DType::F64 && ctx.b.dtype() == DType::F64;
-    if !f64_operands || m < 6 || n < packed::NR || k == 0 || !packed::available() {
+    if !f64_operands || m < packed::MR || n < packed::NR || k == 0 || !packed::available() {
         return None;
     }
     let packed_b = packed::PackedB::bytes(k, n);
@@ -874,8 +874,8 @@ fn packed_band_rows(ctx: &Ctx<'_>, avail: u64, workers: usize) -> Option<usize> 
     }
     let band = |rows: usize| rows as u64 * k as u64 * 8 + packed::Scratch::bytes(rows, n);
     let mut rows = packed::MC;
-    while rows > 6 && band(rows) > room {
-        rows -= 6;
+    while rows > packed::MR && band(rows) > room {
+        rows -= packed::MR;
     }
     (band(rows) <= room).then_some(rows)
 }

@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::storage::Buffer;
 
 /// Rows of the micro-tile: the height of a packed A panel.
-const MR: usize = 6;
+pub(super) const MR: usize = 6;
 /// Columns of the micro-tile: the width of a packed B panel.
 pub(super) const NR: usize = 8;
 /// Inner-dimension block: `matrixmultiply`'s `kc` for `f64`, which the sums must follow.
@@ -303,14 +303,19 @@ mod tests {
             .collect()
     }
 
-    fn packed(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize), band: usize) -> Vec<f64> {
-        let pb = PackedB::pack(k, n, |k0, kc| {
+    /// Packs a dense `k x n` B through [`PackedB::pack`]'s block reader.
+    fn pack_dense(b: &[f64], k: usize, n: usize) -> PackedB {
+        PackedB::pack(k, n, |k0, kc| {
             let mut buf = Buffer::for_overwrite(kc * n * 8)?;
             buf.as_mut_slice::<f64>()
                 .copy_from_slice(&b[k0 * n..(k0 + kc) * n]);
             Ok(buf)
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    fn packed(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize), band: usize) -> Vec<f64> {
+        let pb = pack_dense(b, k, n);
         let mut c = vec![f64::NAN; m * n];
         let mut scratch = Scratch::default();
         for (i, rows) in c.chunks_mut(band * n).enumerate() {
@@ -385,13 +390,7 @@ mod tests {
         let a = values(m * k, 1, true);
         let b = values(k * n, 2, true);
         let want = reference(&a, &b, (m, k, n));
-        let pb = PackedB::pack(k, n, |k0, kc| {
-            let mut buf = Buffer::for_overwrite(kc * n * 8)?;
-            buf.as_mut_slice::<f64>()
-                .copy_from_slice(&b[k0 * n..(k0 + kc) * n]);
-            Ok(buf)
-        })
-        .unwrap();
+        let pb = pack_dense(&b, k, n);
         let mut c = vec![7.0; m * n];
         let mut scratch = Scratch::default();
         let (c0, w) = (16, 13);
