@@ -63,8 +63,9 @@ const PANEL_CAP: u64 = 64 << 20;
 const RESIDENT_MIN_ROWS: usize = 32;
 
 /// Most bytes of the output chunks [`suggested_chunks`] proposes (and [`matmul_to_buffer`]
-/// computes in on its tiled path): 1448² `f64` tiles read each operand a third less often than
-/// 724² ones, which an 8192² product under a 512 MiB budget measured at 21.5 s against 26.0 s.
+/// computes in on its tiled path): 1448² `f64` tiles read each operand half as often as 724²
+/// ones. An 8192² product under a 512 MiB budget took 21.5 s against 26.0 s with this and the
+/// 64 MiB [`PANEL_CAP`] (both changed together).
 const OUT_TILE_BYTES: u64 = 16 << 20;
 
 /// How to run a product.
