@@ -18,8 +18,9 @@ Runs with the system `python3` (standard library only). On a fresh machine it:
    n = 8192 at 4 GiB and above, else each matrix about size/8);
 4. measures the machine's limits in the same run: page-cache read throughput of a.npy with 1 and
    with all threads (pread into a reused 8 MiB buffer per thread), memory bandwidth (memcpy of
-   1 GiB; NumPy copy and in-RAM sum when NumPy is there) and write throughput (1 GiB to a new
-   file in the data dir, without and with fsync);
+   1 GiB; NumPy copy and in-RAM sum when NumPy is there) and write throughput (one input's size to a new
+   file in the data dir through the page cache, with O_DIRECT, and with fsync; the write
+   workload is measured against the faster of the first two);
 5. runs every workload `--runs` times per tool, each run a whole process (chunkheap, or a Python
    subprocess per peer running this same file with `--worker`), wall time measured around the
    process and its peak RSS from GNU time's %M (/usr/bin/time; wait4()'s ru_maxrss without it);
@@ -137,6 +138,7 @@ import csv
 import io
 import json
 import math
+import mmap
 import os
 import re
 import shutil
@@ -486,18 +488,24 @@ def memcpy_bandwidth(nbytes=GiB, repeats=3):
 
 
 def write_throughput(d, nbytes, repeats=3):
-    """(best GB/s of `repeats` writes of nbytes to a new file, no fsync; GB/s of one write + fsync).
-    Writes here vary a lot from run to run (shared disk), hence the best of several."""
+    """(best GB/s of `repeats` writes of nbytes to a new file through the page cache, no fsync;
+    best GB/s of `repeats` O_DIRECT writes, or None where the file system refuses O_DIRECT; GB/s
+    of one page-cache write + fsync). Writes here vary a lot from run to run (shared disk), hence
+    the best of several, alternating the two kinds."""
     path = os.path.join(d, f"harness-write-probe-{os.getpid()}.bin")
-    buf = os.urandom(8 * MiB)
+    # An anonymous map is page-aligned, as O_DIRECT wants its memory.
+    buf = mmap.mmap(-1, 8 * MiB)
+    buf.write(os.urandom(8 * MiB))
+    view = memoryview(buf)
 
-    def once(sync):
+    def once(sync, direct=False):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0)
         t0 = time.perf_counter()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, flags, 0o644)
         try:
             written = 0
             while written < nbytes:
-                written += os.write(fd, buf[: min(len(buf), nbytes - written)])
+                written += os.write(fd, view[: min(len(view), nbytes - written)])
             if sync:
                 os.fsync(fd)
         finally:
@@ -506,10 +514,22 @@ def write_throughput(d, nbytes, repeats=3):
         os.unlink(path)
         return nbytes / dt / 1e9
 
+    def direct_once():
+        try:
+            return once(False, direct=True)
+        except OSError:
+            return None
+
     try:
-        best = max(once(False) for _ in range(repeats))
-        return best, once(True)
+        plain, direct = [], []
+        for _ in range(repeats):
+            plain.append(once(False))
+            direct.append(direct_once())
+        direct = [x for x in direct if x is not None]
+        return max(plain), (max(direct) if direct else None), once(True)
     finally:
+        view.release()
+        buf.close()
         if os.path.exists(path):
             os.unlink(path)
 
@@ -1149,6 +1169,11 @@ def finish_rows(rows, bench, limits):
                  and x["status"] == "ok" and not x["tool"].startswith("chunkheap")]
         r["ratio"] = r["median_s"] / min(peers) if peers else None
         r["frac"] = r["gbps"] / read_all if read_all else None
+        if r["workload"] == "write_expr":
+            # Its limit is the write: output bytes (one input's size) against the write probe.
+            out_gbps = bench.input_bytes(r["workload"]) / 2 / r["median_s"] / 1e9
+            best = limits.get("write_best")
+            r["frac"] = out_gbps / best if best else None
         if r["workload"] == "matmul":
             n = bench.ds.mat_n
             flops = 2.0 * n ** 3 / r["median_s"] / 1e9
@@ -1172,7 +1197,7 @@ def markdown(rows, bench, limits, header_lines):
     for line in header_lines:
         w(line + "\n")
     w("\n| workload | tool | median s | GB/s of input | peak RSS MiB | ratio to best peer "
-      "| of page-cache read limit | answer | notes |\n")
+      "| of page-cache read limit (write limit for write_expr) | answer | notes |\n")
     w("|---|---|---:|---:|---:|---:|---:|---|---|\n")
     for r in rows:
         if r["status"] != "ok":
@@ -1430,7 +1455,9 @@ def bench_main(args, wls, tools, limit, cleanup):
     # As many bytes as the write workload's output: a smaller probe fits under the kernel's dirty
     # page limits and measures a copy into the page cache that no multi-GiB output can reach.
     wbytes = max(64 * MiB, args.size)
-    limits["write"], limits["write_fsync"] = write_throughput(str(d), wbytes)
+    limits["write"], limits["write_direct"], limits["write_fsync"] = write_throughput(str(d), wbytes)
+    # The machine's write limit: the faster way to put bytes in a new file.
+    limits["write_best"] = max(limits["write"], limits["write_direct"] or 0.0)
     if py:
         r = run_process([py, str(Path(__file__).resolve()), "--worker",
                          json.dumps({"job": "membw", "nbytes": min(GiB, max(64 * MiB, args.size)),
@@ -1476,8 +1503,12 @@ def bench_main(args, wls, tools, limit, cleanup):
         + (f"; NumPy copy {limits['np_copy_1']:.2f} / {limits['np_copy_all']:.2f} GB/s and "
            f"in-RAM sum {limits['np_sum_1']:.2f} / {limits['np_sum_all']:.2f} GB/s (1 / "
            f"{threads} threads)" if "np_copy_1" in limits else "")
-        + f"; write of {wbytes / MiB:.0f} MiB to a new file {limits['write']:.2f} GB/s (best of 3, "
-        f"no fsync), {limits['write_fsync']:.2f} GB/s with fsync.",
+        + f"; write of {wbytes / MiB:.0f} MiB to a new file {limits['write']:.2f} GB/s through the "
+        f"page cache (best of 3, no fsync), "
+        + (f"{limits['write_direct']:.2f} GB/s with O_DIRECT (best of 3), "
+           if limits["write_direct"] else "O_DIRECT refused by the file system, ")
+        + f"{limits['write_fsync']:.2f} GB/s with fsync. The write workload's fraction is of the "
+        f"faster of the first two.",
         "- Warm cache: every input was evicted from the page cache and read back once after "
         "generation (so its pages are cached as a file read from disk), and each tool's inputs "
         "were read once just before its runs of a workload. "

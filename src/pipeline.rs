@@ -131,5 +131,21 @@ pub fn copy(
         )));
     }
     checked_numel(&shape)?;
+    if writer.positional() {
+        // Each worker has its chunk computed or read straight into the writer's memory.
+        let layout = writer.layout().clone();
+        let esize = src.info().dtype.size();
+        let w: &dyn ArrayWriter = writer.as_ref();
+        (0..layout.num_chunks())
+            .into_par_iter()
+            .try_for_each(|i| -> Result<()> {
+                let region = layout.chunk_region(i);
+                let len = region.numel() as usize * esize;
+                w.fill_at(i, len, &mut |out| src.read_region_into(&region, out))?;
+                progress(len as u64);
+                Ok(())
+            })?;
+        return writer.finish();
+    }
     write_all(writer, progress, |region| src.read_region(region))
 }

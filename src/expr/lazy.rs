@@ -318,14 +318,26 @@ impl ChunkSource for Node {
     fn read_region(&self, region: &Region) -> Result<Buffer> {
         let esize = self.info.dtype.size();
         let mut out = Buffer::for_overwrite(region.numel() as usize * esize)?;
-        {
-            let bytes = out.bytes_mut();
-            self.for_each_tile(region, &mut |off, tile| {
-                bytes[off * esize..off * esize + tile.len()].copy_from_slice(tile);
-                Ok(())
-            })?;
-        }
+        self.read_region_into(region, out.bytes_mut())?;
         Ok(out)
+    }
+
+    fn read_region_into(&self, region: &Region, bytes: &mut [u8]) -> Result<()> {
+        let esize = self.info.dtype.size();
+        if bytes.len() as u64 != region.numel() * esize as u64 {
+            return Err(Error::Invalid(format!(
+                "{}: region {} of {} bytes read into {} bytes",
+                self.info.name,
+                shape_str(&region.shape),
+                region.numel() * esize as u64,
+                bytes.len()
+            )));
+        }
+        // Each tile is evaluated in cache and copied once, straight to its place in `bytes`.
+        self.for_each_tile(region, &mut |off, tile| {
+            bytes[off * esize..off * esize + tile.len()].copy_from_slice(tile);
+            Ok(())
+        })
     }
 }
 

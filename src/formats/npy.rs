@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::formats::DEFAULT_CHUNK_BYTES;
 use crate::shape::{ChunkLayout, checked_numel, fortran_to_c, numel, shape_str};
 use crate::storage::atomic::AtomicFile;
+use crate::storage::direct::{self, DIRECT_MIN_BYTES, DirectFile};
 use crate::storage::mmap::MmapWindow;
 use crate::storage::{ArrayWriter, Buffer, Chunk, ChunkSource, Format, SourceInfo};
 
@@ -493,14 +494,24 @@ pub fn header_bytes(dtype: DType, shape: &[u64]) -> Vec<u8> {
     out
 }
 
-/// Streams an array into a new `.npy` file (C order, native byte order).
+/// Streams an array into a new `.npy` file (C order, native byte order). Outputs of
+/// [`DIRECT_MIN_BYTES`] or more bypass the page cache ([`DirectFile`]) where the file system
+/// allows it and `CHUNKHEAP_DIRECT_IO` does not forbid it.
 pub struct NpyWriter {
     layout: ChunkLayout,
     expected: u64,
     state: Mutex<WriteState>,
-    /// A second handle to the temporary file for positional writes, the data's offset in it,
-    /// the element size and the bytes stored that way.
-    positional: (File, u64, u64, AtomicU64),
+    /// Where positional writes go, the data's offset in the file, the element size and the
+    /// bytes stored that way.
+    positional: (Sink, u64, u64, AtomicU64),
+}
+
+/// The handle positional (and, for direct output, sequential) writes go through.
+enum Sink {
+    /// `pwrite` on a second handle to the temporary file (page cache).
+    Plain(File),
+    /// Direct writes of the whole file, header included.
+    Direct(DirectFile),
 }
 
 struct WriteState {
@@ -512,20 +523,39 @@ struct WriteState {
 impl NpyWriter {
     /// Starts writing `path` (a temporary file beside it until [`ArrayWriter::finish`]).
     pub fn create(path: &Path, dtype: DType, shape: &[u64]) -> Result<NpyWriter> {
+        let direct_min = if direct::enabled() {
+            DIRECT_MIN_BYTES
+        } else {
+            u64::MAX
+        };
+        NpyWriter::create_with(path, dtype, shape, direct_min)
+    }
+
+    /// [`create`](Self::create), bypassing the page cache for files of `direct_min` bytes or more.
+    fn create_with(path: &Path, dtype: DType, shape: &[u64], direct_min: u64) -> Result<NpyWriter> {
         checked_numel(shape)?;
         let mut out = AtomicFile::create(path)?;
         let header = header_bytes(dtype, shape);
-        out.write_all(&header)?;
-        let file = out.positional_handle()?;
+        let expected = numel(shape) * dtype.size() as u64;
+        let total = header.len() as u64 + expected;
+        let sink = if total >= direct_min {
+            let plain = out.positional_handle()?;
+            let d = DirectFile::open(out.temp_path(), plain, path, total);
+            d.write_at(&header, 0)?;
+            Sink::Direct(d)
+        } else {
+            out.write_all(&header)?;
+            Sink::Plain(out.positional_handle()?)
+        };
         Ok(NpyWriter {
             positional: (
-                file,
+                sink,
                 header.len() as u64,
                 dtype.size() as u64,
                 AtomicU64::new(0),
             ),
             layout: ChunkLayout::contiguous(shape, dtype.size(), DEFAULT_CHUNK_BYTES),
-            expected: numel(shape) * dtype.size() as u64,
+            expected,
             state: Mutex::new(WriteState {
                 out,
                 written: 0,
@@ -541,6 +571,28 @@ impl NpyWriter {
             .unwrap_or_else(|e| e.into_inner())
             .out
             .set_fsync(fsync);
+    }
+
+    /// Whether the data bypasses the page cache (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        matches!(&self.positional.0, Sink::Direct(d) if d.is_direct())
+    }
+
+    /// Where chunk `index` goes in the file, and its length in bytes.
+    fn place(&self, index: usize) -> (u64, u64) {
+        let (_, data_offset, esize, _) = &self.positional;
+        let region = self.layout.chunk_region(index);
+        // The chunks of a `.npy` are C-order runs, so chunk `index` starts at the flat index of
+        // its first element.
+        let at = data_offset + region.global_flat_index(0, &self.layout.shape()) * esize;
+        (at, region.numel() * esize)
+    }
+
+    fn wrong_size(&self, index: usize, got: u64, want: u64) -> Error {
+        Error::Invalid(format!(
+            "{}: chunk {index} has {got} bytes, {want} expected",
+            self.path().display()
+        ))
     }
 
     /// The final path.
@@ -569,8 +621,12 @@ impl ArrayWriter for NpyWriter {
             )));
         }
         st.next += 1;
+        let at = self.positional.1 + st.written;
         st.written += encoded.len() as u64;
-        st.out.write_all(encoded)
+        match &self.positional.0 {
+            Sink::Direct(d) => d.write_at(encoded, at),
+            Sink::Plain(_) => st.out.write_all(encoded),
+        }
     }
 
     fn positional(&self) -> bool {
@@ -578,22 +634,38 @@ impl ArrayWriter for NpyWriter {
     }
 
     fn write_at(&self, index: usize, encoded: &[u8]) -> Result<()> {
-        let (file, data_offset, esize, written) = &self.positional;
-        let region = self.layout.chunk_region(index);
-        let want = region.numel() * esize;
+        let (sink, _, _, written) = &self.positional;
+        let (at, want) = self.place(index);
         if encoded.len() as u64 != want {
-            return Err(Error::Invalid(format!(
-                "{}: chunk {index} has {} bytes, {want} expected",
-                self.path().display(),
-                encoded.len()
-            )));
+            return Err(self.wrong_size(index, encoded.len() as u64, want));
         }
-        // The chunks of a `.npy` are C-order runs, so chunk `index` starts at the flat index of
-        // its first element.
-        let at = data_offset + region.global_flat_index(0, &self.layout.shape()) * esize;
-        file.write_all_at(encoded, at)
-            .map_err(|e| Error::io(self.path(), "write", e))?;
+        match sink {
+            Sink::Plain(file) => file
+                .write_all_at(encoded, at)
+                .map_err(|e| Error::io(self.path(), "write", e))?,
+            Sink::Direct(d) => d.write_at(encoded, at)?,
+        }
         written.fetch_add(want, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn fill_at(
+        &self,
+        index: usize,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let Sink::Direct(d) = &self.positional.0 else {
+            let mut b = Buffer::for_overwrite(len)?;
+            fill(b.bytes_mut())?;
+            return self.write_at(index, b.bytes());
+        };
+        let (at, want) = self.place(index);
+        if len as u64 != want {
+            return Err(self.wrong_size(index, len as u64, want));
+        }
+        d.write_with(at, len, fill)?;
+        self.positional.3.fetch_add(want, Ordering::Relaxed);
         Ok(())
     }
 
@@ -608,6 +680,9 @@ impl ArrayWriter for NpyWriter {
                 self.expected
             )));
         }
+        if let Sink::Direct(d) = &self.positional.0 {
+            d.finish()?;
+        }
         st.out.commit()
     }
 }
@@ -615,6 +690,55 @@ impl ArrayWriter for NpyWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_writes_make_the_same_file_in_any_order_or_in_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = [5u64, 300_007];
+        let n = numel(&shape) as usize;
+        let values: Vec<f64> = (0..n).map(|i| i as f64 * 0.25 - 3.0).collect();
+        let bytes: &[u8] = bytemuck::cast_slice(&values);
+        let mut files = Vec::new();
+        // Direct: positional, sequential, filled in place; then the page-cache writer.
+        for name in ["d.npy", "s.npy", "f.npy", "p.npy"] {
+            let path = dir.path().join(name);
+            let min = if name == "p.npy" { u64::MAX } else { 0 };
+            let w = Box::new(NpyWriter::create_with(&path, DType::F64, &shape, min).unwrap());
+            assert_eq!(matches!(w.positional.0, Sink::Direct(_)), min == 0);
+            let k = w.layout().num_chunks();
+            assert!(k > 1);
+            let order: Vec<usize> = if name == "s.npy" {
+                (0..k).collect()
+            } else {
+                (0..k).rev().collect()
+            };
+            for i in order {
+                let r = w.layout().chunk_region(i);
+                let start = r.global_flat_index(0, &shape) as usize * 8;
+                let chunk = &bytes[start..start + r.numel() as usize * 8];
+                match name {
+                    "s.npy" => w.write(i, chunk).unwrap(),
+                    "f.npy" => w
+                        .fill_at(i, chunk.len(), &mut |out| {
+                            out.copy_from_slice(chunk);
+                            Ok(())
+                        })
+                        .unwrap(),
+                    _ => w.write_at(i, chunk).unwrap(),
+                }
+            }
+            w.finish().unwrap();
+            files.push(std::fs::read(&path).unwrap());
+        }
+        // Header and data identical to the page-cache writer's, byte for byte.
+        for f in &files[..3] {
+            assert!(f == &files[3]);
+        }
+        let src = NpySource::open(&dir.path().join("d.npy"), "d").unwrap();
+        let full = crate::shape::Region::full(&shape);
+        assert_eq!(src.read_region(&full).unwrap().bytes(), bytes);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+    }
 
     #[test]
     fn positional_writes_in_any_order_make_the_same_file() {

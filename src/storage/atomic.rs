@@ -127,6 +127,11 @@ impl AtomicFile {
             .map_err(|e| Error::io(&self.target, "open", e))
     }
 
+    /// Where the temporary file is, until [`commit`](Self::commit).
+    pub fn temp_path(&self) -> &Path {
+        self.writer.get_ref().path()
+    }
+
     /// The underlying writer (buffered), for encoders that want `io::Write`.
     pub fn writer(&mut self) -> &mut BufWriter<NamedTempFile> {
         &mut self.writer

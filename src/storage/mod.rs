@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod buffer;
+pub mod direct;
 pub mod mmap;
 
 use std::borrow::Cow;
@@ -105,6 +106,23 @@ pub trait ChunkSource: std::any::Any + Send + Sync {
 
     /// Reads chunk `index` (C order over `info().layout`).
     fn read_chunk(&self, index: usize) -> Result<Chunk>;
+
+    /// Reads an arbitrary box of the array into `out` (dense C order, exactly the box's bytes).
+    /// The default copies what [`read_region`](Self::read_region) returns; computed sources
+    /// write their results straight into `out`.
+    fn read_region_into(&self, region: &Region, out: &mut [u8]) -> Result<()> {
+        let b = self.read_region(region)?;
+        if b.len() != out.len() {
+            return Err(Error::Invalid(format!(
+                "{}: region of {} bytes read into {} bytes",
+                self.info().name,
+                b.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(b.bytes());
+        Ok(())
+    }
 
     /// Reads an arbitrary box of the array into a dense C-order buffer, assembling it from every
     /// chunk it overlaps.
@@ -247,6 +265,21 @@ pub trait ArrayWriter: Send + Sync {
         Err(Error::Invalid(format!(
             "chunk {index}: this output cannot be written out of order"
         )))
+    }
+
+    /// Stores chunk `index` (`len` bytes, dense native C order) at its place, its bytes written
+    /// by `fill` into memory the writer provides (e.g. a staging buffer for a direct write),
+    /// sparing the copy of [`write_at`](Self::write_at). Same calling rules as `write_at`. The
+    /// default fills a fresh buffer and hands it to `write_at`.
+    fn fill_at(
+        &self,
+        index: usize,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut b = Buffer::for_overwrite(len)?;
+        fill(b.bytes_mut())?;
+        self.write_at(index, &self.encode(index, b.bytes())?)
     }
 
     /// Completes the output and moves it into place.
