@@ -486,9 +486,10 @@ mod tests {
         bounds.sort_unstable();
         bounds.dedup();
         let mut pieces: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
-        for (i, &o) in order.iter().enumerate().filter(|_| !pieces.is_empty()) {
-            let j = o % pieces.len();
-            let k = i % pieces.len();
+        let n = pieces.len();
+        for (i, &o) in order.iter().enumerate().filter(|_| n > 0) {
+            let j = o % n;
+            let k = i % n;
             pieces.swap(j, k);
         }
         let pool = rayon::ThreadPoolBuilder::new()
