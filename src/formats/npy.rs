@@ -540,7 +540,7 @@ impl NpyWriter {
         let total = header.len() as u64 + expected;
         let sink = if total >= direct_min {
             let plain = out.positional_handle()?;
-            let d = DirectFile::open(out.temp_path(), plain, path, total);
+            let d = DirectFile::open(out.temp_path(), plain, path, total)?;
             d.write_at(&header, 0)?;
             Sink::Direct(d)
         } else {
@@ -656,9 +656,7 @@ impl ArrayWriter for NpyWriter {
         fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
     ) -> Result<()> {
         let Sink::Direct(d) = &self.positional.0 else {
-            let mut b = Buffer::for_overwrite(len)?;
-            fill(b.bytes_mut())?;
-            return self.write_at(index, b.bytes());
+            return crate::storage::fill_through_buffer(self, index, len, fill);
         };
         let (at, want) = self.place(index);
         if len as u64 != want {

@@ -199,7 +199,7 @@ impl Shared {
 }
 
 /// A file of known final length written at any offsets, from any threads, through `O_DIRECT`
-/// where the file system allows it. Writes are queued to [`IO_THREADS`] threads, so the callers
+/// where the file system allows it. Writes are queued to two I/O threads, so the callers
 /// go on computing while the device works; errors surface in a later write or in
 /// [`finish`](Self::finish).
 pub struct DirectFile {
@@ -213,16 +213,22 @@ pub struct DirectFile {
 impl DirectFile {
     /// Opens `path` (an existing temporary file, its final content `len` bytes long) for direct
     /// writes; `plain` is an ordinary handle to it and `target` names the output in messages.
-    pub fn open(path: &Path, plain: File, target: &Path, len: u64) -> DirectFile {
+    /// A disk without room for `len` bytes is an error here, before anything is computed.
+    pub fn open(path: &Path, plain: File, target: &Path, len: u64) -> Result<DirectFile> {
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)
             .ok();
         if direct.is_some() && len > 0 {
-            // Best effort: without it the writes are still right, one at a time. A full disk
-            // shows up here or in the writes, naming the output either way.
-            let _ = rustix::fs::fallocate(&plain, rustix::fs::FallocateFlags::empty(), 0, len);
+            use rustix::io::Errno;
+            // Without it (file systems that cannot) the writes are still right, one at a time.
+            match rustix::fs::fallocate(&plain, rustix::fs::FallocateFlags::empty(), 0, len) {
+                Err(e) if e == Errno::NOSPC || e == Errno::DQUOT || e == Errno::FBIG => {
+                    return Err(Error::io(target, "allocate space for", e.into()));
+                }
+                _ => {}
+            }
         }
         let shared = Arc::new(Shared {
             direct,
@@ -241,13 +247,13 @@ impl DirectFile {
                 std::thread::spawn(move || io_thread(&shared, &rx))
             })
             .collect();
-        DirectFile {
+        Ok(DirectFile {
             shared,
             len,
             partial: Mutex::new(HashMap::new()),
             jobs: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
-        }
+        })
     }
 
     /// Whether writes currently bypass the page cache.
@@ -479,7 +485,7 @@ mod tests {
             .custom_flags(libc::O_DIRECT)
             .open(&path)
             .is_ok();
-        let f = DirectFile::open(&path, plain, &path, content.len() as u64);
+        let f = DirectFile::open(&path, plain, &path, content.len() as u64).unwrap();
         let mut bounds: Vec<usize> = cuts.iter().map(|&c| c % (content.len() + 1)).collect();
         bounds.push(0);
         bounds.push(content.len());
@@ -555,7 +561,7 @@ mod tests {
     fn incomplete_blocks_and_overlong_writes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.bin");
-        let f = DirectFile::open(&path, File::create(&path).unwrap(), &path, 10_000);
+        let f = DirectFile::open(&path, File::create(&path).unwrap(), &path, 10_000).unwrap();
         let e = f.write_at(&[1; 20], 9_990).unwrap_err().to_string();
         assert!(e.contains("out.bin") && e.contains("past"), "{e}");
         let e = f
@@ -578,11 +584,9 @@ mod tests {
         // Every write to /dev/full fails with ENOSPC, direct or not.
         let dev = Path::new("/dev/full");
         let plain = OpenOptions::new().write(true).open(dev).unwrap();
-        let f = DirectFile::open(dev, plain, Path::new("/data/out.npy"), 3 * STAGE as u64);
         let data = vec![7u8; 3 * STAGE];
-        let e = f
-            .write_at(&data, 0)
-            .and_then(|()| f.finish())
+        let e = DirectFile::open(dev, plain, Path::new("/data/out.npy"), 3 * STAGE as u64)
+            .and_then(|f| f.write_at(&data, 0).and_then(|()| f.finish()))
             .unwrap_err()
             .to_string();
         assert!(e.contains("out.npy") && e.contains("No space left"), "{e}");

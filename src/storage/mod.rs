@@ -98,6 +98,19 @@ impl Chunk {
     }
 }
 
+/// [`ArrayWriter::fill_at`] the plain way: `fill` a fresh buffer of `len` bytes, then encode it
+/// and hand it to [`ArrayWriter::write_at`].
+pub fn fill_through_buffer<W: ArrayWriter + ?Sized>(
+    writer: &W,
+    index: usize,
+    len: usize,
+    fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+) -> Result<()> {
+    let mut b = Buffer::for_overwrite(len)?;
+    fill(b.bytes_mut())?;
+    writer.write_at(index, &writer.encode(index, b.bytes())?)
+}
+
 /// A readable chunked array. Implementations are cheap to share across threads; `read_chunk` may be
 /// called concurrently for different (or the same) chunks.
 pub trait ChunkSource: std::any::Any + Send + Sync {
@@ -277,9 +290,7 @@ pub trait ArrayWriter: Send + Sync {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
     ) -> Result<()> {
-        let mut b = Buffer::for_overwrite(len)?;
-        fill(b.bytes_mut())?;
-        self.write_at(index, &self.encode(index, b.bytes())?)
+        fill_through_buffer(self, index, len, fill)
     }
 
     /// Completes the output and moves it into place.
