@@ -16,7 +16,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -943,8 +943,12 @@ pub struct ZarrWriter {
     codec: Codec,
     key_encoding: KeyEncoding,
     metadata: String,
-    /// Chunks written so far (they arrive in index order).
+    /// The next chunk [`ArrayWriter::write`] expects (it takes them in index order).
     next: AtomicUsize,
+    /// Which chunks are stored, by either entry point.
+    written: Vec<AtomicBool>,
+    /// How many of them.
+    count: AtomicUsize,
 }
 
 impl ZarrWriter {
@@ -991,6 +995,7 @@ impl ZarrWriter {
             _ => {}
         }
         let metadata = metadata_json(dtype, shape, &chunk_shape, options.codec);
+        let layout_chunks = layout.num_chunks();
         Ok(ZarrWriter {
             dir: AtomicDir::create(path)?,
             layout,
@@ -1000,6 +1005,8 @@ impl ZarrWriter {
             key_encoding: KeyEncoding::Default { separator: '/' },
             metadata,
             next: AtomicUsize::new(0),
+            written: (0..layout_chunks).map(|_| AtomicBool::new(false)).collect(),
+            count: AtomicUsize::new(0),
         })
     }
 
@@ -1086,13 +1093,37 @@ impl ArrayWriter for ZarrWriter {
             )));
         }
         self.next.store(next + 1, Ordering::Release);
+        self.write_at(index, encoded)
+    }
+
+    /// Every chunk is a file of its own, so chunks may be stored from any thread in any order.
+    fn positional(&self) -> bool {
+        true
+    }
+
+    fn write_at(&self, index: usize, encoded: &[u8]) -> Result<()> {
+        let n = self.layout.num_chunks();
+        let Some(flag) = self.written.get(index) else {
+            return Err(Error::Invalid(format!(
+                "{}: chunk {index} out of range ({n} chunks)",
+                self.path().display()
+            )));
+        };
+        if flag.swap(true, Ordering::AcqRel) {
+            return Err(Error::Invalid(format!(
+                "{}: chunk {index} written twice",
+                self.chunk_target(index).display()
+            )));
+        }
         let key = self.key_encoding.key(&self.layout.chunk_coords(index));
-        self.dir.write_file(&key, encoded)
+        self.dir.write_file(&key, encoded)?;
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
         let n = self.layout.num_chunks();
-        let written = self.next.load(Ordering::Acquire);
+        let written = self.count.load(Ordering::Acquire);
         if written != n {
             return Err(Error::Invalid(format!(
                 "{}: {written} of {n} chunks written",
@@ -1206,6 +1237,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Chunks stored in any order from any thread make the same store; a chunk stored twice, an
+    /// index past the grid and a store missing a chunk are errors, and leave nothing behind.
+    #[test]
+    fn positional_writes_any_order_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = [7u64, 5];
+        let opts = WriteOptions {
+            chunks: Some(vec![3, 2]),
+            codec: Codec::Zstd(1),
+            ..Default::default()
+        };
+        let data = |w: &ZarrWriter, i: usize| {
+            let r = w.layout().chunk_region(i);
+            generate_region(&shape, &r, DType::I32, Dist::UNIFORM, 7).unwrap()
+        };
+        let p = dir.path().join("p.zarr");
+        let w = ZarrWriter::create(&p, DType::I32, &shape, &opts).unwrap();
+        assert!(w.positional());
+        let n = w.layout().num_chunks();
+        let order: Vec<usize> = (0..n).rev().collect();
+        std::thread::scope(|s| {
+            for part in order.chunks(3) {
+                let w = &w;
+                s.spawn(move || {
+                    for &i in part {
+                        let d = data(w, i);
+                        w.write_at(i, &w.encode(i, d.bytes()).unwrap()).unwrap();
+                    }
+                });
+            }
+        });
+        let e = w.write_at(2, &w.encode(2, data(&w, 2).bytes()).unwrap());
+        assert!(e.unwrap_err().to_string().contains("chunk 2 written twice"));
+        let e = w.write_at(n, b"").unwrap_err().to_string();
+        assert!(e.contains(&format!("chunk {n} out of range")), "{e}");
+        Box::new(w).finish().unwrap();
+        check_store(&p, DType::I32, &shape);
+
+        let q = dir.path().join("q.zarr");
+        let w = ZarrWriter::create(&q, DType::I32, &shape, &opts).unwrap();
+        for i in [0, 3, 1] {
+            w.write_at(i, &w.encode(i, data(&w, i).bytes()).unwrap())
+                .unwrap();
+        }
+        let e = Box::new(w).finish().unwrap_err().to_string();
+        assert!(e.contains(&format!("3 of {n} chunks written")), "{e}");
+        assert!(!q.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
