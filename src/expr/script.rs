@@ -911,7 +911,7 @@ impl EngineBackend {
     }
 
     /// `a @ b`: blocked out-of-core; kept in memory when the result is small, otherwise streamed
-    /// to a temporary `.npy` (deleted with the array) that later steps read chunk by chunk.
+    /// to a temporary Zarr store (deleted with the array) that later steps read chunk by chunk.
     fn matmul(&self, heap: &Heap, lhs: &Handle, rhs: &Handle) -> Result<Handle> {
         use crate::kernels::matmul::{
             MatmulOptions, matmul, matmul_to_buffer, result_dtype, result_shape,
@@ -941,8 +941,11 @@ impl EngineBackend {
                 .join("product.zarr")
                 .to_string_lossy()
                 .into_owned();
+            let chunks = self
+                .session
+                .install(|| crate::kernels::matmul::product_chunks(sa, sb))?;
             let wo = WriteOptions {
-                chunks: Some(crate::kernels::matmul::suggested_chunks(&shape, dtype)),
+                chunks: Some(chunks),
                 ..Default::default()
             };
             let writer = crate::formats::create(&out, dtype, &shape, &wo)?;

@@ -92,6 +92,9 @@ pub struct MatmulReport {
     /// Bytes of operand panels read (A and B together, in their stored dtypes); divided by the
     /// operands' size it is the re-read factor of the blocking.
     pub bytes_read: u64,
+    /// Column blocks of B packed once each and shared by all workers, A streamed through each
+    /// (the packed path); 0 where the product took the tiled path.
+    pub b_blocks: u64,
 }
 
 /// The dtype of `a @ b`: NumPy's `np.result_type(a, b)` for our dtypes (same dtype: itself; bool
@@ -342,6 +345,8 @@ struct Plan {
     /// The whole right operand (converted) is read once and shared by every worker: each output
     /// sub-tile is then one product over all of `k` (`bk == k`).
     resident: bool,
+    /// Column blocks of B on the packed path (0: the tiled path).
+    b_blocks: usize,
 }
 
 /// Everything a worker needs to compute any box of the result.
@@ -387,6 +392,7 @@ impl<'a> Ctx<'a> {
                 cols: 1,
                 bk: 0,
                 resident: false,
+                b_blocks: 0,
             },
             bytes_read: AtomicU64::new(0),
         })
@@ -429,6 +435,7 @@ impl<'a> Ctx<'a> {
                 cols: max_cols.clamp(1, n.max(1)),
                 bk: k,
                 resident: true,
+                b_blocks: 0,
             };
             return Ok(());
         }
@@ -472,6 +479,7 @@ impl<'a> Ctx<'a> {
             cols,
             bk,
             resident: false,
+            b_blocks: 0,
         };
         Ok(())
     }
@@ -575,6 +583,7 @@ impl<'a> Ctx<'a> {
             k_block: self.plan.bk as u64,
             flops: 2u64.saturating_mul(m).saturating_mul(n).saturating_mul(k),
             bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            b_blocks: self.plan.b_blocks as u64,
         }
     }
 }
@@ -773,6 +782,11 @@ pub fn matmul(
     let (max_rows, max_cols) = ctx.spec.max_chunk_2d(&layout);
     let chunk_bytes = (max_rows * max_cols * ctx.dtype.size()) as u64;
     let outputs = chunks_in_flight(workers, layout.num_chunks()) * chunk_bytes;
+    if let Some(plan) = packed_stream(&ctx, writer.as_ref(), available(opts), workers, progress)? {
+        writer.finish()?;
+        ctx.plan = plan;
+        return Ok(ctx.report());
+    }
     ctx.plan(available(opts), workers, outputs, max_rows, max_cols)?;
     let ctx = &ctx;
     crate::with_dtype!(ctx.dtype, T => {
@@ -901,6 +915,188 @@ fn packed_product(ctx: &Ctx<'_>, rows: usize, out: &mut [f64]) -> Result<()> {
             b.band(a.as_slice(), h, (0, n), (c, n), false, &mut scratch)?;
         }
     })
+}
+
+/// Whether a product can take the packed path ([`packed`]) at all: `f64` operands, a matrix
+/// result of at least one micro-tile each way, and a CPU with FMA.
+fn packed_applies(ctx: &Ctx<'_>) -> bool {
+    let (m, k, n) = (ctx.spec.m, ctx.spec.k, ctx.spec.n);
+    ctx.a.dtype() == DType::F64
+        && ctx.b.dtype() == DType::F64
+        && ctx.spec.out == OutKind::Matrix
+        && m >= packed::MR
+        && n >= packed::NR
+        && k > 0
+        && packed::available()
+}
+
+/// Rows of A per band on [`packed_stream`] for output chunks of `cr` rows.
+fn stream_rows(cr: usize) -> usize {
+    cr.min(2 * packed::MC)
+}
+
+/// Chunk columns per packed block of B on [`packed_stream`] for `cr x cw` output chunks of an
+/// `m x n` product over `k`: as many as fit half of `avail` and what `workers` workers leave
+/// (each holds an A band, its scratch, an input chunk being read and the chunk it computes), or
+/// `None` if not even one does.
+fn stream_group(
+    k: usize,
+    n: usize,
+    (cr, cw): (usize, usize),
+    workers: usize,
+    avail: u64,
+    src_chunk: u64,
+) -> Option<usize> {
+    let rows = stream_rows(cr);
+    let per_worker =
+        (rows * k * 8) as u64 + packed::Scratch::bytes(rows, cw) + src_chunk + (cr * cw * 8) as u64;
+    let left = avail.checked_sub(per_worker.saturating_mul(workers as u64))?;
+    let room = left.min(avail / 2);
+    (1..=n.div_ceil(cw))
+        .rev()
+        .find(|&g| packed::PackedB::bytes(k, (g * cw).min(n)) <= room)
+}
+
+/// Output chunks that suit [`matmul`] for `a @ b` under the global memory budget: where the
+/// packed path applies, bands of rows (about 8 MiB) as wide as a block of B that fits half the
+/// budget, so that B is read once and A once per block; otherwise [`suggested_chunks`]. Pass it
+/// as [`WriteOptions::chunks`](crate::storage::WriteOptions) when creating a Zarr output. Call it
+/// in the thread pool that will run the product (the budget is shared by its workers).
+pub fn product_chunks(a: &dyn ChunkSource, b: &dyn ChunkSource) -> Result<Vec<u64>> {
+    let ctx = Ctx::new(a, b)?;
+    let (m, k, n) = (ctx.spec.m, ctx.spec.k, ctx.spec.n);
+    if packed_applies(&ctx) {
+        let avail = memory::global().limit();
+        let workers = rayon::current_num_threads().max(1);
+        let src_chunk = ctx.a.chunk_bytes().max(ctx.b.chunk_bytes());
+        let mut cw = n;
+        loop {
+            let mut cr = (STREAM_CHUNK_BYTES / (cw as u64 * 8)) as usize;
+            if cr >= packed::MC {
+                cr -= cr % packed::MC;
+            }
+            let cr = cr.clamp(packed::MR, m);
+            if stream_group(k, n, (cr, cw), workers, avail, src_chunk).is_some() {
+                return Ok(vec![cr as u64, cw as u64]);
+            }
+            if cw <= 64 {
+                break;
+            }
+            cw = (cw / 2).next_multiple_of(64).min(cw - 64).max(64);
+        }
+    }
+    Ok(suggested_chunks(&ctx.spec.shape, ctx.dtype))
+}
+
+/// About the bytes of one output chunk [`product_chunks`] proposes.
+const STREAM_CHUNK_BYTES: u64 = 8 << 20;
+
+/// The packed path ([`packed`]) into a positional writer (`.npy`, Zarr): B is packed in column
+/// blocks of whole chunk columns, as wide as half the budget allows (all of B when it fits), and
+/// for each block the workers take its rows of output chunks one by one, compute each chunk from
+/// bands of A rows straight into the memory the writer provides, and store it at its place. B is
+/// read once, A once per block (chunks of more than [`stream_rows`] rows read it once per chunk). Returns the tiles it used (band rows, block columns), or `None`, having done
+/// nothing, where the path does not apply: other
+/// dtypes, vector operands, a sequential writer, chunks narrower than a micro-tile that do not
+/// span the columns, or too small a budget; the tiled path then computes the product.
+fn packed_stream(
+    ctx: &Ctx<'_>,
+    writer: &dyn ArrayWriter,
+    avail: u64,
+    workers: usize,
+    progress: Progress<'_>,
+) -> Result<Option<Plan>> {
+    let (m, k, n) = (ctx.spec.m, ctx.spec.k, ctx.spec.n);
+    if !packed_applies(ctx) || !writer.positional() {
+        return Ok(None);
+    }
+    let layout = writer.layout();
+    let ChunkLayout::Regular { chunk_shape, .. } = layout else {
+        return Ok(None);
+    };
+    let [cr, cw] = chunk_shape[..] else {
+        return Ok(None);
+    };
+    let (cr, cw) = ((cr as usize).min(m), (cw as usize).min(n));
+    if cr == 0 || cw == 0 || (cw < n && cw % packed::NR != 0) {
+        return Ok(None);
+    }
+    let rows = stream_rows(cr);
+    let src_chunk = ctx.a.chunk_bytes().max(ctx.b.chunk_bytes());
+    let Some(group) = stream_group(k, n, (cr, cw), workers, avail, src_chunk) else {
+        return Ok(None);
+    };
+    let grid_cols = n.div_ceil(cw);
+    let grid_rows = m.div_ceil(cr);
+    let scratch: Vec<Mutex<packed::Scratch>> = (0..workers).map(|_| Mutex::default()).collect();
+    for jb in (0..grid_cols).step_by(group) {
+        let c0 = jb * cw;
+        let nc = (group * cw).min(n - c0);
+        let b = packed::PackedB::pack(k, nc, |k0, kc| ctx.panel::<f64>(&ctx.b, k0, kc, c0, nc))?;
+        let jb_end = (jb + group).min(grid_cols);
+        let todo = Mutex::new(0..grid_rows);
+        (0..workers)
+            .into_par_iter()
+            .try_for_each(|w| -> Result<()> {
+                let mut scratch = scratch[w].lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let next = todo.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(i) = next else {
+                        return Ok(());
+                    };
+                    // Chunk `(i, j)` of the grid is chunk `i * grid_cols + j` (C order). A chunk row
+                    // of at most `rows` rows is one A band for every chunk of the block; taller ones
+                    // are computed band by band, chunk by chunk.
+                    let (r0, h, _, _) = ctx.spec.region_2d(&layout.chunk_region(i * grid_cols));
+                    let whole = if h <= rows {
+                        Some(ctx.panel::<f64>(&ctx.a, r0, h, 0, k)?)
+                    } else {
+                        None
+                    };
+                    for j in jb..jb_end {
+                        let index = i * grid_cols + j;
+                        let (_, _, cc0, wc) = ctx.spec.region_2d(&layout.chunk_region(index));
+                        let mut compute = |out: &mut [f64]| -> Result<()> {
+                            for rs in (0..h).step_by(rows) {
+                                let hb = rows.min(h - rs);
+                                let read;
+                                let a = match &whole {
+                                    Some(a) => a,
+                                    None => {
+                                        read = ctx.panel::<f64>(&ctx.a, r0 + rs, hb, 0, k)?;
+                                        &read
+                                    }
+                                };
+                                let c = &mut out[rs * wc..(rs + hb) * wc];
+                                let cols = (cc0 - c0, wc);
+                                b.band(a.as_slice(), hb, cols, (c, wc), false, &mut scratch)?;
+                            }
+                            Ok(())
+                        };
+                        writer.fill_at(index, h * wc * 8, &mut |bytes| {
+                            match bytemuck::try_cast_slice_mut::<u8, f64>(bytes) {
+                                Ok(out) => compute(out),
+                                Err(_) => {
+                                    // Not 8-byte aligned: computed aside and copied in.
+                                    let mut out = Buffer::for_overwrite(bytes.len())?;
+                                    compute(out.as_mut_slice::<f64>())?;
+                                    bytes.copy_from_slice(out.bytes());
+                                    Ok(())
+                                }
+                            }
+                        })?;
+                        progress((h * wc * 8) as u64);
+                    }
+                }
+            })?;
+    }
+    Ok(Some(Plan {
+        rows,
+        cols: (group * cw).min(n),
+        bk: k,
+        resident: group >= grid_cols,
+        b_blocks: grid_cols.div_ceil(group),
+    }))
 }
 
 /// An [`ArrayWriter`] that assembles chunks into one in-memory buffer.
@@ -1320,6 +1516,88 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The packed path into a positional (Zarr) output: B packed in column blocks of whole chunk
+    /// columns, A streamed once per block. Every budget, chunking and thread count gives the
+    /// bytes of one in-memory `gemm` (special values included); where the blocks split the
+    /// columns, B is read once and A once per block.
+    #[test]
+    fn column_blocks_into_a_positional_writer() {
+        if !packed::available() {
+            return;
+        }
+        let (m, k, n) = (50usize, 600usize, 72usize);
+        let av: Vec<f64> = (0..m * k)
+            .map(|i| match i % 251 {
+                0 => f64::INFINITY,
+                1 => -0.0,
+                _ => ((i * 7919) % 1000) as f64 / 997.0 - 0.5,
+            })
+            .collect();
+        let bv: Vec<f64> = (0..k * n)
+            .map(|i| ((i * 104_729) % 1013) as f64 / 1009.0 * 2f64.powi((i % 30) as i32 - 15))
+            .collect();
+        let want = gemm_f64(&av, &bv, (m, k, n));
+        let sa = MemSource::new(&av, &[m as u64, k as u64], &[7, 600]);
+        let sb = MemSource::new(&bv, &[k as u64, n as u64], &[100, 72]);
+        let dir = tempfile::tempdir().unwrap();
+        let (a_bytes, b_bytes) = ((m * k * 8) as u64, (k * n * 8) as u64);
+        let mut blocked = 0;
+        for threads in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            // 16-column chunks: blocks of 1 to 5 chunk columns; 20 columns: not a whole number of
+            // micro-tiles, so the tiled path; whole rows: B packed whole.
+            for chunks in [[13u64, 16], [50, 16], [13, 20], [8, 72]] {
+                for limit in [600u64 << 10, 800 << 10, 1 << 20, 64 << 20] {
+                    let path = dir
+                        .path()
+                        .join(format!("c{threads}-{chunks:?}-{limit}.zarr"));
+                    let opts = crate::WriteOptions {
+                        chunks: Some(chunks.to_vec()),
+                        ..Default::default()
+                    };
+                    let path = path.to_str().unwrap();
+                    let w = crate::formats::create(path, DType::F64, &[m as u64, n as u64], &opts)
+                        .unwrap();
+                    let run = MatmulOptions {
+                        memory_limit: Some(limit),
+                    };
+                    let Ok(rep) = pool.install(|| matmul(&sa, &sb, w, &run, &no_progress)) else {
+                        assert!(limit < 1 << 20, "{threads} threads {chunks:?} {limit}");
+                        continue;
+                    };
+                    let c = crate::formats::open(path).unwrap();
+                    let got = c.read_region(&Region::full(&[m as u64, n as u64])).unwrap();
+                    let what = format!("{threads} threads, chunks {chunks:?}, {limit} B: {rep:?}");
+                    assert_eq!(
+                        got.bytes(),
+                        bytemuck::cast_slice::<f64, u8>(&want),
+                        "{what}"
+                    );
+                    if chunks[1] == 20 {
+                        assert_eq!(rep.b_blocks, 0, "{what}");
+                        continue;
+                    }
+                    if limit == 64 << 20 {
+                        assert_eq!(rep.b_blocks, 1, "{what}");
+                    }
+                    if rep.b_blocks > 0 {
+                        assert_eq!(rep.k_block, k as u64, "{what}");
+                        let blocks = (n as u64).div_ceil(rep.tile[1]);
+                        assert_eq!(rep.b_blocks, blocks, "{what}");
+                        assert_eq!(rep.bytes_read, blocks * a_bytes + b_bytes, "{what}");
+                    }
+                    if rep.b_blocks > 1 {
+                        blocked += 1;
+                    }
+                }
+            }
+        }
+        assert!(blocked > 0, "no budget split B into column blocks");
     }
 
     /// NumPy answers checked by hand (NumPy 2.4).
