@@ -757,6 +757,9 @@ fn chunks_in_flight(workers: usize, chunks: usize) -> u64 {
 /// Computes `a @ b` into `writer` (whose shape must be the result's, see [`result_shape`]; its
 /// dtype should be [`result_dtype`]`(a, b)`), one writer chunk per worker at a time, reporting
 /// written bytes to `progress`. Operands and result may be far larger than the memory budget.
+/// `f64` products on AVX2/FMA CPUs into a positional writer (`.npy`, Zarr) pack B once per block
+/// of chunk columns and stream A through it (chunk the output with [`product_chunks`]); the others
+/// are computed tile by tile, re-reading operand panels as the budget requires.
 ///
 /// Errors name both shapes on a mismatch (NumPy's message), and the budget's shares when it is
 /// too small for even the smallest tiles.
@@ -995,10 +998,11 @@ const STREAM_CHUNK_BYTES: u64 = 8 << 20;
 /// blocks of whole chunk columns, as wide as half the budget allows (all of B when it fits), and
 /// for each block the workers take its rows of output chunks one by one, compute each chunk from
 /// bands of A rows straight into the memory the writer provides, and store it at its place. B is
-/// read once, A once per block (chunks of more than [`stream_rows`] rows read it once per chunk). Returns the tiles it used (band rows, block columns), or `None`, having done
-/// nothing, where the path does not apply: other
-/// dtypes, vector operands, a sequential writer, chunks narrower than a micro-tile that do not
-/// span the columns, or too small a budget; the tiled path then computes the product.
+/// read once, A once per block (chunks of more than [`stream_rows`] rows read it once per chunk).
+/// Returns the tiles it used (band rows, block columns), or `None`, having done nothing, where the
+/// path does not apply: other dtypes, vector operands, a sequential writer, chunks narrower than
+/// a micro-tile that do not span the columns, or too small a budget; the tiled path then computes
+/// the product.
 fn packed_stream(
     ctx: &Ctx<'_>,
     writer: &dyn ArrayWriter,
