@@ -34,6 +34,7 @@ use rayon::prelude::*;
 
 use crate::dtype::{Bool, DType, Element};
 use crate::error::{Error, Result};
+use crate::kernels::prefetch;
 use crate::memory::{self, Reservation};
 use crate::pipeline::Progress;
 use crate::shape::shape_str;
@@ -241,14 +242,19 @@ fn slice_extremes<T: Num>(x: &[T]) -> Extremes<T> {
     };
     let (mut mn, mut mx) = ([first; 8], [first; 8]);
     let mut nan = [false; 8];
-    let mut it = x.chunks_exact(8);
-    for c in &mut it {
-        for j in 0..8 {
-            let e = c[j];
-            mn[j] = if e < mn[j] { e } else { mn[j] };
-            mx[j] = if e > mx[j] { e } else { mx[j] };
-            nan[j] |= e.nan();
+    // Pieces hold a multiple of 8 elements, so only the last can leave a remainder.
+    let mut rest: &[T] = &[];
+    for piece in prefetch::pieces(x) {
+        let mut it = piece.chunks_exact(8);
+        for c in &mut it {
+            for j in 0..8 {
+                let e = c[j];
+                mn[j] = if e < mn[j] { e } else { mn[j] };
+                mx[j] = if e > mx[j] { e } else { mx[j] };
+                nan[j] |= e.nan();
+            }
         }
+        rest = it.remainder();
     }
     let mut out = Extremes {
         min: Some(first),
@@ -262,7 +268,7 @@ fn slice_extremes<T: Num>(x: &[T]) -> Extremes<T> {
             nan: false,
         });
     }
-    for &e in it.remainder() {
+    for &e in rest {
         out.nan |= e.nan();
         if !e.nan() {
             out = out.merge(Extremes {
@@ -492,7 +498,7 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
     let (nf, lastf) = (n as f64, (n - 1) as f64);
     let mut idx = [0u64; BLOCK];
     if let Some((step, start)) = b.arith {
-        for block in data.chunks(BLOCK) {
+        for block in prefetch::pieces(data).flat_map(|p| p.chunks(BLOCK)) {
             // Everything in one loop that vectorises: the guess as below, NumPy's corrections
             // against the computed edges `g * step + start` and `(g + 1) * step + start` (no
             // move up out of the last bin), then the discard slot for values not kept.
@@ -521,7 +527,7 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
         }
         return;
     }
-    for block in data.chunks(BLOCK) {
+    for block in prefetch::pieces(data).flat_map(|p| p.chunks(BLOCK)) {
         // Phase 1: NumPy's guess, clamped to a valid bin, or the discard slot for values NumPy
         // drops (NaN fails both compares). Written with compares and selects (a NaN guess
         // becomes 0), and converted by adding 2^52 to the floor and taking the low bits (exact
@@ -559,7 +565,11 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
     }
 }
 
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx"
+))]
 fn count_chunk<T: Element, G: Guess, const L: usize>(
     data: &[T],
     b: &Bins<'_, G>,

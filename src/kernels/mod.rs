@@ -5,6 +5,7 @@
 
 pub mod histogram;
 pub mod matmul;
+pub(crate) mod prefetch;
 pub mod quantile;
 pub mod sort;
 pub mod transpose;

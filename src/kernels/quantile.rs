@@ -32,6 +32,7 @@ use std::sync::Mutex;
 use crate::dtype::{Bool, DType, Element};
 use crate::error::{Error, Result};
 use crate::kernels::histogram::{Num, fold_chunks};
+use crate::kernels::prefetch;
 use crate::memory::{self, Reservation};
 use crate::pipeline::Progress;
 use crate::storage::ChunkSource;
@@ -344,6 +345,11 @@ fn keys_into<T: QElem>(block: &[T], keys: &mut [u64; QBLOCK]) {
     }
 }
 
+/// Counts the keys' top bits of `data` into `counts` (NaN into the last slot) and returns the
+/// number of NaNs and the smallest and largest key (`u64::MAX` and 0 when every value is NaN).
+/// The extremes are kept as values in 8 lanes of compare-and-select (NaN fails every compare)
+/// and turned into keys at the end (keys preserve order, and `-0.0` and `0.0` share one), so
+/// every loop vectorises.
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
 fn first_chunk<T: QElem>(
     data: &[T],
@@ -353,24 +359,39 @@ fn first_chunk<T: QElem>(
 ) -> (u64, u64, u64) {
     // NaNs are counted in the extra slot at the end.
     let nan_slot = (counts.len() / lanes - 1) as u32;
-    let (mut nan, mut mn, mut mx) = (0u64, u64::MAX, 0u64);
+    let Some(first) = data.iter().copied().find(|v| !v.nan()) else {
+        counts[nan_slot as usize * lanes] += data.len() as u32;
+        return (data.len() as u64, u64::MAX, 0);
+    };
+    let (mut mn, mut mx) = ([first; 8], [first; 8]);
+    let mut nan = 0u64;
     let mut idx = [0u32; QBLOCK];
-    for block in data.chunks(QBLOCK) {
+    for block in prefetch::pieces(data).flat_map(|p| p.chunks(QBLOCK)) {
         for (o, &v) in idx.iter_mut().zip(block) {
             let is_nan = v.nan();
-            let k = v.key();
             nan += u64::from(is_nan);
-            mn = mn.min(if is_nan { u64::MAX } else { k });
-            mx = mx.max(if is_nan { 0 } else { k });
             *o = if is_nan {
                 nan_slot
             } else {
-                (k >> shift) as u32
+                (v.key() >> shift) as u32
             };
+        }
+        let mut it = block.chunks_exact(8);
+        for c in &mut it {
+            for j in 0..8 {
+                mn[j] = if c[j] < mn[j] { c[j] } else { mn[j] };
+                mx[j] = if c[j] > mx[j] { c[j] } else { mx[j] };
+            }
+        }
+        for &e in it.remainder() {
+            mn[0] = if e < mn[0] { e } else { mn[0] };
+            mx[0] = if e > mx[0] { e } else { mx[0] };
         }
         count_idx(&idx[..block.len()], counts, lanes);
     }
-    (nan, mn, mx)
+    let lo = mn.iter().map(|v| v.key()).min().unwrap_or(u64::MAX);
+    let hi = mx.iter().map(|v| v.key()).max().unwrap_or(0);
+    (nan, lo, hi)
 }
 
 fn first_pass<T: QElem>(src: &dyn ChunkSource, progress: Progress<'_>) -> Result<(First, u32)> {
@@ -453,7 +474,7 @@ fn refine_count_one<T: QElem>(
     lanes: usize,
 ) {
     let mut idx = [0u32; QBLOCK];
-    for block in data.chunks(QBLOCK) {
+    for block in prefetch::pieces(data).flat_map(|p| p.chunks(QBLOCK)) {
         for (o, &v) in idx.iter_mut().zip(block) {
             let k = v.key();
             let inside = (k >= iv.lo) & (k <= iv.hi);
@@ -471,8 +492,17 @@ fn refine_count_one<T: QElem>(
 fn filter_keys<T: QElem, F: FnMut(&[u64])>(data: &[T], lo: u64, hi: u64, mut out: F) {
     let mut keys = [0u64; QBLOCK];
     let mut hits = [0u64; QBLOCK];
-    for block in data.chunks(QBLOCK) {
+    for block in prefetch::pieces(data).flat_map(|p| p.chunks(QBLOCK)) {
         keys_into(block, &mut keys);
+        // Usually no key is inside (the interval is narrow): a count that vectorises skips
+        // the compaction, whose every step waits on the previous one.
+        let inside: u64 = keys[..block.len()]
+            .iter()
+            .map(|&k| u64::from((k >= lo) & (k <= hi)))
+            .sum();
+        if inside == 0 {
+            continue;
+        }
         let mut m = 0;
         for &k in &keys[..block.len()] {
             hits[m] = k;
@@ -500,7 +530,7 @@ fn classify<T: QElem, F: FnMut(&[u64], &[u64])>(data: &[T], los: &[u64], his: &[
     let mut which = [0u64; QBLOCK];
     let mut sel = [0u64; QBLOCK];
     let mut selw = [0u64; QBLOCK];
-    for block in data.chunks(QBLOCK) {
+    for block in prefetch::pieces(data).flat_map(|p| p.chunks(QBLOCK)) {
         let len = block.len();
         keys_into(block, &mut keys);
         inside[..len].fill(0);
@@ -510,6 +540,10 @@ fn classify<T: QElem, F: FnMut(&[u64], &[u64])>(data: &[T], los: &[u64], his: &[
                 *i |= u64::from((k >= lo) & (k <= hi));
                 *w += u64::from(k > hi);
             }
+        }
+        // As in `filter_keys`: skip the serial compaction when no key is inside.
+        if inside[..len].iter().sum::<u64>() == 0 {
+            continue;
         }
         let mut m = 0;
         for ((&k, &i), &w) in keys[..len].iter().zip(&inside).zip(&which) {

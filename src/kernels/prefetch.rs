@@ -1,0 +1,73 @@
+//! Software prefetch for streaming loops.
+//!
+//! On the machines we measure on (VMs), the hardware prefetchers barely help a loop that does
+//! real work per element: a kernel with ~30 vector instructions per 32 bytes fills the reorder
+//! buffer with only a few cache-line misses in flight, and its throughput collapses to what the
+//! memory latency allows (a histogram count pass ran at 6.8 ns per `f64` from memory against
+//! 1.25 ns from L1; sum, sum of squares, min and max together at 7.1 ns against ~1.6 ns with
+//! prefetch). [`pieces`] cuts a slice into pieces of [`PIECE_BYTES`] and, before yielding each
+//! one, asks the CPU to fetch the bytes [`DISTANCE`] further on, so the kernel's loads hit the
+//! cache while the fetches overlap the work.
+//!
+//! **Invariant:** prefetching is a hint. It never faults, never changes memory and never changes a
+//! result; on targets without a prefetch instruction [`pieces`] just cuts the slice.
+
+/// Bytes per piece: 8 cache lines, so the fetches are spread through the work instead of queueing
+/// behind each other (histogram and median on 4 GiB, 2 threads: 512 B pieces fetching 4 KiB
+/// ahead were fastest; 1 KiB pieces 3-5 % slower, 2 KiB 10 %, one fetch per 32 KiB slower than
+/// none for a plain sum).
+pub(crate) const PIECE_BYTES: usize = 512;
+
+/// How far ahead of the bytes being processed [`ahead`] fetches: far enough to cover a miss's
+/// latency at the rate our kernels consume bytes (4-16 KiB measured within a few per cent).
+pub(crate) const DISTANCE: usize = 4 << 10;
+
+/// Asks the CPU to bring into the cache the lines that lie [`DISTANCE`] bytes after those of
+/// `piece`: the part of the array a loop that has just reached `piece` will read a little later.
+/// Those bytes need not belong to `piece`'s slice (past the end of an array nothing is fetched,
+/// or a line of some other data is, harmlessly), so a kernel calls this on each piece it is about
+/// to process, without knowing what follows.
+#[inline(always)]
+pub(crate) fn ahead<T: bytemuck::Pod>(piece: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = piece.as_ptr().cast::<u8>();
+        for off in (0..size_of_val(piece)).step_by(64) {
+            let p = start.wrapping_add(DISTANCE + off);
+            // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has. A prefetch is only a
+            // hint: it reads nothing into the program, cannot fault (the CPU drops it for an
+            // unmapped address) and changes no memory, so any address is allowed.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = piece;
+}
+
+/// `data` cut into pieces of about [`PIECE_BYTES`] (whole elements), each yielded after
+/// [`ahead`] has been called on it. The pieces concatenate to `data`; pieces of elements of up
+/// to 8 bytes hold a multiple of 8 elements, except the last.
+#[inline(always)]
+pub(crate) fn pieces<T: bytemuck::Pod>(data: &[T]) -> impl Iterator<Item = &[T]> {
+    let per = (PIECE_BYTES / size_of::<T>().max(1)).max(1);
+    data.chunks(per).inspect(|p| ahead(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_concatenate_to_the_slice() {
+        for n in [0usize, 1, 255, 256, 257, 1000, 4096 + 3] {
+            let v: Vec<f64> = (0..n).map(|i| i as f64).collect();
+            let got: Vec<f64> = pieces(&v).flatten().copied().collect();
+            assert_eq!(got, v, "n = {n}");
+            assert!(pieces(&v).all(|p| p.len() * 8 <= PIECE_BYTES && !p.is_empty()));
+            let b: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            assert_eq!(pieces(&b).flatten().copied().collect::<Vec<u8>>(), b);
+        }
+    }
+}
