@@ -480,9 +480,10 @@ struct Bins<'a, G> {
 /// 2^52: adding it to an integer-valued `f64` in `[0, 2^52)` leaves the integer in the low bits.
 const TWO52: f64 = 4503599627370496.0;
 
-/// Values binned per block: the guesses of a whole block are computed first (a loop of
-/// independent float operations that vectorises), then corrected and counted.
-const BLOCK: usize = 1024;
+/// Values binned per block, a [`prefetch::pieces`] piece: the guesses of a whole block are
+/// computed first (a loop of independent float operations that vectorises), then corrected and
+/// counted.
+const BLOCK: usize = prefetch::MAX_PIECE_ELEMS;
 
 /// Counts `data` into `counts`: `L` interleaved sub-histograms (`counts[slot * L + lane]`) of
 /// `n + 1` slots each (slot `n` takes the values outside the range and NaN), so runs of equal
@@ -498,7 +499,7 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
     let (nf, lastf) = (n as f64, (n - 1) as f64);
     let mut idx = [0u64; BLOCK];
     if let Some((step, start)) = b.arith {
-        for block in prefetch::pieces(data).flat_map(|p| p.chunks(BLOCK)) {
+        for block in prefetch::pieces(data) {
             // Everything in one loop that vectorises: the guess as below, NumPy's corrections
             // against the computed edges `g * step + start` and `(g + 1) * step + start` (no
             // move up out of the last bin), then the discard slot for values not kept.
@@ -527,7 +528,7 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
         }
         return;
     }
-    for block in prefetch::pieces(data).flat_map(|p| p.chunks(BLOCK)) {
+    for block in prefetch::pieces(data) {
         // Phase 1: NumPy's guess, clamped to a valid bin, or the discard slot for values NumPy
         // drops (NaN fails both compares). Written with compares and selects (a NaN guess
         // becomes 0), and converted by adding 2^52 to the floor and taking the low bits (exact

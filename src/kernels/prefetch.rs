@@ -3,9 +3,9 @@
 //! On the machines we measure on (VMs), the hardware prefetchers barely help a loop that does
 //! real work per element: a kernel with ~30 vector instructions per 32 bytes fills the reorder
 //! buffer with only a few cache-line misses in flight, and its throughput collapses to what the
-//! memory latency allows (a histogram count pass ran at 6.8 ns per `f64` from memory against
-//! 1.25 ns from L1; sum, sum of squares, min and max together at 7.1 ns against ~1.6 ns with
-//! prefetch). [`pieces`] cuts a slice into pieces of [`PIECE_BYTES`] and, before yielding each
+//! memory latency allows (in a scratch benchmark on the AVX-512 Xeon VM, a histogram count
+//! loop ran at ~7 ns per `f64` from memory against 1.25 ns from L1; sum, sum of squares, min
+//! and max together at 7.1 ns against 1.6 ns with prefetch). [`pieces`] cuts a slice into pieces of [`PIECE_BYTES`] and, before yielding each
 //! one, asks the CPU to fetch the bytes [`DISTANCE`] further on, so the kernel's loads hit the
 //! cache while the fetches overlap the work.
 //!
@@ -14,9 +14,12 @@
 
 /// Bytes per piece: 8 cache lines, so the fetches are spread through the work instead of queueing
 /// behind each other (histogram and median on 4 GiB, 2 threads: 512 B pieces fetching 4 KiB
-/// ahead were fastest; 1 KiB pieces 3-5 % slower, 2 KiB 10 %, one fetch per 32 KiB slower than
-/// none for a plain sum).
+/// ahead were fastest; 1 KiB pieces 3-5 % slower, 2 KiB 10-20 %; in a scratch benchmark, one
+/// fetch per 32 KiB made a plain sum slower than no prefetch at all).
 pub(crate) const PIECE_BYTES: usize = 512;
+
+/// Most elements a piece holds (one-byte elements): kernels size their per-piece scratch by it.
+pub(crate) const MAX_PIECE_ELEMS: usize = PIECE_BYTES;
 
 /// How far ahead of the bytes being processed [`ahead`] fetches: far enough to cover a miss's
 /// latency at the rate our kernels consume bytes (4-16 KiB measured within a few per cent).
@@ -46,9 +49,10 @@ pub(crate) fn ahead<T: bytemuck::Pod>(piece: &[T]) {
     let _ = piece;
 }
 
-/// `data` cut into pieces of about [`PIECE_BYTES`] (whole elements), each yielded after
-/// [`ahead`] has been called on it. The pieces concatenate to `data`; pieces of elements of up
-/// to 8 bytes hold a multiple of 8 elements, except the last.
+/// `data` cut into pieces of about [`PIECE_BYTES`] (whole elements, at most
+/// [`MAX_PIECE_ELEMS`]), each yielded after [`ahead`] has been called on it. The pieces
+/// concatenate to `data`; pieces of elements of up to 8 bytes hold a multiple of 8 elements,
+/// except the last.
 #[inline(always)]
 pub(crate) fn pieces<T: bytemuck::Pod>(data: &[T]) -> impl Iterator<Item = &[T]> {
     let per = (PIECE_BYTES / size_of::<T>().max(1)).max(1);
@@ -68,6 +72,7 @@ mod tests {
             assert!(pieces(&v).all(|p| p.len() * 8 <= PIECE_BYTES && !p.is_empty()));
             let b: Vec<u8> = (0..n).map(|i| i as u8).collect();
             assert_eq!(pieces(&b).flatten().copied().collect::<Vec<u8>>(), b);
+            assert!(pieces(&b).all(|p| p.len() <= MAX_PIECE_ELEMS));
         }
     }
 }

@@ -278,9 +278,10 @@ const LOCAL_KEYS: usize = 1024;
 /// Counters flushed from `u32` scratch at least this often.
 const FLUSH_EVERY: usize = u32::MAX as usize;
 
-/// Elements keyed per block: the keys (and bucket indices) of a block are computed first in a
-/// loop of independent operations that vectorises, then counted or filtered.
-const QBLOCK: usize = 1024;
+/// Elements keyed per block, a [`prefetch::pieces`] piece: the keys (and bucket indices) of a
+/// block are computed first in a loop of independent operations that vectorises, then counted
+/// or filtered.
+const QBLOCK: usize = prefetch::MAX_PIECE_ELEMS;
 
 /// Interleaved sub-histograms (`counts[slot * LANES + lane]`) used when the counters are small
 /// enough, so runs of equal buckets do not serialise on one counter.
@@ -366,7 +367,7 @@ fn first_chunk<T: QElem>(
     let (mut mn, mut mx) = ([first; 8], [first; 8]);
     let mut nan = 0u64;
     let mut idx = [0u32; QBLOCK];
-    for block in prefetch::pieces(data).flat_map(|p| p.chunks(QBLOCK)) {
+    for block in prefetch::pieces(data) {
         for (o, &v) in idx.iter_mut().zip(block) {
             let is_nan = v.nan();
             nan += u64::from(is_nan);
@@ -474,7 +475,7 @@ fn refine_count_one<T: QElem>(
     lanes: usize,
 ) {
     let mut idx = [0u32; QBLOCK];
-    for block in prefetch::pieces(data).flat_map(|p| p.chunks(QBLOCK)) {
+    for block in prefetch::pieces(data) {
         for (o, &v) in idx.iter_mut().zip(block) {
             let k = v.key();
             let inside = (k >= iv.lo) & (k <= iv.hi);
@@ -492,7 +493,7 @@ fn refine_count_one<T: QElem>(
 fn filter_keys<T: QElem, F: FnMut(&[u64])>(data: &[T], lo: u64, hi: u64, mut out: F) {
     let mut keys = [0u64; QBLOCK];
     let mut hits = [0u64; QBLOCK];
-    for block in prefetch::pieces(data).flat_map(|p| p.chunks(QBLOCK)) {
+    for block in prefetch::pieces(data) {
         keys_into(block, &mut keys);
         // Usually no key is inside (the interval is narrow): a count that vectorises skips
         // the compaction, whose every step waits on the previous one.
@@ -530,7 +531,7 @@ fn classify<T: QElem, F: FnMut(&[u64], &[u64])>(data: &[T], los: &[u64], his: &[
     let mut which = [0u64; QBLOCK];
     let mut sel = [0u64; QBLOCK];
     let mut selw = [0u64; QBLOCK];
-    for block in prefetch::pieces(data).flat_map(|p| p.chunks(QBLOCK)) {
+    for block in prefetch::pieces(data) {
         let len = block.len();
         keys_into(block, &mut keys);
         inside[..len].fill(0);
