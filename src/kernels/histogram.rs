@@ -17,6 +17,9 @@
 //! them in a second, scalar loop. With such edges and a bin wider than 2^40 units in the last
 //! place of the range, the guess multiplies by `bins / width` instead of dividing: both guesses
 //! are then within one bin of the bin the edges define, and the corrections move either to it.
+//! There, a block whose every guess lies farther from an integer than a proven error bound
+//! ([`margin`], about 10^-12 bins for 100 bins over (-6, 6)) takes the guess's floor as the bin and
+//! skips the corrections; a block with a value near an edge (or NaN) is binned again with them.
 //! Counting goes to 4 interleaved sub-histograms (for up to 16 Ki bins), so runs of equal bins do
 //! not serialise on one counter.
 //! Integers and bools are converted to `f64` (NumPy converts bools to `uint8` first).
@@ -281,7 +284,11 @@ fn slice_extremes<T: Num>(x: &[T]) -> Extremes<T> {
     out
 }
 
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx"
+))]
 fn chunk_extremes<T: Num>(x: &[T]) -> Extremes<T> {
     slice_extremes(x)
 }
@@ -475,6 +482,28 @@ struct Bins<'a, G> {
     /// Values kept: `keep_lo <= x <= keep_hi` (NumPy's `keep` mask, compared in the data's type).
     keep_lo: f64,
     keep_hi: f64,
+    /// With `arith`, a bound (in bins) on how far the guess can be from the position of the value
+    /// between the edges, when [`margin`] can prove one: a guess farther than this from every
+    /// integer has its floor as the bin, and the corrections are skipped.
+    margin: Option<f64>,
+}
+
+/// A bound, in bins, on the distance between [`GuessScaled`]'s guess for any value within one bin
+/// of the range `[start, stop]` and that value's position between the edges `i * step + start`
+/// (each rounded), or `None` when the bound is not far below one bin.
+///
+/// The errors, in units of `2^-52`: `x - start` is off by at most `|x - start| / 2`, at most `m`
+/// (the largest magnitude within a bin of the range), i.e. `m / step` bins; the multiply and the
+/// rounded `bins / width` add relative errors of a few units, at most `2 (bins + 1)` bins; each
+/// edge is off by two roundings and the rounded step times `i`, at most `2 m` (`2 m / step`
+/// bins). The bound is 16 times their sum. Values farther out need no bound: the guess is
+/// monotonic in the value, so it stays beyond the guess of the range's ends (or lands within the
+/// margin of them and takes the exact path).
+fn margin(start: f64, stop: f64, step: f64, n: usize) -> Option<f64> {
+    let m = start.abs().max(stop.abs()) + step;
+    let units = 16.0 * (3.0 * m / step + 2.0 * (n as f64 + 1.0));
+    let bound = units * f64::EPSILON;
+    (bound.is_finite() && step > 0.0 && bound < 1.0 / 64.0).then_some(bound)
 }
 
 /// 2^52: adding it to an integer-valued `f64` in `[0, 2^52)` leaves the integer in the low bits.
@@ -486,8 +515,9 @@ const TWO52: f64 = 4503599627370496.0;
 const BLOCK: usize = prefetch::MAX_PIECE_ELEMS;
 
 /// Counts `data` into `counts`: `L` interleaved sub-histograms (`counts[slot * L + lane]`) of
-/// `n + 1` slots each (slot `n` takes the values outside the range and NaN), so runs of equal
-/// bins do not serialise on one counter.
+/// `n + 2` slots each, so runs of equal bins do not serialise on one counter. With `arith`, bin
+/// `i` is slot `i + 1`, and slots 0 and `n + 1` take the values outside the range and NaN;
+/// otherwise bin `i` is slot `i`, slot `n` takes those values and slot `n + 1` stays 0.
 #[inline(always)]
 fn count_slice<T: Element, G: Guess, const L: usize>(
     data: &[T],
@@ -499,10 +529,10 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
     let (nf, lastf) = (n as f64, (n - 1) as f64);
     let mut idx = [0u64; BLOCK];
     if let Some((step, start)) = b.arith {
-        for block in prefetch::pieces(data) {
-            // Everything in one loop that vectorises: the guess as below, NumPy's corrections
-            // against the computed edges `g * step + start` and `(g + 1) * step + start` (no
-            // move up out of the last bin), then the discard slot for values not kept.
+        // NumPy's guess, its corrections against the computed edges `g * step + start` and
+        // `(g + 1) * step + start` (no move up out of the last bin), then the discard slot for
+        // values not kept: one loop that vectorises.
+        let exact = |block: &[T], idx: &mut [u64; BLOCK]| {
             for (o, &v) in idx.iter_mut().zip(block) {
                 let x = v.to_f64();
                 let keep = (x >= b.keep_lo) & (x <= b.keep_hi);
@@ -513,8 +543,38 @@ fn count_slice<T: Element, G: Guess, const L: usize>(
                 let up = (x >= (g + 1.0) * step + start) & (g < lastf);
                 let i = if down { g - 1.0 } else { g } + if up { 1.0 } else { 0.0 };
                 let i = if i > 0.0 { i } else { 0.0 };
-                let i = if keep { i } else { nf };
+                let i = if keep { i + 1.0 } else { 0.0 };
                 *o = (i + TWO52).to_bits();
+            }
+        };
+        // Blocks take the short path below while few of them need the exact one (data sitting on
+        // the edges, such as integers binned at integer edges, soon goes straight to it).
+        let (mut fast, mut tried, mut missed) = (b.margin.is_some(), 0u32, 0u32);
+        let m = b.margin.unwrap_or(0.0);
+        for block in prefetch::pieces(data) {
+            let mut near = 0u32;
+            if fast {
+                // The floor of the guess, clamped to `[-1, n]` and shifted to a slot, for every
+                // value whose guess lies more than `m` from an integer (NaN and infinities fail
+                // that test); those within `m` send the block to the exact path.
+                for (o, &v) in idx.iter_mut().zip(block) {
+                    let x = v.to_f64();
+                    let g = b.guess.guess(v, x);
+                    let f = g.floor();
+                    let d = g - f;
+                    near += u32::from(!((d > m) & (d < 1.0 - m)));
+                    let i = if f > -1.0 { f } else { -1.0 };
+                    let i = if i < nf { i } else { nf };
+                    *o = (i + (1.0 + TWO52)).to_bits();
+                }
+                tried += 1;
+                if near > 0 {
+                    missed += 1;
+                    fast = tried < 64 || missed * 4 < tried;
+                }
+            }
+            if !fast || near > 0 {
+                exact(block, &mut idx);
             }
             let mut it = idx[..block.len()].chunks_exact(L);
             for i in &mut it {
@@ -619,7 +679,7 @@ fn count_all<T: Element, G: Guess>(
     bins: &Bins<'_, G>,
     progress: Progress<'_>,
 ) -> Result<Vec<u64>> {
-    let slots = bins.pairs.len(); // n bins + the discard slot
+    let slots = bins.pairs.len() + 1; // n bins + two discard slots (see `count_slice`)
     let lanes = if slots * 4 * 4 <= 256 << 10 { 4 } else { 1 };
     let _total_res = memory::global().reserve(slots as u64 * 8, "histogram counts")?;
     let total = Mutex::new(vec![0u64; slots]);
@@ -647,8 +707,8 @@ fn count_all<T: Element, G: Guess>(
         },
     )?;
     let mut t = total.into_inner().unwrap_or_else(|e| e.into_inner());
-    t.truncate(slots - 1);
-    Ok(t)
+    let first = usize::from(bins.arith.is_some());
+    Ok(t.drain(first..first + slots - 2).collect())
 }
 
 /// NumPy's check that the edges are strictly increasing.
@@ -854,6 +914,7 @@ fn run<T: Num, G: Guess>(
             arith: Some((step, start)),
             keep_lo,
             keep_hi,
+            margin: margin(start, edges[n], step, n),
         };
         count_all::<T, GuessScaled>(src, &bins, progress)?
     } else {
@@ -863,6 +924,7 @@ fn run<T: Num, G: Guess>(
             arith: exact.then_some((step, start)),
             keep_lo,
             keep_hi,
+            margin: None,
         };
         count_all::<T, G>(src, &bins, progress)?
     };
@@ -1487,27 +1549,35 @@ mod tests {
         }
     }
 
-    /// Counts `data` with NumPy's divide and with the multiply [`run`] uses where
-    /// [`scaled_is_exact`] holds: the same counts for every edge and its neighbours.
-    #[test]
-    fn scaled_guess_bins_like_numpys_divide() {
-        fn counts<G: Guess>(data: &[f64], guess: G, edges: &[f64]) -> Vec<u32> {
-            let n = edges.len() - 1;
-            let mut pairs: Vec<[f64; 2]> = edges.windows(2).map(|w| [w[0], w[1]]).collect();
-            pairs[n - 1][1] = f64::NAN;
-            pairs.push([f64::NAN; 2]);
-            let step = (edges[n] - edges[0]) / n as f64;
-            let b = Bins {
-                guess,
-                pairs: &pairs,
-                arith: Some((step, edges[0])),
-                keep_lo: edges[0],
-                keep_hi: edges[n],
-            };
-            let mut c = vec![0u32; (n + 1) * 4];
-            count_slice::<f64, G, 4>(data, &b, &mut c);
-            c.chunks(4).map(|l| l.iter().sum()).collect()
-        }
+    /// The counts of bins `0..n` and of values outside, with every edge `i * step + start`.
+    fn arith_counts<G: Guess>(data: &[f64], guess: G, edges: &[f64], short: bool) -> Vec<u32> {
+        let n = edges.len() - 1;
+        let mut pairs: Vec<[f64; 2]> = edges.windows(2).map(|w| [w[0], w[1]]).collect();
+        pairs[n - 1][1] = f64::NAN;
+        pairs.push([f64::NAN; 2]);
+        let step = (edges[n] - edges[0]) / n as f64;
+        let b = Bins {
+            guess,
+            pairs: &pairs,
+            arith: Some((step, edges[0])),
+            keep_lo: edges[0],
+            keep_hi: edges[n],
+            margin: if short {
+                Some(margin(edges[0], edges[n], step, n).unwrap())
+            } else {
+                None
+            },
+        };
+        let mut c = vec![0u32; (n + 2) * 4];
+        count_slice::<f64, G, 4>(data, &b, &mut c);
+        let c: Vec<u32> = c.chunks(4).map(|l| l.iter().sum()).collect();
+        let mut out = c[1..=n].to_vec();
+        out.push(c[0] + c[n + 1]);
+        out
+    }
+
+    /// Ranges with edges `i * step + start` where [`scaled_is_exact`] holds, as `(edges, step)`.
+    fn scaled_ranges() -> Vec<(Vec<f64>, f64)> {
         let ranges = [
             (-6.0, 6.0, 100),
             (0.0, 1.0, 10),
@@ -1517,7 +1587,7 @@ mod tests {
             (-2.5, 1e6, 1000),
             (1.0, 1.0 + 2f64.powi(-20), 5),
         ];
-        let mut checked = 0;
+        let mut out = Vec::new();
         for (lo, hi, n) in ranges {
             let edges = linspace_f64(lo, hi, n + 1);
             let step = (edges[n] - edges[0]) / n as f64;
@@ -1525,10 +1595,88 @@ mod tests {
                 .iter()
                 .enumerate()
                 .all(|(i, &e)| e == i as f64 * step + lo);
-            if !arith || !scaled_is_exact(lo, hi, step, n) {
-                continue;
+            if arith && scaled_is_exact(lo, hi, step, n) {
+                out.push((edges, step));
             }
-            checked += 1;
+        }
+        assert!(
+            out.len() >= 5,
+            "only {} ranges took the scaled path",
+            out.len()
+        );
+        out
+    }
+
+    /// The short path (the floor of a guess far from every integer) against the corrections, on
+    /// blocks of values spread over the range and a bin beyond, some sitting at and next to the
+    /// edges, so blocks take each path and runs of them switch the short path off.
+    #[test]
+    fn short_path_bins_like_the_corrections() {
+        // splitmix64: uniform u64s from a seed.
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        for (edges, step) in scaled_ranges() {
+            let n = edges.len() - 1;
+            let (lo, hi) = (edges[0], edges[n]);
+            let scaled = GuessScaled {
+                first: lo,
+                scale: n as f64 / (hi - lo),
+            };
+            // Runs of clean blocks, of blocks with one value on or next to an edge, and of
+            // blocks made of such values, then NaN and infinities.
+            let mut data = Vec::new();
+            for run in 0..40 {
+                for _ in 0..64 * 70 {
+                    let near = match run % 4 {
+                        0 | 1 => false,
+                        2 => next() % 64 == 0,
+                        _ => true,
+                    };
+                    let v = if near {
+                        let mut e = edges[next() as usize % (n + 1)];
+                        for _ in 0..next() % 4 {
+                            e = if next() % 2 == 0 {
+                                e.next_up()
+                            } else {
+                                e.next_down()
+                            };
+                        }
+                        e
+                    } else {
+                        let u = (next() >> 11) as f64 * 2f64.powi(-53);
+                        (lo - step) + u * (hi - lo + 2.0 * step)
+                    };
+                    data.push(v);
+                }
+            }
+            data.extend([f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e308, -1e308]);
+            let want = arith_counts(&data, scaled, &edges, false);
+            let mut naive_want: Vec<u32> = naive(&data, &edges).iter().map(|&c| c as u32).collect();
+            naive_want.push(data.len() as u32 - naive_want.iter().sum::<u32>());
+            assert_eq!(want, naive_want, "range ({lo}, {hi}), {n} bins");
+            for from in [0, 1, 13, 64 * 70] {
+                assert_eq!(
+                    arith_counts(&data[from..], scaled, &edges, true),
+                    arith_counts(&data[from..], scaled, &edges, false),
+                    "range ({lo}, {hi}), {n} bins, from {from}"
+                );
+            }
+        }
+    }
+
+    /// Counts `data` with NumPy's divide and with the multiply [`run`] uses where
+    /// [`scaled_is_exact`] holds: the same counts for every edge and its neighbours.
+    #[test]
+    fn scaled_guess_bins_like_numpys_divide() {
+        for (edges, step) in scaled_ranges() {
+            let n = edges.len() - 1;
+            let (lo, hi) = (edges[0], edges[n]);
             let mut data = vec![f64::NAN, f64::INFINITY, lo - step, hi + step];
             for &e in &edges {
                 let mut v = e;
@@ -1550,12 +1698,14 @@ mod tests {
                 first: lo,
                 scale: n as f64 / (hi - lo),
             };
-            let want = counts(&data, divide, &edges);
-            assert_eq!(
-                counts(&data, scaled, &edges),
-                want,
-                "range ({lo}, {hi}), {n} bins"
-            );
+            let want = arith_counts(&data, divide, &edges, false);
+            for short in [false, true] {
+                assert_eq!(
+                    arith_counts(&data, scaled, &edges, short),
+                    want,
+                    "range ({lo}, {hi}), {n} bins, short path {short}"
+                );
+            }
             assert_eq!(
                 want[..n],
                 naive(&data, &edges)
@@ -1564,7 +1714,6 @@ mod tests {
                     .collect::<Vec<_>>()[..]
             );
         }
-        assert!(checked >= 5, "only {checked} ranges took the scaled path");
         // A bin narrower than 2^40 units in the last place of the range keeps NumPy's divide.
         let (lo, hi) = (1e15, 1e15 + 1.0);
         assert!(!scaled_is_exact(lo, hi, (hi - lo) / 8.0, 8));
