@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::dtype::{ByteOrder, DType, swap_bytes_in_place};
 use crate::error::{Error, Result};
 use crate::formats::DEFAULT_CHUNK_BYTES;
-use crate::shape::{ChunkLayout, checked_numel, fortran_to_c, numel, shape_str};
+use crate::shape::{ChunkLayout, Region, checked_numel, fortran_to_c, numel, shape_str};
 use crate::storage::atomic::AtomicFile;
 use crate::storage::direct::{self, DIRECT_MIN_BYTES, DirectFile};
 use crate::storage::mmap::MmapWindow;
@@ -408,9 +408,50 @@ impl ChunkSource for NpySource {
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
         let region = self.info.layout.chunk_region(index);
+        let data = self.read_run(&region)?;
+        Ok(Chunk {
+            region,
+            dtype: self.info.dtype,
+            data,
+        })
+    }
+
+    /// A box that is one run of the file (rows of a C-order matrix, say) is read like a chunk:
+    /// a map window over it, with no copy. Other boxes are assembled from the chunks.
+    fn read_region(&self, region: &Region) -> Result<Buffer> {
+        if region.numel() > 0 && self.is_run(region) {
+            self.read_run(region)
+        } else {
+            crate::storage::assemble_region(self, region)
+        }
+    }
+}
+
+impl NpySource {
+    /// Whether `region` covers one contiguous run of the stored elements: past its first axis
+    /// (in storage order) longer than one, it spans every axis whole.
+    fn is_run(&self, region: &Region) -> bool {
+        let shape = &self.info.shape;
+        let mut axes: Vec<usize> = (0..shape.len()).collect();
+        if self.header.fortran_order {
+            axes.reverse();
+        }
+        let mut wide = false;
+        for ax in axes {
+            if wide && region.shape[ax] != shape[ax] {
+                return false;
+            }
+            wide |= region.shape[ax] > 1;
+        }
+        true
+    }
+
+    /// Reads `region`, which must be one contiguous run of the stored elements (every chunk is),
+    /// as dense, C-ordered, native-endian elements.
+    fn read_run(&self, region: &Region) -> Result<Buffer> {
         let elem = self.info.dtype.size();
         let shape = &self.info.shape;
-        // Flat offset of the chunk's first element in storage order.
+        // Flat offset of the first element in storage order.
         let mut flat = 0u64;
         let mut stride = 1u64;
         if self.header.fortran_order {
@@ -451,11 +492,7 @@ impl ChunkSource for NpySource {
         if needs_swap {
             swap_bytes_in_place(data.bytes_mut(), self.info.dtype);
         }
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        Ok(data)
     }
 }
 
@@ -688,6 +725,109 @@ impl ArrayWriter for NpyWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A version 1 `.npy` file of `shape` (f64, C or Fortran order, either byte order) holding
+    /// `i as f64` at flat C-order index `i`.
+    fn sample(path: &Path, shape: &[u64], fortran: bool, big: bool) {
+        let n = numel(shape) as usize;
+        // Storage order: C, or Fortran (the first axis fastest).
+        let mut vals = vec![0f64; n];
+        for (i, v) in vals.iter_mut().enumerate() {
+            let mut rest = i;
+            let mut c_index = 0;
+            let mut stride = 1;
+            let axes: Vec<usize> = if fortran {
+                (0..shape.len()).collect()
+            } else {
+                (0..shape.len()).rev().collect()
+            };
+            let mut mult = vec![0usize; shape.len()];
+            for &ax in &axes {
+                mult[ax] = rest % shape[ax] as usize;
+                rest /= shape[ax] as usize;
+            }
+            for ax in (0..shape.len()).rev() {
+                c_index += mult[ax] * stride;
+                stride *= shape[ax] as usize;
+            }
+            *v = c_index as f64;
+        }
+        let dict = format!(
+            "{{'descr': '{}f8', 'fortran_order': {}, 'shape': {}, }}",
+            if big { '>' } else { '<' },
+            if fortran { "True" } else { "False" },
+            shape_str(shape)
+        );
+        let mut header = dict.into_bytes();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(b' ');
+        }
+        header.push(b'\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header);
+        for v in vals {
+            bytes.extend(if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            });
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn regions_read_as_runs_or_assembled_hold_the_same_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = [4u64, 5, 6];
+        let mut runs = 0;
+        for (fortran, big) in [(false, false), (true, false), (false, true)] {
+            let path = dir.path().join(format!("x-{fortran}-{big}.npy"));
+            sample(&path, &shape, fortran, big);
+            // Chunks of 7 elements: most boxes span several.
+            let src = NpySource::open_with_chunk_bytes(&path, "x", 56).unwrap();
+            for origin in [[0u64, 0, 0], [1, 0, 0], [2, 3, 0], [0, 0, 5], [3, 4, 5]] {
+                for ext in [
+                    [1u64, 1, 6],
+                    [2, 5, 6],
+                    [1, 2, 6],
+                    [4, 1, 1],
+                    [1, 1, 1],
+                    [2, 2, 2],
+                ] {
+                    let region = Region {
+                        origin: origin.to_vec(),
+                        shape: (0..3).map(|a| ext[a].min(shape[a] - origin[a])).collect(),
+                    };
+                    let got = src.read_region(&region).unwrap();
+                    let want = crate::storage::assemble_region(&src, &region).unwrap();
+                    assert_eq!(got.bytes(), want.bytes(), "{region:?} fortran {fortran}");
+                    // The values are the flat C indices of the box's elements.
+                    let vals = got.as_slice::<f64>();
+                    let mut at = 0;
+                    for i in 0..region.shape[0] {
+                        for j in 0..region.shape[1] {
+                            for l in 0..region.shape[2] {
+                                let (i, j, l) = (
+                                    i + region.origin[0],
+                                    j + region.origin[1],
+                                    l + region.origin[2],
+                                );
+                                assert_eq!(vals[at], (i * 30 + j * 6 + l) as f64, "{region:?}");
+                                at += 1;
+                            }
+                        }
+                    }
+                    if src.is_run(&region) && !fortran && !big {
+                        // A run of a native C-order file is a map window, not a copy.
+                        assert!(got.is_shared(), "{region:?}");
+                        runs += 1;
+                    }
+                }
+            }
+        }
+        assert!(runs >= 8, "only {runs} boxes were runs");
+    }
 
     #[test]
     fn direct_writes_make_the_same_file_in_any_order_or_in_sequence() {

@@ -140,36 +140,42 @@ pub trait ChunkSource: std::any::Any + Send + Sync {
     /// Reads an arbitrary box of the array into a dense C-order buffer, assembling it from every
     /// chunk it overlaps.
     fn read_region(&self, region: &Region) -> Result<Buffer> {
-        let info = self.info();
-        let elem = info.dtype.size();
-        let chunks = info.layout.chunks_overlapping(region);
-        if let [only] = chunks[..] {
-            let c = self.read_chunk(only)?;
-            if c.region == *region {
-                return Ok(c.data);
-            }
-        }
-        let mut out = Buffer::zeroed(region.numel() as usize * elem)?;
-        if region.shape.is_empty() {
-            let c = self.read_chunk(0)?;
-            out.bytes_mut().copy_from_slice(c.data.bytes());
-            return Ok(out);
-        }
-        for idx in chunks {
-            let c = self.read_chunk(idx)?;
-            if let Some(part) = c.region.intersect(region) {
-                copy_box(
-                    c.data.bytes(),
-                    &c.region,
-                    out.bytes_mut(),
-                    region,
-                    &part,
-                    elem,
-                );
-            }
-        }
-        Ok(out)
+        assemble_region(self, region)
     }
+}
+
+/// [`ChunkSource::read_region`] the plain way: `region` as a dense C-order buffer assembled from
+/// every chunk it overlaps (a lone chunk that is exactly `region` is returned as it is).
+pub fn assemble_region<S: ChunkSource + ?Sized>(src: &S, region: &Region) -> Result<Buffer> {
+    let info = src.info();
+    let elem = info.dtype.size();
+    let chunks = info.layout.chunks_overlapping(region);
+    if let [only] = chunks[..] {
+        let c = src.read_chunk(only)?;
+        if c.region == *region {
+            return Ok(c.data);
+        }
+    }
+    let mut out = Buffer::zeroed(region.numel() as usize * elem)?;
+    if region.shape.is_empty() {
+        let c = src.read_chunk(0)?;
+        out.bytes_mut().copy_from_slice(c.data.bytes());
+        return Ok(out);
+    }
+    for idx in chunks {
+        let c = src.read_chunk(idx)?;
+        if let Some(part) = c.region.intersect(region) {
+            copy_box(
+                c.data.bytes(),
+                &c.region,
+                out.bytes_mut(),
+                region,
+                &part,
+                elem,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// `read_chunk` for sources computed on demand: chunk `index` of the source's layout, produced by
