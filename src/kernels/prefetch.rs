@@ -53,6 +53,26 @@ pub(crate) fn ahead<T: bytemuck::Pod>(piece: &[T]) {
     let _ = piece;
 }
 
+/// Asks the CPU to bring the lines of `data` itself into the cache: for data a kernel will read
+/// only after a long stretch of work (a GEMM micro-kernel's output tile, say).
+#[inline(always)]
+pub(crate) fn lines<T: bytemuck::Pod>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = data.as_ptr().cast::<u8>();
+        for off in (0..size_of_val(data)).step_by(64) {
+            let p = start.wrapping_add(off);
+            // SAFETY: as in `ahead`: a prefetch is a hint that needs only SSE, cannot fault and
+            // changes no memory; `p` even lies inside `data`.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// `data` cut into pieces of about [`PIECE_BYTES`] (whole elements, at most
 /// [`MAX_PIECE_ELEMS`]), each yielded after [`ahead`] has been called on it. The pieces
 /// concatenate to `data`; pieces of elements of up to 8 bytes hold a multiple of 8 elements,

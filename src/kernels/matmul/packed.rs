@@ -93,6 +93,11 @@ fn micro_wide(
     (t01, t11): (&mut [f64], &mut [f64]),
     first: bool,
 ) {
+    // The tiles are read (or written) only after all `kc` steps: fetch them now (an 8192²
+    // product took 3 % less CPU time).
+    for t in [&*t00, &*t10, &*t01, &*t11] {
+        crate::kernels::prefetch::lines(t);
+    }
     // One array per B panel, indexed only by constants once unrolled, so every accumulator
     // lives in a register (a runtime index into one array kept them all in memory).
     let mut c0 = [[0.0f64; NR]; 2 * MR];
@@ -303,13 +308,21 @@ fn tiles_from(c: &[f64], ldc: usize, h: usize, w: usize, t: &mut [f64], tr: usiz
     }
 }
 
-/// Copies the band's tiles into the `h x w` box of C.
+/// Copies the band's tiles into the `h x w` box of C, row by row. Whole tile rows are copied as
+/// `[f64; NR]`: one vector load and store, where a copy of run-time length called `memcpy` for
+/// every 64 bytes.
 fn tiles_to(t: &[f64], tr: usize, w: usize, c: &mut [f64], ldc: usize, h: usize) {
-    for col in (0..w).step_by(NR) {
-        let tw = NR.min(w - col);
-        for (r, row) in c.chunks_mut(ldc).take(h).enumerate() {
-            let at = tile_at(r, col, tr);
-            row[col..col + tw].copy_from_slice(&t[at..at + tw]);
+    let whole = w - w % NR;
+    for (r, row) in c.chunks_mut(ldc).take(h).enumerate() {
+        for (col, out) in row[..whole].chunks_exact_mut(NR).enumerate() {
+            let at = tile_at(r, col * NR, tr);
+            let src: &[f64; NR] = t[at..at + NR].try_into().expect("NR values");
+            let out: &mut [f64; NR] = out.try_into().expect("NR values");
+            *out = *src;
+        }
+        if whole < w {
+            let at = tile_at(r, whole, tr);
+            row[whole..w].copy_from_slice(&t[at..at + w - whole]);
         }
     }
 }
