@@ -18,7 +18,7 @@
 //! place of the range, the guess multiplies by `bins / width` instead of dividing: both guesses
 //! are then within one bin of the bin the edges define, and the corrections move either to it.
 //! There, a block whose every guess lies farther from an integer than a proven error bound
-//! ([`margin`], about 10^-12 bins for 100 bins over (-6, 6)) takes the guess's floor as the bin and
+//! (`margin`, about 10^-12 bins for 100 bins over (-6, 6)) takes the guess's floor as the bin and
 //! skips the corrections; a block with a value near an edge (or NaN) is binned again with them.
 //! Counting goes to 4 interleaved sub-histograms (for up to 16 Ki bins), so runs of equal bins do
 //! not serialise on one counter.
