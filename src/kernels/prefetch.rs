@@ -36,41 +36,34 @@ pub(crate) const DISTANCE: usize = 2 << 10;
 /// to process, without knowing what follows.
 #[inline(always)]
 pub(crate) fn ahead<T: bytemuck::Pod>(piece: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let start = piece.as_ptr().cast::<u8>();
-        for off in (0..size_of_val(piece)).step_by(64) {
-            let p = start.wrapping_add(DISTANCE + off);
-            // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has. A prefetch is only a
-            // hint: it reads nothing into the program, cannot fault (the CPU drops it for an
-            // unmapped address) and changes no memory, so any address is allowed.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = piece;
+    fetch(
+        piece.as_ptr().cast::<u8>().wrapping_add(DISTANCE),
+        size_of_val(piece),
+    );
 }
 
 /// Asks the CPU to bring the lines of `data` itself into the cache: for data a kernel will read
 /// only after a long stretch of work (a GEMM micro-kernel's output tile, say).
 #[inline(always)]
 pub(crate) fn lines<T: bytemuck::Pod>(data: &[T]) {
+    fetch(data.as_ptr().cast(), size_of_val(data));
+}
+
+/// Prefetches the cache lines of the `len` bytes from `start` (any address: nothing is read).
+#[inline(always)]
+fn fetch(start: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let start = data.as_ptr().cast::<u8>();
-        for off in (0..size_of_val(data)).step_by(64) {
-            let p = start.wrapping_add(off);
-            // SAFETY: as in `ahead`: a prefetch is a hint that needs only SSE, cannot fault and
-            // changes no memory; `p` even lies inside `data`.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-            };
-        }
+    for off in (0..len).step_by(64) {
+        let p = start.wrapping_add(off);
+        // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has. A prefetch is only a
+        // hint: it reads nothing into the program, cannot fault (the CPU drops it for an
+        // unmapped address) and changes no memory, so any address is allowed.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+        };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
+    let _ = (start, len);
 }
 
 /// `data` cut into pieces of about [`PIECE_BYTES`] (whole elements, at most
