@@ -975,8 +975,12 @@ pub fn product_chunks(a: &dyn ChunkSource, b: &dyn ChunkSource) -> Result<Vec<u6
         let mut cw = n;
         loop {
             let mut cr = (STREAM_CHUNK_BYTES / (cw as u64 * 8)) as usize;
+            // Whole A blocks, or else whole pairs of A panels (the wide micro-kernel's height:
+            // a band of 128 rows would compute 132).
             if cr >= packed::MC {
                 cr -= cr % packed::MC;
+            } else if cr >= 2 * packed::MR {
+                cr -= cr % (2 * packed::MR);
             }
             let cr = cr.clamp(packed::MR, m);
             if stream_group(k, n, (cr, cw), workers, avail, src_chunk).is_some() {
