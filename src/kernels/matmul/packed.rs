@@ -32,7 +32,7 @@ pub(super) const KC: usize = super::KB;
 /// Rows of A packed at once: `MC x KC` doubles (480 KiB) stay in L2 (1–2 MiB per core on the
 /// machines we measure) while every B panel of the block streams past them; each B panel pair is
 /// then used by 20 wide micro-kernel calls before the next is fetched (10 with 120 rows, which
-/// took about 5 % more CPU time on 4096² products, alternating runs).
+/// took 5-8 % more CPU time on 4096² products, alternating runs).
 pub(super) const MC: usize = 240;
 
 /// Whether this path may run: the CPU has AVX2 and FMA, so `matrixmultiply` fuses its
@@ -110,8 +110,9 @@ fn micro_wide(
         .zip(b0.chunks_exact(NR).zip(b1.chunks_exact(NR)));
     for ((a0, a1), (b0, b1)) in steps {
         // The four panels are four streams (A from L2, B from L2 or L3 on its first use) that
-        // the hardware prefetchers left short: fetching a line 2 KiB ahead in each, every step,
-        // cut the CPU time of 4096² and 8192² products by 10-15 % (alternating runs).
+        // the hardware prefetchers leave short. Fetching a line 2 KiB ahead in B's two, every
+        // step, took 5-8 % off the CPU time of 4096² products (alternating runs, A's fetched in
+        // both); A's alone measured no faster on 4096² and are kept as they cost nothing there.
         crate::kernels::prefetch::ahead(&a0[..1]);
         crate::kernels::prefetch::ahead(&a1[..1]);
         crate::kernels::prefetch::ahead(&b0[..1]);
