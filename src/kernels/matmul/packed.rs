@@ -30,9 +30,10 @@ pub(super) const NR: usize = 8;
 /// Inner-dimension block: `matrixmultiply`'s `kc` for `f64`, which the sums must follow.
 pub(super) const KC: usize = super::KB;
 /// Rows of A packed at once: `MC x KC` doubles (480 KiB) stay in L2 (1–2 MiB per core on the
-/// machines we measure) while every B panel of the block streams past them; each B panel pair is
-/// then used by 20 wide micro-kernel calls before the next is fetched (10 with 120 rows, which
-/// took 5-8 % more CPU time on 4096² products, alternating runs).
+/// machines we measure) while every B panel of the block streams past them; in a band of at
+/// least this many rows each B panel pair is then used by 20 wide micro-kernel calls before the
+/// next is fetched (10 with 120 rows, which took 5-8 % more CPU time on 4096² products, whose
+/// bands are 240 rows; alternating runs). Shorter bands are one block of their own height.
 pub(super) const MC: usize = 240;
 
 /// Whether this path may run: the CPU has AVX2 and FMA, so `matrixmultiply` fuses its
