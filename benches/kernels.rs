@@ -11,6 +11,7 @@
 //! | `scan` | `cumsum(a)` saved to `.npy` | in-memory prefix-sum loop |
 //! | `histogram` | 100 bins, range given / auto | in-memory bin-count loop |
 //! | `sort` | in budget / small budget (key-range rescans) / tiny runs (spills) | `sort_unstable_by(f64::total_cmp)` |
+//! | `sort_keys_4M` | `sort_keys`, `par_sort_keys` on 4 Mi random `u64` | `sort_unstable`, rayon `par_sort_unstable` |
 //! | `matmul_1024` | `matmul_to_buffer` of two 1024² `.npy` | `ndarray` `.dot` in memory |
 //!
 //! Inputs are seeded `.npy` files of `CHUNKHEAP_BENCH_MIB` MiB each (default 128) in a tempdir,
@@ -34,7 +35,7 @@ use chunkheap::formats;
 use chunkheap::generate::{Dist, GenSpec, generate};
 use chunkheap::kernels::histogram::histogram;
 use chunkheap::kernels::matmul::{MatmulOptions, matmul_to_buffer};
-use chunkheap::kernels::sort::{SortOptions, sort};
+use chunkheap::kernels::sort::{SortOptions, par_sort_keys, sort, sort_keys};
 use chunkheap::memory::MemoryBudget;
 use chunkheap::reduce::stats;
 use chunkheap::shape::Region;
@@ -411,6 +412,35 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     drop(sort_vec);
+
+    // -- in-memory key sort -------------------------------------------------------------------
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let keys: Vec<u64> = (0..1usize << 22)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect();
+    let mut g = c.benchmark_group("sort_keys_4M");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    let mut case = |name: &str, f: fn(&mut Vec<u64>)| {
+        g.bench_function(name, |bch| {
+            bch.iter_batched_ref(|| keys.clone(), f, BatchSize::PerIteration)
+        });
+    };
+    case("baseline: slice::sort_unstable (1 thread)", |v| {
+        v.sort_unstable()
+    });
+    case("sort_keys (1 thread)", |v| sort_keys(v));
+    case("baseline: rayon par_sort_unstable", |v| {
+        use rayon::prelude::*;
+        v.par_sort_unstable()
+    });
+    case("par_sort_keys", |v| par_sort_keys(v));
+    g.finish();
 
     // -- matmul -------------------------------------------------------------------------------
     let m1 = formats::open(&inp.m1_path).unwrap();

@@ -19,8 +19,9 @@
 //! counted in one scan, gathered wave by wave in further scans of the input and sorted per group
 //! while the previous wave is written, with no spill, when the input is at most a few wave
 //! buffers. Otherwise, and for [`argsort`], keys are gathered into a run buffer sized from the
-//! memory budget; when the whole input fits it is sorted in memory with
-//! rayon's `par_sort_unstable` and streamed to the writer. (A parallel LSD radix sort was measured
+//! memory budget; when the whole input fits it is sorted in memory (64-bit keys by the AVX-512
+//! quicksort of `simd.rs`, [`par_sort_keys`]; other widths by rayon's `par_sort_unstable`) and
+//! streamed to the writer. (A parallel LSD radix sort was measured
 //! at half that speed here: its scattered writes are slow in this VM.) Otherwise runs of half the
 //! room are gathered, sorted in parallel and appended to an anonymous temporary file (in [`SortOptions::temp_dir`] or the
 //! system temp dir; unlinked from the start, so nothing is left behind on error or crash) by a
@@ -302,6 +303,20 @@ pub fn argsort(
     progress: Progress<'_>,
 ) -> Result<SortReport> {
     with_dtype_sort(src, writer, opts, progress, Kind::Argsort)
+}
+
+/// Sorts `u64` keys ascending in memory on the calling thread: the kernel behind the in-memory
+/// step of every flat [`sort`] of a 64-bit dtype (whose values map onto `u64` keys in order).
+/// Where the CPU has AVX-512F it is a vectorised quicksort (8 keys per instruction, a bitonic
+/// network for slices of at most 128 keys), otherwise `sort_unstable`; the result is the same.
+pub fn sort_keys(keys: &mut [u64]) {
+    simd::sort(keys);
+}
+
+/// [`sort_keys`] with all of rayon's threads: the top levels are partitioned on one thread and
+/// the two sides sorted in parallel.
+pub fn par_sort_keys(keys: &mut [u64]) {
+    simd::par_sort(keys);
 }
 
 /// The `k` largest (`largest`) or smallest elements of `src` and their flat C-order indices, in
@@ -770,7 +785,7 @@ fn write_run<E: Pod>(file: &SpillFile, start: u64, items: &[E]) -> Result<()> {
 }
 
 /// Sorts the flattened source into `writer`: keys `E` made by `fill`, written as `conv(E)`.
-fn flat_sort<E: Pod + Ord + Send + Sync, O: Element>(
+fn flat_sort<E: Pod + SortSlice + Sync, O: Element>(
     ctx: &Ctx<'_>,
     writer: &dyn ArrayWriter,
     fill: &Fill<'_, E>,
@@ -802,7 +817,7 @@ fn flat_sort<E: Pod + Ord + Send + Sync, O: Element>(
         if runs.is_empty() {
             // Everything fit in one run: sort it in memory and stream it out.
             report.runs = 1;
-            run.par_sort_unstable();
+            E::par_sort_slice(&mut run);
             drop(second);
             out.push(&run, conv)?;
             drop((run, res));
@@ -851,7 +866,7 @@ fn flat_sort<E: Pod + Ord + Send + Sync, O: Element>(
 /// spills it on a helper thread while the next run is gathered in the second buffer (handed back
 /// when the spill is done). Returns the spilled runs; none when the
 /// whole input is left in `run`, unsorted.
-fn gather_runs<E: Pod + Ord + Send + Sync>(
+fn gather_runs<E: Pod + SortSlice + Sync>(
     ctx: &Ctx<'_>,
     plan: &Plan,
     fill: &Fill<'_, E>,
@@ -873,7 +888,7 @@ fn gather_runs<E: Pod + Ord + Send + Sync>(
                 let Some((spare, _)) = second.as_mut() else {
                     unreachable!("runs are only spilled with two buffers planned")
                 };
-                run.par_sort_unstable();
+                E::par_sort_slice(run);
                 let f = match &file {
                     Some(f) => f.clone(),
                     None => file.insert(new_spill_file(dir)?).clone(),
@@ -1198,9 +1213,9 @@ fn sort_rows<T: SortKey>(data: &mut [T], row: usize, rows: usize) {
         .with_min_len(PAR_MIN)
         .for_each(|k| *k = recast::<T::Key, T>(*k).to_key());
     if rows < rayon::current_num_threads() {
-        keys.chunks_mut(row).for_each(|r| r.par_sort_unstable());
+        keys.chunks_mut(row).for_each(T::Key::par_sort_slice);
     } else {
-        keys.par_chunks_mut(row).for_each(|r| r.sort_unstable());
+        keys.par_chunks_mut(row).for_each(T::Key::sort_slice);
     }
     keys.par_iter_mut()
         .with_min_len(PAR_MIN)
@@ -1437,6 +1452,9 @@ fn top_k_typed<T: SortKey>(
 }
 
 mod grouped;
+mod simd;
+
+use simd::SortSlice;
 
 #[cfg(test)]
 mod tests;

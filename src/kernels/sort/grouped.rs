@@ -5,8 +5,9 @@
 //! buffer; a key frequent in the sample gets a single-key group of its own, which is only
 //! counted, never stored. One scan counts every group exactly; consecutive groups are then packed
 //! into *waves* that fit a buffer. For each wave, one more scan of the input copies the wave's
-//! keys into their groups' places in the buffer, the groups are sorted independently
-//! (`sort_unstable` on each, in parallel), and the buffer goes to an output thread that converts
+//! keys into their groups' places in the buffer (keys classified 8 at a time by
+//! `simd::classify`), the groups are sorted independently (each on one thread, 64-bit keys by
+//! the vector quicksort of `simd.rs`), and the buffer goes to an output thread that converts
 //! keys back to values and writes the output's chunks, while the next wave is gathered in the
 //! other buffer. Nothing is spilled: the input, mapped or page-cached, is re-read instead, which
 //! is far cheaper than writing and reading a spill file.
@@ -21,6 +22,7 @@ use std::sync::mpsc::{channel, sync_channel};
 use bytemuck::Pod;
 use rayon::prelude::*;
 
+use super::simd::{self, SortSlice};
 use super::{Ctx, SortKey, SortReport, max_chunk_elems, recast, writer_gone};
 use crate::error::{Error, Result};
 use crate::memory::{self, Reservation};
@@ -33,8 +35,8 @@ const SAMPLE: usize = 1 << 16;
 pub(super) const MAX_WAVES: u64 = 8;
 /// Groups per thread in a full wave, so the parallel group sorts balance.
 const GROUPS_PER_THREAD: usize = 2;
-/// Keys staged at a time when a scan keeps only part of the key range.
-const STAGE: usize = 2048;
+/// Keys classified at a time (in a stack block) by the count and gather scans.
+const BLOCK: usize = 512;
 /// Most groups (the classification is a binary search over their bounds).
 const MAX_GROUPS: usize = 4096;
 /// Waves wanted when everything fits, so the output write overlaps the sorting.
@@ -43,7 +45,7 @@ const WAVES_IN_MEMORY: u64 = 4;
 const MIN_WAVE: u64 = 1 << 16;
 
 /// Unsigned key types, widened to `u64` for the group bounds.
-pub(super) trait KeyBits: Pod + Ord + Send + Sync {
+pub(super) trait KeyBits: Pod + SortSlice + Sync {
     /// The key as a `u64` (order preserving).
     fn to_u64(self) -> u64;
     /// The inverse of [`to_u64`](Self::to_u64) for values in range.
@@ -149,19 +151,22 @@ impl Groups {
         self.lowers.len()
     }
 
-    /// The group of key `k`.
-    #[inline]
+    /// The group of key `k`: the last bound at most `k` (bound 0 is 0), by a branchless search
+    /// over the bounds padded to a power of two with `u64::MAX` (a key of `u64::MAX` lands in
+    /// the last real group).
+    #[cfg(test)]
     pub(super) fn of(&self, k: u64) -> usize {
-        // The last bound <= k (bound 0 is 0), by a branchless search over the bounds padded to a
-        // power of two with `u64::MAX` (a key of `u64::MAX` lands in the last real group).
-        let l = &self.padded;
-        let mut base = 0;
-        let mut half = l.len() / 2;
-        while half > 0 {
-            base = std::hint::select_unpredictable(l[base + half] <= k, base + half, base);
-            half /= 2;
-        }
-        base.min(self.lowers.len() - 1)
+        simd::classify_one(&self.padded, self.last(), k) as usize
+    }
+
+    /// The groups of `keys`, into `out` (the same length); [`of`](Self::of) of each, 8 keys
+    /// at a time where the CPU has AVX-512.
+    pub(super) fn classify(&self, keys: &[u64], out: &mut [u32]) {
+        simd::classify(&self.padded, self.last(), keys, out);
+    }
+
+    fn last(&self) -> u32 {
+        (self.lowers.len() - 1) as u32
     }
 }
 
@@ -267,7 +272,7 @@ where
         }
         first = last;
     }
-    sample.sort_unstable();
+    simd::sort(&mut sample);
     // Scale: `per_group` elements are about `per_group * m / n` sample keys.
     let per_sample = ((plan.per_group as u128 * m as u128).div_ceil(n as u128) as usize).max(1);
     let groups = Groups::from_sample(&sample, per_sample);
@@ -285,8 +290,17 @@ where
         if g == 1 {
             cnt[0] = c.region.numel();
         } else {
-            for &v in c.as_slice::<T>() {
-                cnt[groups.of(v.to_key().to_u64())] += 1;
+            let mut keys = [0u64; BLOCK];
+            let mut idx = [0u32; BLOCK];
+            for block in c.as_slice::<T>().chunks(BLOCK) {
+                let n = block.len();
+                for (k, &v) in keys.iter_mut().zip(block) {
+                    *k = v.to_key().to_u64();
+                }
+                groups.classify(&keys[..n], &mut idx[..n]);
+                for &gi in &idx[..n] {
+                    cnt[gi as usize] += 1;
+                }
             }
         }
         cnt
@@ -565,8 +579,8 @@ where
                 let mut trash = [<T::Key as bytemuck::Zeroable>::zeroed()];
                 mine.push(&mut trash);
                 let mut pos = vec![0usize; nslots + 1];
-                let mut put = |k: T::Key| -> Result<()> {
-                    let s = slot[groups.of(k.to_u64())];
+                let mut put = |k: T::Key, gi: u32| -> Result<()> {
+                    let s = slot[gi as usize];
                     let p = pos[s];
                     let Some(d) = mine[s].get_mut(p) else {
                         return Err(changed());
@@ -575,25 +589,21 @@ where
                     pos[s] = p + usize::from(s != nslots);
                     Ok(())
                 };
-                if let Some((lo, hi)) = range {
-                    // Keep the wave's key range first (branchless, into a small staging block),
-                    // then place only those keys.
-                    let mut stage = [<T::Key as bytemuck::Zeroable>::zeroed(); STAGE];
-                    for block in c.as_slice::<T>().chunks(STAGE) {
-                        let mut m = 0;
-                        for &v in block {
-                            let k = v.to_key();
-                            let u = k.to_u64();
-                            stage[m] = k;
-                            m += usize::from(u >= lo && u <= hi);
-                        }
-                        for &k in &stage[..m] {
-                            put(k)?;
-                        }
+                // Keys staged a block at a time: those in the wave's key range (branchless; all
+                // of them when the wave takes every group), then classified together and placed.
+                let (lo, hi) = range.unwrap_or((0, u64::MAX));
+                let mut keys = [0u64; BLOCK];
+                let mut idx = [0u32; BLOCK];
+                for block in c.as_slice::<T>().chunks(BLOCK) {
+                    let mut m = 0;
+                    for &v in block {
+                        let u = v.to_key().to_u64();
+                        keys[m] = u;
+                        m += usize::from(u >= lo && u <= hi);
                     }
-                } else {
-                    for &v in c.as_slice::<T>() {
-                        put(v.to_key())?;
+                    groups.classify(&keys[..m], &mut idx[..m]);
+                    for (&u, &gi) in keys[..m].iter().zip(&idx[..m]) {
+                        put(T::Key::from_u64(u), gi)?;
                     }
                 }
                 if pos[..nslots].iter().zip(&mine).any(|(&p, m)| p != m.len()) {
@@ -608,7 +618,7 @@ where
 
 /// Sorts each stored group of a wave (`bounds`: group, offset, count) independently: large
 /// ones with all threads, the rest one per thread.
-fn sort_groups<K: Ord + Send>(buf: &mut [K], bounds: &[(usize, usize)]) {
+fn sort_groups<K: SortSlice>(buf: &mut [K], bounds: &[(usize, usize)]) {
     let threads = rayon::current_num_threads().max(1);
     let big = buf.len() / threads + 1;
     let mut slices = Vec::with_capacity(bounds.len());
@@ -620,9 +630,9 @@ fn sort_groups<K: Ord + Send>(buf: &mut [K], bounds: &[(usize, usize)]) {
     }
     let (large, small): (Vec<_>, Vec<_>) = slices.into_iter().partition(|s| s.len() >= big);
     for s in large {
-        s.par_sort_unstable();
+        K::par_sort_slice(s);
     }
-    small.into_par_iter().for_each(|s| s.sort_unstable());
+    small.into_par_iter().for_each(K::sort_slice);
 }
 
 /// Encodes and writes output chunk `*next` and moves on.
