@@ -12,7 +12,7 @@
 //! * **Small slices** (at most [`BASE`] keys, 16 vectors) are sorted by a bitonic network in
 //!   registers: each vector sorted across its lanes, then merged pairwise, padded with
 //!   `u64::MAX` (which sorts last and is cut off again by the masked stores).
-//! * **Pivots** are the median of 8 keys spread over the slice. A key that is the slice's
+//! * **Pivots** are the median of 16 keys spread over the slice. A key that is the slice's
 //!   minimum splits nothing below it, so then the keys equal to it are split off instead (they
 //!   are done): slices of few distinct keys finish fast. Past a depth of `2 log2(n)` levels the
 //!   slice goes to `sort_unstable` instead, so the worst case stays `O(n log n)`.
@@ -348,18 +348,31 @@ mod avx512 {
         }
     }
 
-    /// The median of 8 keys spread evenly over `v` (at least 8 keys).
+    /// The median of `8 R` keys spread evenly over `v` (at least `8 R` keys).
+    #[inline]
+    #[target_feature(enable = "avx512f,popcnt")]
+    fn pivot_of<const R: usize>(v: &[u64]) -> u64 {
+        let n = v.len();
+        let mut r = [_mm512_setzero_si512(); R];
+        let mut s = [0u64; L];
+        for (j, x) in r.iter_mut().enumerate() {
+            for (i, k) in s.iter_mut().enumerate() {
+                *k = v[(2 * (j * L + i) + 1) * n / (2 * R * L)];
+            }
+            *x = load(&s);
+        }
+        network(&mut r);
+        store(&mut s, r[R / 2]);
+        s[0]
+    }
+
+    /// A pivot for `v` (more than [`BASE`] keys): the median of 16 keys spread over it. (Medians
+    /// of 32 and 64 keys measured no faster on 4 Mi random keys; the median of 8 was 15 %
+    /// slower.)
     #[inline]
     #[target_feature(enable = "avx512f,popcnt")]
     fn pivot(v: &[u64]) -> u64 {
-        let n = v.len();
-        let mut s = [0u64; L];
-        for (i, k) in s.iter_mut().enumerate() {
-            *k = v[(2 * i + 1) * n / (2 * L)];
-        }
-        let sorted = sort8(load(&s));
-        store(&mut s, sorted);
-        s[L / 2]
+        pivot_of::<2>(v)
     }
 
     /// Vectors read at a time by [`partition`]: the loads of a block do not wait for the stores
