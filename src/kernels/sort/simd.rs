@@ -169,8 +169,9 @@ mod avx512 {
     fn load(s: &[u64]) -> __m512i {
         debug_assert!(s.len() <= L);
         let mask = lanes(s.len());
-        // SAFETY: the masked load reads only the lanes set in `mask`, the first `s.len()`, which
-        // lie inside `s`; masked-off lanes are not accessed and cannot fault.
+        // SAFETY: the masked load reads only the lanes set in `mask`, the first
+        // `min(s.len(), 8)`, which lie inside `s`; masked-off lanes are not accessed and cannot
+        // fault.
         unsafe { _mm512_mask_loadu_epi64(_mm512_set1_epi64(-1), mask, s.as_ptr().cast()) }
     }
 
@@ -180,15 +181,16 @@ mod avx512 {
     fn store(d: &mut [u64], x: __m512i) {
         debug_assert!(d.len() <= L);
         let mask = lanes(d.len());
-        // SAFETY: the masked store writes only the lanes set in `mask`, the first `d.len()`,
-        // which lie inside `d` (borrowed mutably, so nothing else sees the write).
+        // SAFETY: the masked store writes only the lanes set in `mask`, the first
+        // `min(d.len(), 8)`, which lie inside `d` (borrowed mutably, so nothing else sees the
+        // write).
         unsafe { _mm512_mask_storeu_epi64(d.as_mut_ptr().cast(), mask, x) }
     }
 
-    /// The mask of the first `n` (at most 8) lanes.
+    /// The mask of the first `n` lanes (all 8 when `n` is 8 or more).
     #[inline]
     fn lanes(n: usize) -> __mmask8 {
-        (0xffu16 >> (L - n)) as __mmask8
+        (0xffu16 >> (L - n.min(L))) as __mmask8
     }
 
     /// A vector of lane indices.
