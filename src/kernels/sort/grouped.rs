@@ -6,10 +6,10 @@
 //! counted, never stored. One scan counts every group exactly; consecutive groups are then packed
 //! into *waves* that fit a buffer. For each wave, one more scan of the input copies the wave's
 //! keys into their groups' places in the buffer (keys classified 8 at a time by
-//! `simd::classify`), the groups are sorted independently (each on one thread, 64-bit keys by
-//! the vector quicksort of `simd.rs`), and the buffer goes to an output thread that converts
-//! keys back to values and writes the output's chunks, while the next wave is gathered in the
-//! other buffer. Nothing is spilled: the input, mapped or page-cached, is re-read instead, which
+//! `simd::classify`), the groups are sorted independently (large ones with all threads, the
+//! rest one per thread; 64-bit keys by the vector quicksort of `simd.rs`), and the buffer goes
+//! to an output thread that converts keys back to values and writes the output's chunks, while
+//! the next wave is gathered in the other buffer. Nothing is spilled: the input, mapped or page-cached, is re-read instead, which
 //! is far cheaper than writing and reading a spill file.
 //!
 //! The path is taken when the input is at most [`MAX_WAVES`] buffers (and no group overflows a

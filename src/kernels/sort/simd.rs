@@ -4,24 +4,24 @@
 //! `sort_unstable` on `u64` keys (~18 ns per key on 4 M keys here). This kernel does the same job
 //! with 8-lane vectors, the way vectorised sorts (x86-simd-sort, behind NumPy's `np.sort`) do:
 //!
-//! * **Partition** around a pivot by reading one 8-key vector at a time, from whichever end of
-//!   the unread middle has less room free beside it, and compressing the keys below the pivot
-//!   to the left write position and the rest to the right one (`vpcompressq` into a register,
-//!   then a masked store). The two vectors read first are held in registers until the end,
-//!   which is what leaves room for every store.
+//! * **Partition** around a pivot by reading a block of 4 vectors (32 keys) at a time, from
+//!   whichever end of the unread middle has less room free beside it, and compressing each
+//!   vector's keys below the pivot to the left write position and the rest to the right one
+//!   (`vpcompressq` into a register, then a masked store). The first and last 4 vectors are
+//!   held in registers until the end, which is what leaves room for every store.
 //! * **Small slices** (at most [`BASE`] keys, 16 vectors) are sorted by a bitonic network in
 //!   registers: each vector sorted across its lanes, then merged pairwise, padded with
 //!   `u64::MAX` (which sorts last and is cut off again by the masked stores).
 //! * **Pivots** are the median of 16 keys spread over the slice. A key that is the slice's
 //!   minimum splits nothing below it, so then the keys equal to it are split off instead (they
-//!   are done): slices of few distinct keys finish fast. Past a depth of `2 log2(n)` levels the
-//!   slice goes to `sort_unstable` instead, so the worst case stays `O(n log n)`.
+//!   are done): slices of few distinct keys finish fast. Past `2 (bits of n) + 4` partition
+//!   levels a slice goes to `sort_unstable` instead, so the worst case stays `O(n log n)`.
 //!
 //! [`par_sort`] partitions the top levels once and sorts the two sides in parallel (rayon).
 //!
 //! The output is the sorted sequence of the input keys, the same as `sort_unstable`'s, so the
-//! results do not depend on the CPU. Without AVX-512F (checked once at run time) both functions
-//! are `sort_unstable` / `par_sort_unstable`.
+//! results do not depend on the CPU. Without AVX-512F (checked at run time; the standard
+//! library caches the answer) both functions are `sort_unstable` / `par_sort_unstable`.
 //!
 //! **Invariant:** with `storage/mmap.rs` and `kernels/prefetch.rs`, one of the three files with
 //! `unsafe`: the vector loads and stores, each given a slice and writing or reading only lanes
@@ -64,10 +64,6 @@ pub(crate) fn sort(v: &mut [u64]) {
 
 /// Sorts `v` ascending with all of rayon's threads.
 pub(crate) fn par_sort(v: &mut [u64]) {
-    if !available() {
-        v.par_sort_unstable();
-        return;
-    }
     par_quicksort(v, depth_budget(v.len()));
 }
 
@@ -133,15 +129,17 @@ fn depth_budget(n: usize) -> u32 {
 }
 
 /// Splits `v` around a pivot on this thread and sorts the sides in parallel, down to slices of
-/// [`PAR_MIN`] keys.
+/// [`PAR_MIN`] keys, with `budget` partition levels left in all (rayon's `par_sort_unstable`
+/// without AVX-512F).
 fn par_quicksort(v: &mut [u64], budget: u32) {
-    if v.len() <= PAR_MIN || budget == 0 || rayon::current_num_threads() < 2 {
-        sort(v);
-        return;
-    }
     #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: only called when `available()`, i.e. with AVX-512F.
+    if available() {
+        if v.len() <= PAR_MIN || budget == 0 || rayon::current_num_threads() < 2 {
+            // SAFETY: AVX-512F is present (checked just above).
+            unsafe { avx512::quicksort(v, budget) };
+            return;
+        }
+        // SAFETY: as above.
         let (lo, hi) = unsafe { avx512::split(v) };
         let (left, rest) = v.split_at_mut(lo);
         let right = &mut rest[hi - lo..];
@@ -149,8 +147,9 @@ fn par_quicksort(v: &mut [u64], budget: u32) {
             || par_quicksort(left, budget - 1),
             || par_quicksort(right, budget - 1),
         );
+        return;
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    let _ = budget;
     v.par_sort_unstable();
 }
 
@@ -487,8 +486,8 @@ mod avx512 {
 
     /// Splits `v` (more than [`BASE`] keys) into keys below a pivot, keys equal to it and keys
     /// above it, returning where the middle part starts and ends; the middle part may be empty
-    /// and the outer parts may hold the pivot's key too, but never both outer parts are all of
-    /// `v`.
+    /// and the outer parts may hold the pivot's key too, but neither outer part is all of `v`
+    /// (so every split makes progress).
     #[target_feature(enable = "avx512f,popcnt")]
     pub(super) fn split(v: &mut [u64]) -> (usize, usize) {
         let p = pivot(v);
