@@ -9,8 +9,8 @@
 //! `simd::classify`), the groups are sorted independently (large ones with all threads, the
 //! rest one per thread; 64-bit keys by the vector quicksort of `simd.rs`), and the buffer goes
 //! to an output thread that converts keys back to values and writes the output's chunks, while
-//! the next wave is gathered in the other buffer. Nothing is spilled: the input, mapped or page-cached, is re-read instead, which
-//! is far cheaper than writing and reading a spill file.
+//! the next wave is gathered in the other buffer. Nothing is spilled: the input, mapped or
+//! page-cached, is re-read instead, which is far cheaper than writing and reading a spill file.
 //!
 //! The path is taken when the input is at most [`MAX_WAVES`] buffers (and no group overflows a
 //! buffer once counted); otherwise the caller falls back to the external merge. The output is
@@ -293,12 +293,8 @@ where
             let mut keys = [0u64; BLOCK];
             let mut idx = [0u32; BLOCK];
             for block in c.as_slice::<T>().chunks(BLOCK) {
-                let n = block.len();
-                for (k, &v) in keys.iter_mut().zip(block) {
-                    *k = v.to_key().to_u64();
-                }
-                groups.classify(&keys[..n], &mut idx[..n]);
-                for &gi in &idx[..n] {
+                let m = stage::<T>(&groups, block, None, &mut keys, &mut idx);
+                for &gi in &idx[..m] {
                     cnt[gi as usize] += 1;
                 }
             }
@@ -589,19 +585,10 @@ where
                     pos[s] = p + usize::from(s != nslots);
                     Ok(())
                 };
-                // Keys staged a block at a time: those in the wave's key range (branchless; all
-                // of them when the wave takes every group), then classified together and placed.
-                let (lo, hi) = range.unwrap_or((0, u64::MAX));
                 let mut keys = [0u64; BLOCK];
                 let mut idx = [0u32; BLOCK];
                 for block in c.as_slice::<T>().chunks(BLOCK) {
-                    let mut m = 0;
-                    for &v in block {
-                        let u = v.to_key().to_u64();
-                        keys[m] = u;
-                        m += usize::from(u >= lo && u <= hi);
-                    }
-                    groups.classify(&keys[..m], &mut idx[..m]);
+                    let m = stage::<T>(groups, block, range, &mut keys, &mut idx);
                     for (&u, &gi) in keys[..m].iter().zip(&idx[..m]) {
                         put(T::Key::from_u64(u), gi)?;
                     }
@@ -614,6 +601,41 @@ where
             .collect::<Result<()>>()?;
     }
     Ok(())
+}
+
+/// Stages the keys of `vals` (at most [`BLOCK`]) into `keys`, only those within `range`
+/// (inclusive, branchless) when there is one, classifies them into `idx`, and returns how many
+/// were staged.
+#[inline]
+fn stage<T: SortKey>(
+    groups: &Groups,
+    vals: &[T],
+    range: Option<(u64, u64)>,
+    keys: &mut [u64; BLOCK],
+    idx: &mut [u32; BLOCK],
+) -> usize
+where
+    T::Key: KeyBits,
+{
+    let m = match range {
+        None => {
+            for (k, &v) in keys.iter_mut().zip(vals) {
+                *k = v.to_key().to_u64();
+            }
+            vals.len()
+        }
+        Some((lo, hi)) => {
+            let mut m = 0;
+            for &v in vals {
+                let u = v.to_key().to_u64();
+                keys[m] = u;
+                m += usize::from(u >= lo && u <= hi);
+            }
+            m
+        }
+    };
+    groups.classify(&keys[..m], &mut idx[..m]);
+    m
 }
 
 /// Sorts each stored group of a wave (`bounds`: group, offset, count) independently: large
