@@ -6,11 +6,13 @@
 //! counted, never stored. One scan counts every group exactly; consecutive groups are then packed
 //! into *waves* that fit a buffer. For each wave, one more scan of the input copies the wave's
 //! keys into their groups' places in the buffer (keys classified 8 at a time by
-//! `simd::classify`), the groups are sorted independently (large ones with all threads, the
-//! rest one per thread; 64-bit keys by the vector quicksort of `simd.rs`), and the buffer goes
-//! to an output thread that converts keys back to values and writes the output's chunks, while
-//! the next wave is gathered in the other buffer. Nothing is spilled: the input, mapped or
-//! page-cached, is re-read instead, which is far cheaper than writing and reading a spill file.
+//! `simd::classify`), and the buffer goes to an output thread, while the next wave is gathered
+//! in the other buffer. The output thread sorts the wave's groups in batches of one per thread
+//! (each group independently, a lone large one with all threads; 64-bit keys by the vector
+//! quicksort of `simd.rs`) and writes each batch, converting keys back to values straight into
+//! the writer's staging memory, while rayon's threads sort the next batch. Nothing is spilled:
+//! the input, mapped or page-cached, is re-read instead, which is far cheaper than writing and
+//! reading a spill file. When every stored key fits one buffer there is a single wave.
 //!
 //! The path is taken when the input is at most [`MAX_WAVES`] buffers (and no group overflows a
 //! buffer once counted); otherwise the caller falls back to the external merge. The output is
@@ -25,6 +27,7 @@ use rayon::prelude::*;
 use super::simd::{self, SortSlice};
 use super::{Ctx, SortKey, SortReport, max_chunk_elems, recast, writer_gone};
 use crate::error::{Error, Result};
+use crate::kernels::prefetch;
 use crate::memory::{self, Reservation};
 use crate::pipeline::{map_chunks, no_progress};
 use crate::storage::{ArrayWriter, Buffer, Chunk};
@@ -39,9 +42,11 @@ const GROUPS_PER_THREAD: usize = 2;
 const BLOCK: usize = 512;
 /// Most groups (the classification is a binary search over their bounds).
 const MAX_GROUPS: usize = 4096;
-/// Waves wanted when everything fits, so the output write overlaps the sorting.
+/// When everything fits one buffer, groups are sized as if it were this many waves, so the
+/// output thread's batches (a group per thread) are small and the last batch's write, which
+/// nothing overlaps, is short.
 const WAVES_IN_MEMORY: u64 = 4;
-/// Smallest wave buffer (elements) worth splitting an in-memory sort for.
+/// Smallest notional wave (elements) an in-memory sort is cut into groups by.
 const MIN_WAVE: u64 = 1 << 16;
 
 /// Unsigned key types, widened to `u64` for the group bounds.
@@ -176,9 +181,6 @@ struct GroupPlan {
     all_elems: usize,
     /// Elements of each of the two wave buffers otherwise.
     wave_elems: usize,
-    /// Elements per wave when everything fits one buffer (the waves then pace the sorting and
-    /// writing only).
-    sort_wave: usize,
     /// Elements per group wanted.
     per_group: usize,
 }
@@ -192,12 +194,12 @@ fn group_plan<E>(ctx: &Ctx<'_>, n: u64, out_chunk_bytes: u64) -> Option<GroupPla
     let left = limit.checked_sub(fixed)?;
     let cap = ctx.opts.run_bytes.map_or(left, |r| r.min(left));
     let all = cap / esize;
-    // Otherwise two buffers: one gathered and sorted while the other is written.
+    // Otherwise two buffers: one gathered while the other is sorted and written.
     let buf = cap / 2 / esize;
     if buf == 0 || n > MAX_WAVES * buf {
         return None;
     }
-    // When it all fits, still cut it into a few waves so the output write overlaps the sorting.
+    // When it all fits, groups are still small enough for the sorting and writing to overlap.
     let sort_wave = (n.div_ceil(WAVES_IN_MEMORY) * 5 / 4).max(MIN_WAVE);
     let wave = if n <= all { sort_wave } else { buf };
     let threads = rayon::current_num_threads().max(1);
@@ -206,7 +208,6 @@ fn group_plan<E>(ctx: &Ctx<'_>, n: u64, out_chunk_bytes: u64) -> Option<GroupPla
     Some(GroupPlan {
         all_elems: all as usize,
         wave_elems: buf as usize,
-        sort_wave: sort_wave as usize,
         per_group,
     })
 }
@@ -309,55 +310,49 @@ where
     }
     // 3. Pack groups into waves; a stored group larger than a buffer means the sample lied:
     // fall back (nothing has been written yet). When every stored key fits one buffer, one scan
-    // gathers them all and the waves only pace the sorting and writing.
+    // gathers them all: a single wave.
     let total_stored: u64 = (0..g)
         .filter(|&i| !groups.single[i])
         .map(|i| counts[i])
         .sum();
     let all_in_one = total_stored <= plan.all_elems as u64;
-    let wave_cap = if total_stored <= plan.all_elems as u64 {
-        plan.sort_wave.min(plan.wave_elems)
-    } else {
-        plan.wave_elems
-    };
     let mut waves: Vec<Wave> = Vec::new();
-    let mut start = 0;
-    let mut stored = 0usize;
-    for gi in 0..g {
-        if groups.single[gi] {
-            continue;
-        }
-        let c = counts[gi] as usize;
-        if !all_in_one && c > wave_cap {
-            return Ok(None);
-        }
-        if stored > 0 && stored + c > wave_cap {
-            waves.push(Wave {
-                groups: start..gi,
-                stored,
-            });
-            start = gi;
-            stored = 0;
-        }
-        stored += c;
-    }
-    waves.push(Wave {
-        groups: start..g,
-        stored,
-    });
-    let gather_scans = if all_in_one {
-        u64::from(total_stored > 0)
+    if all_in_one {
+        waves.push(Wave {
+            groups: 0..g,
+            stored: total_stored as usize,
+        });
     } else {
-        waves.iter().filter(|w| w.stored > 0).count() as u64
-    };
+        let mut start = 0;
+        let mut stored = 0usize;
+        for gi in 0..g {
+            if groups.single[gi] {
+                continue;
+            }
+            let c = counts[gi] as usize;
+            if c > plan.wave_elems {
+                return Ok(None);
+            }
+            if stored > 0 && stored + c > plan.wave_elems {
+                waves.push(Wave {
+                    groups: start..gi,
+                    stored,
+                });
+                start = gi;
+                stored = 0;
+            }
+            stored += c;
+        }
+        waves.push(Wave {
+            groups: start..g,
+            stored,
+        });
+    }
+    let gather_scans = waves.iter().filter(|w| w.stored > 0).count() as u64;
     if gather_scans > MAX_WAVES {
         return Ok(None);
     }
-    let buf_elems = if all_in_one {
-        total_stored as usize
-    } else {
-        waves.iter().map(|w| w.stored).max().unwrap_or(0)
-    };
+    let buf_elems = waves.iter().map(|w| w.stored).max().unwrap_or(0);
     let report = SortReport {
         elements: n,
         runs: waves.len() as u64,
@@ -380,7 +375,9 @@ where
         }
         (parts, bounds)
     };
-    // 4. Gather, sort and write wave by wave, the output thread writing the previous wave.
+    // 4. Gather wave by wave; the output thread sorts each wave's groups a few at a time and
+    // writes each few while the next few are sorted, and the main thread meanwhile gathers the
+    // next wave into the other buffer.
     let nbytes = info.nbytes();
     let mut done = 0u64;
     let mut reported = 0u64;
@@ -411,22 +408,7 @@ where
         let sink = s.spawn(move || -> Result<()> {
             let mut out = Emit::<T>::new(writer, layout, ctx, out_chunk)?;
             for (mut buf, parts) in rx {
-                let mut pos = 0usize;
-                for p in parts {
-                    match p {
-                        Part::Stored(len) => {
-                            let keys = &mut buf.slice()[pos..pos + len];
-                            for k in keys.iter_mut() {
-                                *k = recast::<T, T::Key>(T::from_key(*k));
-                            }
-                            out.values(bytemuck::cast_slice::<T::Key, T>(keys))?;
-                            pos += len;
-                        }
-                        Part::Repeat(k, count) => {
-                            out.repeat(T::from_key(T::Key::from_u64(k)), count)?;
-                        }
-                    }
-                }
+                sort_and_emit(buf.slice(), &parts, &mut out)?;
                 if let WaveBuf::Owned(v) = buf {
                     // The main thread may be done already.
                     let _ = back_tx.send(v);
@@ -437,25 +419,16 @@ where
         let body = || -> Result<()> {
             if all_in_one {
                 let all = std::mem::take(&mut all_slice);
-                let bounds: Vec<(usize, usize)> = (0..g)
-                    .filter(|&i| !groups.single[i])
-                    .map(|i| (i, counts[i] as usize))
-                    .collect();
-                if buf_elems > 0 {
+                let w = &waves[0];
+                let (parts, bounds) = slots_of(w);
+                if w.stored > 0 {
                     gather::<T>(ctx, &groups, table, &bounds, all)?;
                 }
-                let mut rest: &mut [T::Key] = all;
-                for w in &waves {
-                    let (parts, bounds) = slots_of(w);
-                    let (mine, tail) = std::mem::take(&mut rest).split_at_mut(w.stored);
-                    rest = tail;
-                    sort_groups(mine, &bounds);
-                    tick(w);
-                    tx.send((WaveBuf::Borrowed(mine), parts))
-                        .map_err(|_| writer_gone())?;
-                }
+                tick(w);
+                tx.send((WaveBuf::Borrowed(all), parts))
+                    .map_err(|_| writer_gone())?;
                 drop(tx);
-                // The output thread holds slices of `all` until it is done.
+                // The output thread holds `all` until it is done.
                 return Ok(());
             }
             let mut res: Vec<Reservation> = Vec::new();
@@ -474,7 +447,6 @@ where
                 };
                 if w.stored > 0 {
                     gather::<T>(ctx, &groups, table, &bounds, &mut buf[..w.stored])?;
-                    sort_groups(&mut buf[..w.stored], &bounds);
                 }
                 tick(w);
                 tx.send((WaveBuf::Owned(buf), parts))
@@ -491,6 +463,76 @@ where
         }
     })?;
     Ok(Some(report))
+}
+
+/// Sorts and writes one gathered wave: `keys` holds its stored groups back to back, `parts` all
+/// of its groups in key order. The groups go in batches of one per thread: each batch is written
+/// (on this thread) while the next one is sorted (by rayon's threads), so only the last batch's
+/// write is not overlapped.
+fn sort_and_emit<T: SortKey>(
+    keys: &mut [T::Key],
+    parts: &[Part],
+    out: &mut Emit<'_, T>,
+) -> Result<()>
+where
+    T::Key: KeyBits,
+{
+    let threads = rayon::current_num_threads().max(1);
+    // (parts, their stored keys, the stored groups' (part, count)).
+    type Batch<'p, 'k, K> = (&'p [Part], &'k mut [K], Vec<(usize, usize)>);
+    let mut batches: Vec<Batch<'_, '_, T::Key>> = Vec::new();
+    let mut rest = keys;
+    let (mut start, mut len) = (0, 0);
+    let mut bounds = Vec::with_capacity(threads);
+    for (i, p) in parts.iter().enumerate() {
+        if let Part::Stored(c) = *p {
+            bounds.push((i, c));
+            len += c;
+        }
+        if bounds.len() == threads || i + 1 == parts.len() {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            batches.push((&parts[start..=i], mine, std::mem::take(&mut bounds)));
+            start = i + 1;
+            len = 0;
+        }
+    }
+    let mut prev: Option<(&[Part], &mut [T::Key])> = None;
+    for (ps, keys, bounds) in batches {
+        if let Some((pp, pk)) = prev.take() {
+            std::thread::scope(|s| {
+                let sorter = s.spawn(|| sort_groups(keys, &bounds));
+                let r = emit_parts(pp, pk, out);
+                sorter.join().expect("sort thread panicked");
+                r
+            })?;
+        } else {
+            sort_groups(keys, &bounds);
+        }
+        prev = Some((ps, keys));
+    }
+    if let Some((pp, pk)) = prev {
+        emit_parts(pp, pk, out)?;
+    }
+    Ok(())
+}
+
+/// Writes sorted `parts` in order, the stored ones from `keys` (back to back).
+fn emit_parts<T: SortKey>(parts: &[Part], keys: &mut [T::Key], out: &mut Emit<'_, T>) -> Result<()>
+where
+    T::Key: KeyBits,
+{
+    let mut pos = 0usize;
+    for p in parts {
+        match *p {
+            Part::Stored(len) => {
+                out.keys(&mut keys[pos..pos + len])?;
+                pos += len;
+            }
+            Part::Repeat(k, count) => out.repeat(T::from_key(T::Key::from_u64(k)), count)?,
+        }
+    }
+    Ok(())
 }
 
 /// A wave's keys: its own buffer (handed back for reuse) or a slice of the one buffer.
@@ -617,32 +659,38 @@ fn stage<T: SortKey>(
 where
     T::Key: KeyBits,
 {
-    let m = match range {
+    // The input is read through fresh mappings of page-cached files, where the hardware
+    // prefetchers barely help (see `prefetch`): each piece asks for the bytes a little ahead.
+    let mut m = 0;
+    match range {
         None => {
-            for (k, &v) in keys.iter_mut().zip(vals) {
-                *k = v.to_key().to_u64();
+            for piece in prefetch::pieces(vals) {
+                for (k, &v) in keys[m..].iter_mut().zip(piece) {
+                    *k = v.to_key().to_u64();
+                }
+                m += piece.len();
             }
-            vals.len()
         }
         Some((lo, hi)) => {
-            let mut m = 0;
-            for &v in vals {
-                let u = v.to_key().to_u64();
-                keys[m] = u;
-                m += usize::from(u >= lo && u <= hi);
+            for piece in prefetch::pieces(vals) {
+                for &v in piece {
+                    let u = v.to_key().to_u64();
+                    keys[m] = u;
+                    m += usize::from(u >= lo && u <= hi);
+                }
             }
-            m
         }
-    };
+    }
     groups.classify(&keys[..m], &mut idx[..m]);
     m
 }
 
-/// Sorts each stored group of a wave (`bounds`: group, offset, count) independently: large
-/// ones with all threads, the rest one per thread.
+/// Sorts each stored group of a batch (`bounds`: group, count; the groups back to back in
+/// `buf`) independently: one per thread, except that a group over 1.5 times a thread's share
+/// (a lone one, say) is sorted with all threads.
 fn sort_groups<K: SortSlice>(buf: &mut [K], bounds: &[(usize, usize)]) {
     let threads = rayon::current_num_threads().max(1);
-    let big = buf.len() / threads + 1;
+    let big = (buf.len() * 3).div_ceil(2 * threads) + 1;
     let mut slices = Vec::with_capacity(bounds.len());
     let mut tail = buf;
     for &(_, c) in bounds {
@@ -657,18 +705,48 @@ fn sort_groups<K: SortSlice>(buf: &mut [K], bounds: &[(usize, usize)]) {
     small.into_par_iter().for_each(K::sort_slice);
 }
 
-/// Encodes and writes output chunk `*next` and moves on.
-fn write_chunk(writer: &dyn ArrayWriter, next: &mut usize, bytes: &[u8]) -> Result<()> {
+/// Encodes and writes output chunk `*next` (in place when the writer is `positional`) and moves
+/// on.
+fn write_chunk(
+    writer: &dyn ArrayWriter,
+    positional: bool,
+    next: &mut usize,
+    bytes: &[u8],
+) -> Result<()> {
     let enc = writer.encode(*next, bytes)?;
-    writer.write(*next, &enc)?;
+    if positional {
+        writer.write_at(*next, &enc)?;
+    } else {
+        writer.write(*next, &enc)?;
+    }
     *next += 1;
     Ok(())
+}
+
+/// Converts `keys` back to values into `dst`, the bytes of `keys.len()` values.
+fn keys_to_bytes<T: SortKey>(keys: &[T::Key], dst: &mut [u8]) {
+    match bytemuck::try_cast_slice_mut::<u8, T>(dst) {
+        Ok(d) => {
+            for (d, &k) in d.iter_mut().zip(keys) {
+                *d = T::from_key(k);
+            }
+        }
+        // A staging buffer not aligned for `T` (not expected): value by value.
+        Err(_) => {
+            for (d, &k) in dst.chunks_exact_mut(size_of::<T>()).zip(keys) {
+                d.copy_from_slice(bytemuck::bytes_of(&T::from_key(k)));
+            }
+        }
+    }
 }
 
 /// Writes values to the output's chunks in order: whole chunks straight from the caller's slice,
 /// the pieces across wave boundaries through one carry buffer.
 struct Emit<'a, T> {
     writer: &'a dyn ArrayWriter,
+    /// Whether the writer takes chunks in place ([`ArrayWriter::fill_at`]): whole chunks are then
+    /// converted from keys straight into its staging memory.
+    positional: bool,
     layout: &'a crate::shape::ChunkLayout,
     next: usize,
     nchunks: usize,
@@ -677,7 +755,7 @@ struct Emit<'a, T> {
     _t: std::marker::PhantomData<T>,
 }
 
-impl<'a, T: crate::dtype::Element> Emit<'a, T> {
+impl<'a, T: SortKey> Emit<'a, T> {
     fn new(
         writer: &'a dyn ArrayWriter,
         layout: &'a crate::shape::ChunkLayout,
@@ -692,6 +770,7 @@ impl<'a, T: crate::dtype::Element> Emit<'a, T> {
         };
         Ok(Emit {
             writer,
+            positional: writer.positional(),
             layout,
             next: 0,
             nchunks: layout.num_chunks(),
@@ -702,7 +781,7 @@ impl<'a, T: crate::dtype::Element> Emit<'a, T> {
     }
 
     fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
-        write_chunk(self.writer, &mut self.next, bytes)
+        write_chunk(self.writer, self.positional, &mut self.next, bytes)
     }
 
     /// The elements the next non-empty chunk wants (writing empty chunks on the way).
@@ -726,7 +805,7 @@ impl<'a, T: crate::dtype::Element> Emit<'a, T> {
         if self.filled == want {
             self.filled = 0;
             let bytes = &self.carry.bytes()[..want * size_of::<T>()];
-            write_chunk(self.writer, &mut self.next, bytes)?;
+            write_chunk(self.writer, self.positional, &mut self.next, bytes)?;
         }
         Ok(())
     }
@@ -744,6 +823,43 @@ impl<'a, T: crate::dtype::Element> Emit<'a, T> {
                 .copy_from_slice(&v[..take]);
             self.filled += take;
             v = &v[take..];
+            self.flush_carry(want)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the values of sorted `keys`: converted straight into the writer's staging memory
+    /// when it is positional, else in place and then written from `keys`.
+    fn keys(&mut self, mut keys: &mut [T::Key]) -> Result<()> {
+        if !self.positional {
+            for k in keys.iter_mut() {
+                *k = recast::<T, T::Key>(T::from_key(*k));
+            }
+            return self.values(bytemuck::cast_slice::<T::Key, T>(keys));
+        }
+        while !keys.is_empty() {
+            let want = self.want()?;
+            let take = if self.filled == 0 {
+                want.min(keys.len())
+            } else {
+                (want - self.filled).min(keys.len())
+            };
+            let (now, rest) = std::mem::take(&mut keys).split_at_mut(take);
+            keys = rest;
+            if self.filled == 0 && take == want {
+                self.writer
+                    .fill_at(self.next, want * size_of::<T>(), &mut |dst| {
+                        keys_to_bytes::<T>(now, dst);
+                        Ok(())
+                    })?;
+                self.next += 1;
+                continue;
+            }
+            let carry = &mut self.carry.as_mut_slice::<T>()[self.filled..self.filled + take];
+            for (d, &k) in carry.iter_mut().zip(now.iter()) {
+                *d = T::from_key(k);
+            }
+            self.filled += take;
             self.flush_carry(want)?;
         }
         Ok(())

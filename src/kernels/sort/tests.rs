@@ -63,24 +63,52 @@ impl ChunkSource for MemSource {
 /// Where a [`MemWriter`] leaves its array when finished.
 type Collected = Arc<Mutex<Option<Vec<u8>>>>;
 
-/// Collects the chunks it is given into one C-order array; checks order and completeness.
+/// Collects the chunks it is given into one C-order array; checks order and completeness. A
+/// `positional` one also takes chunks in any order through `write_at` / `fill_at` (like
+/// `.npy`), but not mixed with `write`.
 struct MemWriter {
     layout: ChunkLayout,
     elem: usize,
-    state: Mutex<(Vec<u8>, usize)>,
+    positional: bool,
+    /// The array, the next chunk `write` expects, and which chunks were stored.
+    state: Mutex<(Vec<u8>, usize, Vec<bool>)>,
     out: Collected,
 }
 
 fn mem_writer(shape: &[u64], chunks: &[u64], elem: usize) -> (Box<dyn ArrayWriter>, Collected) {
+    mem_writer_with(shape, chunks, elem, false)
+}
+
+fn mem_writer_with(
+    shape: &[u64],
+    chunks: &[u64],
+    elem: usize,
+    positional: bool,
+) -> (Box<dyn ArrayWriter>, Collected) {
     let out = Arc::new(Mutex::new(None));
     let n = crate::shape::numel(shape) as usize;
+    let layout = ChunkLayout::regular(shape, chunks).unwrap();
+    let nchunks = layout.num_chunks();
     let w = MemWriter {
-        layout: ChunkLayout::regular(shape, chunks).unwrap(),
+        layout,
         elem,
-        state: Mutex::new((vec![0; n * elem], 0)),
+        positional,
+        state: Mutex::new((vec![0; n * elem], 0, vec![false; nchunks])),
         out: out.clone(),
     };
     (Box::new(w), out)
+}
+
+impl MemWriter {
+    fn store(&self, index: usize, encoded: &[u8]) {
+        let mut st = self.state.lock().unwrap();
+        assert!(!st.2[index], "chunk {index} written twice");
+        st.2[index] = true;
+        let region = self.layout.chunk_region(index);
+        assert_eq!(encoded.len(), region.numel() as usize * self.elem);
+        let full = Region::full(&self.layout.shape());
+        copy_box(encoded, &region, &mut st.0, &full, &region, self.elem);
+    }
 }
 
 impl ArrayWriter for MemWriter {
@@ -89,19 +117,38 @@ impl ArrayWriter for MemWriter {
     }
 
     fn write(&self, index: usize, encoded: &[u8]) -> Result<()> {
-        let mut st = self.state.lock().unwrap();
-        assert_eq!(index, st.1, "chunks written out of order");
-        let region = self.layout.chunk_region(index);
-        assert_eq!(encoded.len(), region.numel() as usize * self.elem);
-        let full = Region::full(&self.layout.shape());
-        copy_box(encoded, &region, &mut st.0, &full, &region, self.elem);
-        st.1 += 1;
+        {
+            let mut st = self.state.lock().unwrap();
+            assert_eq!(
+                index, st.1,
+                "chunks written out of order (or write after write_at)"
+            );
+            st.1 += 1;
+        }
+        self.store(index, encoded);
+        Ok(())
+    }
+
+    fn positional(&self) -> bool {
+        self.positional
+    }
+
+    fn write_at(&self, index: usize, encoded: &[u8]) -> Result<()> {
+        assert!(self.positional, "write_at on a sequential writer");
+        {
+            // Like `.npy`'s, sequential and positional writes must not mix (the sequential
+            // offset would be off): `write` afterwards finds its counter poisoned.
+            let mut st = self.state.lock().unwrap();
+            assert_eq!(st.1 % (1 << 40), 0, "write_at after write");
+            st.1 = 1 << 40;
+        }
+        self.store(index, encoded);
         Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        let (bytes, written) = self.state.into_inner().unwrap();
-        assert_eq!(written, self.layout.num_chunks(), "not every chunk written");
+        let (bytes, _, stored) = self.state.into_inner().unwrap();
+        assert!(stored.iter().all(|&s| s), "not every chunk written");
         *self.out.lock().unwrap() = Some(bytes);
         Ok(())
     }
@@ -1065,19 +1112,26 @@ fn check_grouped<T: TestElem>(
     let src = MemSource::new(v, &[n], &[chunk]);
     let dir = tempfile::tempdir().unwrap();
     let o = opts(run, None, dir.path());
-    let (w, out) = mem_writer(&[n], &[out_chunk], size_of::<T>());
-    let r = pool(threads)
-        .install(|| sort(&src, w, &o, &no_progress))
-        .unwrap();
-    assert_eq!(
-        taken(&out),
-        bits(&ref_sort(v)),
-        "{} sort of {n} in chunks of {chunk}, run_bytes {run:?}, {threads} threads: {r:?}",
-        T::DTYPE
-    );
-    assert_eq!(r.elements, n);
-    assert_dir_empty(dir.path());
-    r
+    let want = bits(&ref_sort(v));
+    let mut report = None;
+    // In order through `write`, and in place through `fill_at` / `write_at` (as `.npy` takes it).
+    for positional in [false, true] {
+        let (w, out) = mem_writer_with(&[n], &[out_chunk], size_of::<T>(), positional);
+        let r = pool(threads)
+            .install(|| sort(&src, w, &o, &no_progress))
+            .unwrap();
+        assert_eq!(
+            taken(&out),
+            want,
+            "{} sort of {n} in chunks of {chunk}, run_bytes {run:?}, {threads} threads, \
+             positional {positional}: {r:?}",
+            T::DTYPE
+        );
+        assert_eq!(r.elements, n);
+        assert_dir_empty(dir.path());
+        report = Some(r);
+    }
+    report.expect("two runs")
 }
 
 fn prop_grouped<T: TestElem>(
