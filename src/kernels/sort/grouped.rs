@@ -38,6 +38,8 @@ const SAMPLE: usize = 1 << 16;
 pub(super) const MAX_WAVES: u64 = 8;
 /// Groups per thread in a full wave, so the parallel group sorts balance.
 const GROUPS_PER_THREAD: usize = 2;
+/// Keys a count-scan job stages (over all early groups) before copying them to their rooms.
+const STAGE_KEYS: usize = 1 << 18;
 /// Keys classified at a time (in a stack block) by the count and gather scans.
 const BLOCK: usize = 512;
 /// Most groups (the classification is a binary search over their bounds).
@@ -277,20 +279,122 @@ where
     // Scale: `per_group` elements are about `per_group * m / n` sample keys.
     let per_sample = ((plan.per_group as u128 * m as u128).div_ceil(n as u128) as usize).max(1);
     let groups = Groups::from_sample(&sample, per_sample);
-    drop(sample);
     let g = groups.len();
-    // 2. Count every group of every chunk exactly (the table gives each chunk its places).
+    // Room for each group's keys, from its sample keys with slack for the sample's error (the
+    // sample is all keys when there are at most `SAMPLE`).
+    let room: Vec<usize> = (0..g)
+        .map(|gi| {
+            let lo = sample.partition_point(|&k| k < groups.lowers[gi]);
+            let hi = groups
+                .lowers
+                .get(gi + 1)
+                .map_or(sample.len(), |&h| sample.partition_point(|&k| k < h));
+            let s = (hi - lo) as f64;
+            let slack = s + s / 16.0 + 8.0 * s.sqrt() + 8.0;
+            (slack * n as f64 / m as f64).ceil() as usize
+        })
+        .collect();
+    drop(sample);
+    // 2. Count every group of every chunk exactly (the table gives each chunk its places). The
+    // same scan collects the keys of the first groups, as many as their room lets fit one
+    // buffer (all of them when everything fits), so that wave needs no gather scan of its own.
     let table_bytes = (nchunks * g * 8) as u64;
     if table_bytes > ctx.budget.limit() / 16 {
         return Ok(None);
     }
     let _table_res = ctx.budget.reserve(table_bytes, "sort group counts")?;
-    // One row of `g` counts per chunk.
-    let table: Vec<Vec<u64>> = map_chunks(ctx.src, &no_progress, |c: Chunk| {
-        let mut cnt = vec![0u64; g];
-        if g == 1 {
-            cnt[0] = c.region.numel();
-        } else {
+    let stored_room: usize = (0..g).filter(|&i| !groups.single[i]).map(|i| room[i]).sum();
+    let (early_cap, early_all) = if stored_room <= plan.all_elems {
+        (stored_room, true)
+    } else {
+        (plan.wave_elems, false)
+    };
+    // (group, room) of the groups collected early, in key order; `early_end` is the first group
+    // after them.
+    let mut early: Vec<(usize, usize)> = Vec::new();
+    let mut early_end = g;
+    let mut used = 0usize;
+    for gi in 0..g {
+        if groups.single[gi] {
+            continue;
+        }
+        if used + room[gi] > early_cap {
+            early_end = gi;
+            break;
+        }
+        early.push((gi, room[gi]));
+        used += room[gi];
+    }
+    if early.is_empty() {
+        early_end = 0;
+    }
+    let esize = size_of::<T::Key>();
+    let early_len = if early.is_empty() {
+        0
+    } else if early_all {
+        used
+    } else {
+        plan.wave_elems
+    };
+    let stage_keys = (STAGE_KEYS / early.len().max(1)).clamp(64, 4096);
+    let stage_bytes =
+        (rayon::current_num_threads().max(1) * (early.len() + 1) * stage_keys * esize) as u64;
+    let mut early_res = Some(ctx.budget.reserve(
+        (early_len * esize) as u64 + stage_bytes,
+        "sort group buffer",
+    )?);
+    let mut early_buf = vec![<T::Key as bytemuck::Zeroable>::zeroed(); early_len];
+    let (table, early_ok) = {
+        // Each early group's unfilled room, handed out a staged batch at a time.
+        let mut rooms: Vec<std::sync::Mutex<&mut [T::Key]>> = Vec::with_capacity(early.len());
+        let mut tail: &mut [T::Key] = &mut early_buf;
+        for &(_, r) in &early {
+            let (a, b) = std::mem::take(&mut tail).split_at_mut(r);
+            rooms.push(std::sync::Mutex::new(a));
+            tail = b;
+        }
+        let mut early_of = vec![u32::MAX; g];
+        for (j, &(gi, _)) in early.iter().enumerate() {
+            early_of[gi] = j as u32;
+        }
+        let overflow = std::sync::atomic::AtomicBool::new(false);
+        // Copies `staged` to early group `j`'s room (or notes that it is full).
+        let flush = |j: usize, staged: &[T::Key]| {
+            let mut room = rooms[j].lock().unwrap_or_else(|e| e.into_inner());
+            if room.len() < staged.len() {
+                overflow.store(true, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                let (dst, rest) = std::mem::take(&mut *room).split_at_mut(staged.len());
+                *room = rest;
+                drop(room);
+                dst.copy_from_slice(staged);
+            }
+        };
+        // Staging: `stage_keys` slots per early group and one trash slot for the other groups'
+        // keys (so a key is staged without a branch), recycled across chunks.
+        let nearly = early.len();
+        let trash = nearly as u32;
+        for e in early_of.iter_mut() {
+            if *e == u32::MAX {
+                *e = trash;
+            }
+        }
+        let spare: std::sync::Mutex<Vec<Vec<T::Key>>> = std::sync::Mutex::new(Vec::new());
+        // One row of `g` counts per chunk.
+        let table: Vec<Vec<u64>> = map_chunks(ctx.src, &no_progress, |c: Chunk| {
+            let mut cnt = vec![0u64; g];
+            if g == 1 && nearly == 0 {
+                cnt[0] = c.region.numel();
+                return cnt;
+            }
+            let mut staged = spare
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .unwrap_or_else(|| {
+                    vec![<T::Key as bytemuck::Zeroable>::zeroed(); (nearly + 1) * stage_keys]
+                });
+            let mut lens = vec![0usize; nearly + 1];
             let mut keys = [0u64; BLOCK];
             let mut idx = [0u32; BLOCK];
             for block in c.as_slice::<T>().chunks(BLOCK) {
@@ -298,82 +402,145 @@ where
                 for &gi in &idx[..m] {
                     cnt[gi as usize] += 1;
                 }
+                if nearly == 0 {
+                    continue;
+                }
+                for (&u, &gi) in keys[..m].iter().zip(&idx[..m]) {
+                    let j = early_of[gi as usize] as usize;
+                    let l = lens[j];
+                    staged[j * stage_keys + l] = T::Key::from_u64(u);
+                    let l = l + usize::from(j != nearly);
+                    lens[j] = l;
+                    if l == stage_keys {
+                        flush(j, &staged[j * stage_keys..(j + 1) * stage_keys]);
+                        lens[j] = 0;
+                    }
+                }
+            }
+            for (j, &l) in lens[..nearly].iter().enumerate() {
+                if l > 0 {
+                    flush(j, &staged[j * stage_keys..j * stage_keys + l]);
+                }
+            }
+            spare.lock().unwrap_or_else(|e| e.into_inner()).push(staged);
+            cnt
+        })?;
+        // Every early group's room must now hold exactly its keys; otherwise (the sample lied
+        // by more than the slack) those keys are gathered again like any other wave's.
+        let mut counts = vec![0u64; g];
+        for row in &table {
+            for (a, b) in counts.iter_mut().zip(row) {
+                *a += b;
             }
         }
-        cnt
-    })?;
-    let mut counts = vec![0u64; g];
-    for row in &table {
-        for (a, b) in counts.iter_mut().zip(row) {
-            *a += b;
-        }
+        let ok = !overflow.load(std::sync::atomic::Ordering::Relaxed)
+            && early.iter().zip(&rooms).all(|(&(gi, r), room)| {
+                let left = room.lock().unwrap_or_else(|e| e.into_inner()).len();
+                (r - left) as u64 == counts[gi]
+            });
+        ((table, counts), ok)
+    };
+    let (table, counts) = table;
+    if !early_ok {
+        early.clear();
+        early_end = 0;
+        early_buf = Vec::new();
+        drop(early_res.take());
     }
-    // 3. Pack groups into waves; a stored group larger than a buffer means the sample lied:
-    // fall back (nothing has been written yet). When every stored key fits one buffer, one scan
-    // gathers them all: a single wave.
+    // 3. Pack groups into waves: the early groups (if any) are the first wave, already
+    // gathered; the rest go into waves that fit a buffer, one gather scan each. A stored group
+    // larger than a buffer means the sample lied: fall back (nothing has been written yet).
     let total_stored: u64 = (0..g)
         .filter(|&i| !groups.single[i])
         .map(|i| counts[i])
         .sum();
-    let all_in_one = total_stored <= plan.all_elems as u64;
-    let mut waves: Vec<Wave> = Vec::new();
-    if all_in_one {
-        waves.push(Wave {
-            groups: 0..g,
-            stored: total_stored as usize,
-        });
+    // (Early groups that are only some of them took one of the two buffers.)
+    let all_in_one = early_end == g || (early_end == 0 && total_stored <= plan.all_elems as u64);
+    let wave_cap = if all_in_one {
+        usize::MAX
     } else {
-        let mut start = 0;
-        let mut stored = 0usize;
-        for gi in 0..g {
-            if groups.single[gi] {
-                continue;
-            }
-            let c = counts[gi] as usize;
-            if c > plan.wave_elems {
-                return Ok(None);
-            }
-            if stored > 0 && stored + c > plan.wave_elems {
-                waves.push(Wave {
-                    groups: start..gi,
-                    stored,
-                });
-                start = gi;
-                stored = 0;
-            }
-            stored += c;
+        plan.wave_elems
+    };
+    let mut waves: Vec<Wave> = Vec::new();
+    if early_end > 0 {
+        waves.push(Wave {
+            groups: 0..early_end,
+            stored: early.iter().map(|&(gi, _)| counts[gi] as usize).sum(),
+        });
+    }
+    let mut start = early_end;
+    let mut stored = 0usize;
+    for gi in early_end..g {
+        if groups.single[gi] {
+            continue;
         }
+        let c = counts[gi] as usize;
+        if c > wave_cap {
+            return Ok(None);
+        }
+        if stored > 0 && stored + c > wave_cap {
+            waves.push(Wave {
+                groups: start..gi,
+                stored,
+            });
+            start = gi;
+            stored = 0;
+        }
+        stored += c;
+    }
+    if start < g || waves.is_empty() {
         waves.push(Wave {
             groups: start..g,
             stored,
         });
     }
-    let gather_scans = waves.iter().filter(|w| w.stored > 0).count() as u64;
+    let gather_scans = waves
+        .iter()
+        .skip(usize::from(early_end > 0))
+        .filter(|w| w.stored > 0)
+        .count() as u64;
     if gather_scans > MAX_WAVES {
         return Ok(None);
     }
-    let buf_elems = waves.iter().map(|w| w.stored).max().unwrap_or(0);
+    // Elements of each buffer allocated for the gathered waves.
+    let buf_elems = waves
+        .iter()
+        .skip(usize::from(early_end > 0))
+        .map(|w| w.stored)
+        .max()
+        .unwrap_or(0);
     let report = SortReport {
         elements: n,
         runs: waves.len() as u64,
-        run_bytes: (buf_elems * size_of::<T::Key>()) as u64,
+        run_bytes: (waves.iter().map(|w| w.stored).max().unwrap_or(0) * esize) as u64,
         groups: g as u64,
         scans: 2 + gather_scans,
         ..SortReport::default()
     };
-    let esize = size_of::<T::Key>();
-    let slots_of = |w: &Wave| -> (Vec<Part>, Vec<(usize, usize)>) {
+    // A wave's parts in key order, the stored ones' (group, count) and their offsets in the
+    // wave's buffer: back to back, or at the early groups' rooms.
+    let slots_of = |w: &Wave, at_rooms: bool| -> (Vec<Part>, Vec<(usize, usize)>, Vec<usize>) {
         let mut parts = Vec::with_capacity(w.groups.len());
         let mut bounds = Vec::new();
+        let mut offsets = Vec::new();
+        let mut at = 0usize;
+        let mut rooms = early.iter();
         for gi in w.groups.clone() {
             if groups.single[gi] {
                 parts.push(Part::Repeat(groups.lowers[gi], counts[gi]));
             } else {
-                parts.push(Part::Stored(counts[gi] as usize));
-                bounds.push((gi, counts[gi] as usize));
+                let c = counts[gi] as usize;
+                parts.push(Part::Stored(c));
+                bounds.push((gi, c));
+                offsets.push(at);
+                at += if at_rooms {
+                    rooms.next().expect("a room per early group").1
+                } else {
+                    c
+                };
             }
         }
-        (parts, bounds)
+        (parts, bounds, offsets)
     };
     // 4. Gather wave by wave; the output thread sorts each wave's groups a few at a time and
     // writes each few while the next few are sorted, and the main thread meanwhile gathers the
@@ -388,69 +555,56 @@ where
         reported = upto;
     };
     let table = &table;
-    // The one buffer, when every stored key fits it (it outlives the output thread).
-    let (_all_res, mut all_vec) = if all_in_one {
-        (
-            Some(
-                ctx.budget
-                    .reserve((buf_elems * esize) as u64, "sort group buffer")?,
-            ),
-            vec![<T::Key as bytemuck::Zeroable>::zeroed(); buf_elems],
-        )
-    } else {
-        (None, Vec::new())
-    };
-    let mut all_slice: &mut [T::Key] = &mut all_vec;
     std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = sync_channel::<(WaveBuf<'_, T::Key>, Vec<Part>)>(1);
+        let (tx, rx) = sync_channel::<(Vec<T::Key>, Vec<Part>, Vec<usize>)>(1);
         let (back_tx, back_rx) = channel::<Vec<T::Key>>();
         let layout = &layout;
         let sink = s.spawn(move || -> Result<()> {
             let mut out = Emit::<T>::new(writer, layout, ctx, out_chunk)?;
-            for (mut buf, parts) in rx {
-                sort_and_emit(buf.slice(), &parts, &mut out)?;
-                if let WaveBuf::Owned(v) = buf {
-                    // The main thread may be done already.
-                    let _ = back_tx.send(v);
-                }
+            for (mut buf, parts, offsets) in rx {
+                sort_and_emit(&mut buf, &parts, &offsets, &mut out)?;
+                // The main thread may be done already.
+                let _ = back_tx.send(buf);
             }
             out.finish()
         });
         let body = || -> Result<()> {
-            if all_in_one {
-                let all = std::mem::take(&mut all_slice);
-                let w = &waves[0];
-                let (parts, bounds) = slots_of(w);
-                if w.stored > 0 {
-                    gather::<T>(ctx, &groups, table, &bounds, all)?;
-                }
-                tick(w);
-                tx.send((WaveBuf::Borrowed(all), parts))
-                    .map_err(|_| writer_gone())?;
-                drop(tx);
-                // The output thread holds `all` until it is done.
-                return Ok(());
-            }
             let mut res: Vec<Reservation> = Vec::new();
-            for w in &waves {
-                let (parts, bounds) = slots_of(w);
+            let mut bufs = 0;
+            let mut early_buf = Some(early_buf);
+            for (wi, w) in waves.iter().enumerate() {
+                if wi == 0 && early_end > 0 {
+                    let (parts, _, offsets) = slots_of(w, true);
+                    bufs += 1;
+                    tick(w);
+                    let buf = early_buf.take().expect("the early buffer");
+                    tx.send((buf, parts, offsets)).map_err(|_| writer_gone())?;
+                    continue;
+                }
+                let (parts, bounds, offsets) = slots_of(w, false);
                 let mut buf = if w.stored == 0 {
                     Vec::new()
-                } else if res.len() < 2 {
+                } else if bufs < 2 {
+                    bufs += 1;
                     res.push(
                         ctx.budget
                             .reserve((buf_elems * esize) as u64, "sort wave buffer")?,
                     );
                     vec![<T::Key as bytemuck::Zeroable>::zeroed(); buf_elems]
                 } else {
-                    back_rx.recv().map_err(|_| writer_gone())?
+                    loop {
+                        // Buffers of empty waves come back too; wait for a real one.
+                        let b = back_rx.recv().map_err(|_| writer_gone())?;
+                        if b.len() >= w.stored {
+                            break b;
+                        }
+                    }
                 };
                 if w.stored > 0 {
                     gather::<T>(ctx, &groups, table, &bounds, &mut buf[..w.stored])?;
                 }
                 tick(w);
-                tx.send((WaveBuf::Owned(buf), parts))
-                    .map_err(|_| writer_gone())?;
+                tx.send((buf, parts, offsets)).map_err(|_| writer_gone())?;
             }
             drop(tx);
             Ok(())
@@ -465,89 +619,79 @@ where
     Ok(Some(report))
 }
 
-/// Sorts and writes one gathered wave: `keys` holds its stored groups back to back, `parts` all
-/// of its groups in key order. The groups go in batches of one per thread: each batch is written
-/// (on this thread) while the next one is sorted (by rayon's threads), so only the last batch's
-/// write is not overlapped.
+/// Sorts and writes one gathered wave: `keys` holds its stored groups, the `i`-th stored part
+/// at `offsets[i]` (increasing), and `parts` all of its groups in key order. The groups go in
+/// batches of one per thread: each batch is written (on this thread) while the next one is
+/// sorted (by rayon's threads), so only the last batch's write is not overlapped.
 fn sort_and_emit<T: SortKey>(
     keys: &mut [T::Key],
     parts: &[Part],
+    offsets: &[usize],
     out: &mut Emit<'_, T>,
 ) -> Result<()>
 where
     T::Key: KeyBits,
 {
     let threads = rayon::current_num_threads().max(1);
-    // (parts, their stored keys, the stored groups' (part, count)).
-    type Batch<'p, 'k, K> = (&'p [Part], &'k mut [K], Vec<(usize, usize)>);
+    // (parts, their stored groups' keys).
+    type Batch<'p, 'k, K> = (&'p [Part], Vec<&'k mut [K]>);
     let mut batches: Vec<Batch<'_, '_, T::Key>> = Vec::new();
     let mut rest = keys;
-    let (mut start, mut len) = (0, 0);
-    let mut bounds = Vec::with_capacity(threads);
+    let mut pos = 0usize;
+    let mut offsets = offsets.iter();
+    let mut start = 0;
+    let mut slices = Vec::with_capacity(threads);
     for (i, p) in parts.iter().enumerate() {
         if let Part::Stored(c) = *p {
-            bounds.push((i, c));
-            len += c;
-        }
-        if bounds.len() == threads || i + 1 == parts.len() {
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            let at = *offsets.next().expect("an offset per stored part");
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - pos);
+            let (mine, tail) = tail.split_at_mut(c);
             rest = tail;
-            batches.push((&parts[start..=i], mine, std::mem::take(&mut bounds)));
+            pos = at + c;
+            slices.push(mine);
+        }
+        if slices.len() == threads || i + 1 == parts.len() {
+            batches.push((&parts[start..=i], std::mem::take(&mut slices)));
             start = i + 1;
-            len = 0;
         }
     }
-    let mut prev: Option<(&[Part], &mut [T::Key])> = None;
-    for (ps, keys, bounds) in batches {
-        if let Some((pp, pk)) = prev.take() {
+    let mut prev: Option<Batch<'_, '_, T::Key>> = None;
+    for (ps, mut slices) in batches {
+        if let Some((pp, mut pk)) = prev.take() {
             std::thread::scope(|s| {
-                let sorter = s.spawn(|| sort_groups(keys, &bounds));
-                let r = emit_parts(pp, pk, out);
+                let sorter = s.spawn(|| sort_groups(&mut slices));
+                let r = emit_parts(pp, &mut pk, out);
                 sorter.join().expect("sort thread panicked");
                 r
             })?;
         } else {
-            sort_groups(keys, &bounds);
+            sort_groups(&mut slices);
         }
-        prev = Some((ps, keys));
+        prev = Some((ps, slices));
     }
-    if let Some((pp, pk)) = prev {
-        emit_parts(pp, pk, out)?;
+    if let Some((pp, mut pk)) = prev {
+        emit_parts(pp, &mut pk, out)?;
     }
     Ok(())
 }
 
-/// Writes sorted `parts` in order, the stored ones from `keys` (back to back).
-fn emit_parts<T: SortKey>(parts: &[Part], keys: &mut [T::Key], out: &mut Emit<'_, T>) -> Result<()>
+/// Writes sorted `parts` in order, the stored ones from `keys` (one slice each, in order).
+fn emit_parts<T: SortKey>(
+    parts: &[Part],
+    keys: &mut [&mut [T::Key]],
+    out: &mut Emit<'_, T>,
+) -> Result<()>
 where
     T::Key: KeyBits,
 {
-    let mut pos = 0usize;
+    let mut keys = keys.iter_mut();
     for p in parts {
         match *p {
-            Part::Stored(len) => {
-                out.keys(&mut keys[pos..pos + len])?;
-                pos += len;
-            }
+            Part::Stored(_) => out.keys(keys.next().expect("a slice per stored part"))?,
             Part::Repeat(k, count) => out.repeat(T::from_key(T::Key::from_u64(k)), count)?,
         }
     }
     Ok(())
-}
-
-/// A wave's keys: its own buffer (handed back for reuse) or a slice of the one buffer.
-enum WaveBuf<'a, K> {
-    Owned(Vec<K>),
-    Borrowed(&'a mut [K]),
-}
-
-impl<K> WaveBuf<'_, K> {
-    fn slice(&mut self) -> &mut [K] {
-        match self {
-            WaveBuf::Owned(v) => v,
-            WaveBuf::Borrowed(s) => s,
-        }
-    }
 }
 
 /// One scan of the input: copies the keys of the stored groups `bounds` (group, count, in key
@@ -685,24 +829,17 @@ where
     m
 }
 
-/// Sorts each stored group of a batch (`bounds`: group, count; the groups back to back in
-/// `buf`) independently: one per thread, except that a group over 1.5 times a thread's share
-/// (a lone one, say) is sorted with all threads.
-fn sort_groups<K: SortSlice>(buf: &mut [K], bounds: &[(usize, usize)]) {
+/// Sorts each stored group of a batch independently: one per thread, except that a group over
+/// 1.5 times a thread's share (a lone one, say) is sorted with all threads.
+fn sort_groups<K: SortSlice>(slices: &mut [&mut [K]]) {
     let threads = rayon::current_num_threads().max(1);
-    let big = (buf.len() * 3).div_ceil(2 * threads) + 1;
-    let mut slices = Vec::with_capacity(bounds.len());
-    let mut tail = buf;
-    for &(_, c) in bounds {
-        let (a, b) = std::mem::take(&mut tail).split_at_mut(c);
-        slices.push(a);
-        tail = b;
-    }
-    let (large, small): (Vec<_>, Vec<_>) = slices.into_iter().partition(|s| s.len() >= big);
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let big = (total * 3).div_ceil(2 * threads) + 1;
+    let (large, small): (Vec<_>, Vec<_>) = slices.iter_mut().partition(|s| s.len() >= big);
     for s in large {
         K::par_sort_slice(s);
     }
-    small.into_par_iter().for_each(K::sort_slice);
+    small.into_par_iter().for_each(|s| K::sort_slice(s));
 }
 
 /// Encodes and writes output chunk `*next` (in place when the writer is `positional`) and moves
