@@ -7,7 +7,10 @@
 //! into *waves* that fit a buffer. For each wave, one more scan of the input copies the wave's
 //! keys into their groups' places in the buffer (keys classified 8 at a time by
 //! `simd::classify`), and the buffer goes to an output thread, while the next wave is gathered
-//! in the other buffer. The output thread sorts the wave's groups in batches of one per thread
+//! in the other buffer. The first wave needs no scan of its own: the counting scan also copies
+//! the keys of the first groups (all of them when everything fits) into *rooms* sized from the
+//! sample with slack; should a room overflow (the sample misled), those keys are gathered by an
+//! ordinary scan instead. The output thread sorts the wave's groups in batches of one per thread
 //! (each group independently, a lone large one with all threads; 64-bit keys by the vector
 //! quicksort of `simd.rs`) and writes each batch, converting keys back to values straight into
 //! the writer's staging memory, while rayon's threads sort the next batch. Nothing is spilled:
