@@ -195,7 +195,11 @@ struct GroupPlan {
 fn group_plan<E>(ctx: &Ctx<'_>, n: u64, out_chunk_bytes: u64) -> Option<GroupPlan> {
     let esize = size_of::<E>() as u64;
     let limit = ctx.budget.limit();
-    let fixed = ctx.input_in_flight() + 3 * out_chunk_bytes + 2 * (SAMPLE as u64) * 8;
+    let threads = rayon::current_num_threads().max(1);
+    // Input chunks in flight, the output chunks, the sample, and the counting scan's staging
+    // (`STAGE_KEYS`, plus a trash slot of at most 4096 keys, per thread).
+    let staging = threads as u64 * (STAGE_KEYS as u64 + 4096) * esize;
+    let fixed = ctx.input_in_flight() + 3 * out_chunk_bytes + 2 * (SAMPLE as u64) * 8 + staging;
     let left = limit.checked_sub(fixed)?;
     let cap = ctx.opts.run_bytes.map_or(left, |r| r.min(left));
     let all = cap / esize;
@@ -207,7 +211,6 @@ fn group_plan<E>(ctx: &Ctx<'_>, n: u64, out_chunk_bytes: u64) -> Option<GroupPla
     // When it all fits, groups are still small enough for the sorting and writing to overlap.
     let sort_wave = (n.div_ceil(WAVES_IN_MEMORY) * 5 / 4).max(MIN_WAVE);
     let wave = if n <= all { sort_wave } else { buf };
-    let threads = rayon::current_num_threads().max(1);
     // Groups fill ~85 % of a wave, so the sample's errors rarely split a wave.
     let per_group = ((wave as f64 * 0.85) as usize / (GROUPS_PER_THREAD * threads)).max(1);
     Some(GroupPlan {
@@ -342,10 +345,11 @@ where
     let stage_keys = (STAGE_KEYS / early.len().max(1)).clamp(64, 4096);
     let stage_bytes =
         (rayon::current_num_threads().max(1) * (early.len() + 1) * stage_keys * esize) as u64;
-    let mut early_res = Some(ctx.budget.reserve(
-        (early_len * esize) as u64 + stage_bytes,
-        "sort group buffer",
-    )?);
+    let mut early_res = Some(
+        ctx.budget
+            .reserve((early_len * esize) as u64, "sort group buffer")?,
+    );
+    let stage_res = ctx.budget.reserve(stage_bytes, "sort staging")?;
     let mut early_buf = vec![<T::Key as bytemuck::Zeroable>::zeroed(); early_len];
     let (table, early_ok) = {
         // Each early group's unfilled room, handed out a staged batch at a time.
@@ -444,6 +448,7 @@ where
         ((table, counts), ok)
     };
     let (table, counts) = table;
+    drop(stage_res);
     if !early_ok {
         early.clear();
         early_end = 0;
