@@ -6,16 +6,17 @@
 //! counted, never stored. One scan counts every group exactly; consecutive groups are then packed
 //! into *waves* that fit a buffer. For each wave, one more scan of the input copies the wave's
 //! keys into their groups' places in the buffer (keys classified 8 at a time by
-//! `simd::classify`), and the buffer goes to an output thread, while the next wave is gathered
-//! in the other buffer. The first wave needs no scan of its own: the counting scan also copies
+//! `simd::classify`). The first wave needs no scan of its own: the counting scan also copies
 //! the keys of the first groups (all of them when everything fits) into *rooms* sized from the
 //! sample with slack; should a room overflow (the sample misled), those keys are gathered by an
-//! ordinary scan instead. The output thread sorts the wave's groups in batches of one per thread
-//! (each group independently, a lone large one with all threads; 64-bit keys by the vector
-//! quicksort of `simd.rs`) and writes each batch, converting keys back to values straight into
-//! the writer's staging memory, while rayon's threads sort the next batch. Nothing is spilled:
-//! the input, mapped or page-cached, is re-read instead, which is far cheaper than writing and
-//! reading a spill file. When every stored key fits one buffer there is a single wave.
+//! ordinary scan instead. Each wave's groups are sorted independently in the caller's thread
+//! pool (one per thread, a lone large one with all threads; 64-bit keys by the vector quicksort
+//! of `simd.rs`), and the buffer goes to an output thread that converts keys back to values
+//! (straight into the writer's staging memory when it takes chunks in place) and writes them,
+//! while the next wave is gathered into the other buffer. When there is a single wave (every
+//! stored key fits one buffer) it is sorted a batch of one group per thread at a time, each
+//! batch written while the next is sorted. Nothing is spilled: the input, mapped or
+//! page-cached, is re-read instead, which is far cheaper than writing and reading a spill file.
 //!
 //! The path is taken when the input is at most [`MAX_WAVES`] buffers (and no group overflows a
 //! buffer once counted); otherwise the caller falls back to the external merge. The output is
@@ -41,7 +42,8 @@ const SAMPLE: usize = 1 << 16;
 pub(super) const MAX_WAVES: u64 = 8;
 /// Groups per thread in a full wave, so the parallel group sorts balance.
 const GROUPS_PER_THREAD: usize = 2;
-/// Keys a count-scan job stages (over all early groups) before copying them to their rooms.
+/// Keys a count-scan job stages (over all early groups and the trash slot, give or take 64)
+/// before copying them to their rooms.
 const STAGE_KEYS: usize = 1 << 18;
 /// Keys classified at a time (in a stack block) by the count and gather scans.
 const BLOCK: usize = 512;
@@ -77,7 +79,7 @@ key_bits!(u8, u16, u32, u64);
 /// One group of a wave, in key order.
 #[derive(Clone, Copy, Debug)]
 enum Part {
-    /// `len` keys stored in the wave buffer (after the previous stored groups).
+    /// `len` keys stored in the wave buffer (at an offset the wave's message gives).
     Stored(usize),
     /// `count` copies of one key, never stored.
     Repeat(u64, u64),
@@ -197,8 +199,8 @@ fn group_plan<E>(ctx: &Ctx<'_>, n: u64, out_chunk_bytes: u64) -> Option<GroupPla
     let limit = ctx.budget.limit();
     let threads = rayon::current_num_threads().max(1);
     // Input chunks in flight, the output chunks, the sample, and the counting scan's staging
-    // (`STAGE_KEYS`, plus a trash slot of at most 4096 keys, per thread).
-    let staging = threads as u64 * (STAGE_KEYS as u64 + 4096) * esize;
+    // (at most `STAGE_KEYS + 64` keys per thread).
+    let staging = threads as u64 * (STAGE_KEYS as u64 + 64) * esize;
     let fixed = ctx.input_in_flight() + 3 * out_chunk_bytes + 2 * (SAMPLE as u64) * 8 + staging;
     let left = limit.checked_sub(fixed)?;
     let cap = ctx.opts.run_bytes.map_or(left, |r| r.min(left));
@@ -288,7 +290,7 @@ where
     let g = groups.len();
     // Room for each group's keys, from its sample keys with slack for the sample's error (the
     // sample is all keys when there are at most `SAMPLE`).
-    let room: Vec<usize> = (0..g)
+    let room: Vec<(usize, usize)> = (0..g)
         .map(|gi| {
             let lo = sample.partition_point(|&k| k < groups.lowers[gi]);
             let hi = groups
@@ -297,9 +299,12 @@ where
                 .map_or(sample.len(), |&h| sample.partition_point(|&k| k < h));
             let s = (hi - lo) as f64;
             let slack = s + s / 16.0 + 8.0 * s.sqrt() + 8.0;
-            (slack * n as f64 / m as f64).ceil() as usize
+            let scale = n as f64 / m as f64;
+            ((slack * scale).ceil() as usize, (s * scale) as usize)
         })
         .collect();
+    // (Room, expected keys) of the stored groups.
+    let (room, expected): (Vec<usize>, Vec<usize>) = room.into_iter().unzip();
     drop(sample);
     // 2. Count every group of every chunk exactly (the table gives each chunk its places). The
     // same scan collects the keys of the first groups, as many as their room lets fit one
@@ -310,8 +315,17 @@ where
     }
     let _table_res = ctx.budget.reserve(table_bytes, "sort group counts")?;
     let stored_room: usize = (0..g).filter(|&i| !groups.single[i]).map(|i| room[i]).sum();
+    let expected_stored: usize = (0..g)
+        .filter(|&i| !groups.single[i])
+        .map(|i| expected[i])
+        .sum();
+    // Everything collected early when the rooms fit the one buffer; nothing when only the keys
+    // themselves are expected to (one gather scan into an exact buffer is then better than
+    // waves); otherwise the groups that fit one wave buffer.
     let (early_cap, early_all) = if stored_room <= plan.all_elems {
         (stored_room, true)
+    } else if expected_stored <= plan.all_elems {
+        (0, false)
     } else {
         (plan.wave_elems, false)
     };
@@ -324,7 +338,7 @@ where
         if groups.single[gi] {
             continue;
         }
-        if used + room[gi] > early_cap {
+        if used + room[gi] > early_cap || early.len() == MAX_GROUPS {
             early_end = gi;
             break;
         }
@@ -342,7 +356,8 @@ where
     } else {
         plan.wave_elems
     };
-    let stage_keys = (STAGE_KEYS / early.len().max(1)).clamp(64, 4096);
+    // At most `STAGE_KEYS + 64` keys in all (early groups are at most `MAX_GROUPS`).
+    let stage_keys = (STAGE_KEYS / (early.len() + 1)).clamp(64, 4096);
     let stage_bytes =
         (rayon::current_num_threads().max(1) * (early.len() + 1) * stage_keys * esize) as u64;
     let mut early_res = Some(
@@ -563,34 +578,95 @@ where
         reported = upto;
     };
     let table = &table;
+    let threads = rayon::current_num_threads().max(1);
+    // A single wave is sorted and written a batch at a time from one buffer that outlives the
+    // output thread: the early one, or one gathered into now.
+    let single = waves.len() == 1 && waves[0].stored > 0;
+    let (_one_res, mut one_buf) = if single && early_end == 0 {
+        (
+            Some(
+                ctx.budget
+                    .reserve((buf_elems * esize) as u64, "sort group buffer")?,
+            ),
+            vec![<T::Key as bytemuck::Zeroable>::zeroed(); buf_elems],
+        )
+    } else if single {
+        (None, std::mem::take(&mut early_buf))
+    } else {
+        (None, Vec::new())
+    };
+    let mut one_slice: &mut [T::Key] = &mut one_buf;
     std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = sync_channel::<(Vec<T::Key>, Vec<Part>, Vec<usize>)>(1);
+        let (tx, rx) = sync_channel::<(WaveBuf<'_, T::Key>, Vec<Part>, Vec<usize>)>(1);
         let (back_tx, back_rx) = channel::<Vec<T::Key>>();
         let layout = &layout;
         let sink = s.spawn(move || -> Result<()> {
             let mut out = Emit::<T>::new(writer, layout, ctx, out_chunk)?;
             for (mut buf, parts, offsets) in rx {
-                sort_and_emit(&mut buf, &parts, &offsets, &mut out)?;
-                // The main thread may be done already.
-                let _ = back_tx.send(buf);
+                emit_parts(buf.slice(), &parts, &offsets, &mut out)?;
+                if let WaveBuf::Owned(v) = buf {
+                    // The main thread may be done already.
+                    let _ = back_tx.send(v);
+                }
             }
             out.finish()
         });
         let body = || -> Result<()> {
+            if single {
+                // Sorted (with this pool's threads) a batch of one group per thread at a time,
+                // each batch written by the output thread while the next is sorted.
+                let w = &waves[0];
+                let all = std::mem::take(&mut one_slice);
+                let (parts, bounds, offsets) = slots_of(w, early_end > 0);
+                if early_end == 0 {
+                    gather::<T>(ctx, &groups, table, &bounds, all)?;
+                }
+                tick(w);
+                let mut rest: &mut [T::Key] = all;
+                let mut pos = 0usize;
+                let mut stored = bounds.iter().zip(&offsets);
+                let mut first = 0;
+                while first < parts.len() {
+                    // This batch: parts up to and including the `threads`-th stored one.
+                    let mut last = first;
+                    let mut n = 0;
+                    while last < parts.len() {
+                        n += usize::from(matches!(parts[last], Part::Stored(_)));
+                        last += 1;
+                        if n == threads {
+                            break;
+                        }
+                    }
+                    let mine: Vec<(usize, usize)> = stored
+                        .by_ref()
+                        .take(n)
+                        .map(|(&(_, c), &at)| (at, c))
+                        .collect();
+                    let end = mine.last().map_or(pos, |&(at, c)| at + c);
+                    let (region, tail) = std::mem::take(&mut rest).split_at_mut(end - pos);
+                    rest = tail;
+                    let rel: Vec<usize> = mine.iter().map(|&(at, _)| at - pos).collect();
+                    let lens: Vec<usize> = mine.iter().map(|&(_, c)| c).collect();
+                    sort_groups(&mut slices_at(region, &rel, &lens));
+                    pos = end;
+                    tx.send((WaveBuf::Borrowed(region), parts[first..last].to_vec(), rel))
+                        .map_err(|_| writer_gone())?;
+                    first = last;
+                }
+                drop(tx);
+                // The output thread holds slices of the buffer until it is done.
+                return Ok(());
+            }
             let mut res: Vec<Reservation> = Vec::new();
             let mut bufs = 0;
-            let mut early_buf = Some(early_buf);
+            let mut early_buf = Some(std::mem::take(&mut early_buf));
             for (wi, w) in waves.iter().enumerate() {
-                if wi == 0 && early_end > 0 {
-                    let (parts, _, offsets) = slots_of(w, true);
+                let early_wave = wi == 0 && early_end > 0;
+                let (parts, bounds, offsets) = slots_of(w, early_wave);
+                let mut buf = if early_wave {
                     bufs += 1;
-                    tick(w);
-                    let buf = early_buf.take().expect("the early buffer");
-                    tx.send((buf, parts, offsets)).map_err(|_| writer_gone())?;
-                    continue;
-                }
-                let (parts, bounds, offsets) = slots_of(w, false);
-                let mut buf = if w.stored == 0 {
+                    early_buf.take().expect("the early buffer")
+                } else if w.stored == 0 {
                     Vec::new()
                 } else if bufs < 2 {
                     bufs += 1;
@@ -608,11 +684,14 @@ where
                         }
                     }
                 };
-                if w.stored > 0 {
+                if w.stored > 0 && !early_wave {
                     gather::<T>(ctx, &groups, table, &bounds, &mut buf[..w.stored])?;
                 }
+                let lens: Vec<usize> = bounds.iter().map(|&(_, c)| c).collect();
+                sort_groups(&mut slices_at(&mut buf, &offsets, &lens));
                 tick(w);
-                tx.send((buf, parts, offsets)).map_err(|_| writer_gone())?;
+                tx.send((WaveBuf::Owned(buf), parts, offsets))
+                    .map_err(|_| writer_gone())?;
             }
             drop(tx);
             Ok(())
@@ -627,11 +706,39 @@ where
     Ok(Some(report))
 }
 
-/// Sorts and writes one gathered wave: `keys` holds its stored groups, the `i`-th stored part
-/// at `offsets[i]` (increasing), and `parts` all of its groups in key order. The groups go in
-/// batches of one per thread: each batch is written (on this thread) while the next one is
-/// sorted (by rayon's threads), so only the last batch's write is not overlapped.
-fn sort_and_emit<T: SortKey>(
+/// A wave's keys for the output thread: its own buffer (handed back for reuse) or a part of the
+/// single wave's buffer.
+enum WaveBuf<'a, K> {
+    Owned(Vec<K>),
+    Borrowed(&'a mut [K]),
+}
+
+impl<K> WaveBuf<'_, K> {
+    fn slice(&mut self) -> &mut [K] {
+        match self {
+            WaveBuf::Owned(v) => v,
+            WaveBuf::Borrowed(s) => s,
+        }
+    }
+}
+
+/// The slices of `keys` of lengths `lens` at increasing `offsets`.
+fn slices_at<'k, K>(keys: &'k mut [K], offsets: &[usize], lens: &[usize]) -> Vec<&'k mut [K]> {
+    let mut out = Vec::with_capacity(lens.len());
+    let mut rest = keys;
+    let mut pos = 0usize;
+    for (&at, &c) in offsets.iter().zip(lens) {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - pos);
+        let (mine, tail) = tail.split_at_mut(c);
+        rest = tail;
+        pos = at + c;
+        out.push(mine);
+    }
+    out
+}
+
+/// Writes sorted `parts` in order, the `i`-th stored one from `keys` at `offsets[i]`.
+fn emit_parts<T: SortKey>(
     keys: &mut [T::Key],
     parts: &[Part],
     offsets: &[usize],
@@ -640,62 +747,17 @@ fn sort_and_emit<T: SortKey>(
 where
     T::Key: KeyBits,
 {
-    let threads = rayon::current_num_threads().max(1);
-    // (parts, their stored groups' keys).
-    type Batch<'p, 'k, K> = (&'p [Part], Vec<&'k mut [K]>);
-    let mut batches: Vec<Batch<'_, '_, T::Key>> = Vec::new();
-    let mut rest = keys;
-    let mut pos = 0usize;
-    let mut offsets = offsets.iter();
-    let mut start = 0;
-    let mut slices = Vec::with_capacity(threads);
-    for (i, p) in parts.iter().enumerate() {
-        if let Part::Stored(c) = *p {
-            let at = *offsets.next().expect("an offset per stored part");
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - pos);
-            let (mine, tail) = tail.split_at_mut(c);
-            rest = tail;
-            pos = at + c;
-            slices.push(mine);
-        }
-        if slices.len() == threads || i + 1 == parts.len() {
-            batches.push((&parts[start..=i], std::mem::take(&mut slices)));
-            start = i + 1;
-        }
-    }
-    let mut prev: Option<Batch<'_, '_, T::Key>> = None;
-    for (ps, mut slices) in batches {
-        if let Some((pp, mut pk)) = prev.take() {
-            std::thread::scope(|s| {
-                let sorter = s.spawn(|| sort_groups(&mut slices));
-                let r = emit_parts(pp, &mut pk, out);
-                sorter.join().expect("sort thread panicked");
-                r
-            })?;
-        } else {
-            sort_groups(&mut slices);
-        }
-        prev = Some((ps, slices));
-    }
-    if let Some((pp, mut pk)) = prev {
-        emit_parts(pp, &mut pk, out)?;
-    }
-    Ok(())
-}
-
-/// Writes sorted `parts` in order, the stored ones from `keys` (one slice each, in order).
-fn emit_parts<T: SortKey>(
-    parts: &[Part],
-    keys: &mut [&mut [T::Key]],
-    out: &mut Emit<'_, T>,
-) -> Result<()>
-where
-    T::Key: KeyBits,
-{
-    let mut keys = keys.iter_mut();
+    let lens: Vec<usize> = parts
+        .iter()
+        .filter_map(|p| match *p {
+            Part::Stored(c) => Some(c),
+            Part::Repeat(..) => None,
+        })
+        .collect();
+    let mut slices = slices_at(keys, offsets, &lens).into_iter();
     for p in parts {
         match *p {
-            Part::Stored(_) => out.keys(keys.next().expect("a slice per stored part"))?,
+            Part::Stored(_) => out.keys(slices.next().expect("a slice per stored part"))?,
             Part::Repeat(k, count) => out.repeat(T::from_key(T::Key::from_u64(k)), count)?,
         }
     }

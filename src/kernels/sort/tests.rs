@@ -1222,6 +1222,51 @@ fn early_gather_falls_back_when_the_sample_lies() {
     assert!(!r.spilled() && r.groups > 1 && r.scans == 3, "{r:?}");
 }
 
+/// The same with only the first groups collected early (a budget of a few waves): the
+/// overflowing rooms' keys are gathered like any later wave's, with any thread count.
+#[test]
+fn partial_early_wave_falls_back_too() {
+    let n = 200_000usize;
+    let m = 1u128 << 16;
+    let mut v: Vec<f64> = (0..n).map(|i| (i % 7919) as f64).collect();
+    let sampled: std::collections::HashSet<usize> = (0..m)
+        .map(|j| ((2 * j + 1) * n as u128 / (2 * m)) as usize)
+        .collect();
+    // Unsampled keys crowd into the second group's range (just above the smallest keys).
+    let mut crowd = 0;
+    for (i, x) in v.iter_mut().enumerate() {
+        if !sampled.contains(&i) && crowd < 33_000 {
+            *x = 1.5 + (i % 97) as f64 * 1e-6;
+            crowd += 1;
+        }
+    }
+    for t in [1, 2, 7] {
+        let r = check_grouped(&v, n as u64, 4096, Some(8 * 120_000), t);
+        // Several waves, each gathered by a scan of its own (the early one was given up).
+        assert!(r.groups > 1 && r.runs > 1 && r.scans == 2 + r.runs, "{r:?}");
+    }
+}
+
+/// Sorts run from inside the global pool, all of its workers at once, finish (the output
+/// thread only writes; sorting stays in the caller's pool).
+#[test]
+fn sorts_from_inside_the_pool_finish() {
+    let v = shaped_vals::<f64>(200_000, 9, 0);
+    let want = bits(&ref_sort(&v));
+    let got: Vec<Vec<u8>> = (0..8)
+        .into_par_iter()
+        .map(|_| {
+            let src = MemSource::new(&v, &[v.len() as u64], &[20_000]);
+            let dir = tempfile::tempdir().unwrap();
+            let o = opts(None, None, dir.path());
+            let (w, out) = mem_writer(&[v.len() as u64], &[7_000], 8);
+            sort(&src, w, &o, &no_progress).unwrap();
+            taken(&out)
+        })
+        .collect();
+    assert!(got.iter().all(|g| *g == want));
+}
+
 #[test]
 fn group_bounds_from_a_sample() {
     // Heavy keys get single-key groups; the rest is cut every ~4 sample keys.
