@@ -366,7 +366,7 @@ where
     );
     let stage_res = ctx.budget.reserve(stage_bytes, "sort staging")?;
     let mut early_buf = vec![<T::Key as bytemuck::Zeroable>::zeroed(); early_len];
-    let (table, early_ok) = {
+    let ((table, counts), early_ok) = {
         // Each early group's unfilled room, handed out a staged batch at a time.
         let mut rooms: Vec<std::sync::Mutex<&mut [T::Key]>> = Vec::with_capacity(early.len());
         let mut tail: &mut [T::Key] = &mut early_buf;
@@ -375,7 +375,9 @@ where
             rooms.push(std::sync::Mutex::new(a));
             tail = b;
         }
-        let mut early_of = vec![u32::MAX; g];
+        // Early group -> its staging slot; every other group -> the trash slot `nearly`.
+        let nearly = early.len();
+        let mut early_of = vec![nearly as u32; g];
         for (j, &(gi, _)) in early.iter().enumerate() {
             early_of[gi] = j as u32;
         }
@@ -394,13 +396,6 @@ where
         };
         // Staging: `stage_keys` slots per early group and one trash slot for the other groups'
         // keys (so a key is staged without a branch), recycled across chunks.
-        let nearly = early.len();
-        let trash = nearly as u32;
-        for e in early_of.iter_mut() {
-            if *e == u32::MAX {
-                *e = trash;
-            }
-        }
         let spare: std::sync::Mutex<Vec<Vec<T::Key>>> = std::sync::Mutex::new(Vec::new());
         // One row of `g` counts per chunk.
         let table: Vec<Vec<u64>> = map_chunks(ctx.src, &no_progress, |c: Chunk| {
@@ -462,7 +457,6 @@ where
             });
         ((table, counts), ok)
     };
-    let (table, counts) = table;
     drop(stage_res);
     if !early_ok {
         early.clear();
@@ -565,9 +559,9 @@ where
         }
         (parts, bounds, offsets)
     };
-    // 4. Gather wave by wave; the output thread sorts each wave's groups a few at a time and
-    // writes each few while the next few are sorted, and the main thread meanwhile gathers the
-    // next wave into the other buffer.
+    // 4. Gather and sort wave by wave (in the caller's pool); the output thread writes each wave
+    // while the next one is gathered into the other buffer (a single wave: each batch while the
+    // next is sorted).
     let nbytes = info.nbytes();
     let mut done = 0u64;
     let mut reported = 0u64;
@@ -659,13 +653,12 @@ where
             }
             let mut res: Vec<Reservation> = Vec::new();
             let mut bufs = 0;
-            let mut early_buf = Some(std::mem::take(&mut early_buf));
             for (wi, w) in waves.iter().enumerate() {
                 let early_wave = wi == 0 && early_end > 0;
                 let (parts, bounds, offsets) = slots_of(w, early_wave);
                 let mut buf = if early_wave {
                     bufs += 1;
-                    early_buf.take().expect("the early buffer")
+                    std::mem::take(&mut early_buf)
                 } else if w.stored == 0 {
                     Vec::new()
                 } else if bufs < 2 {
