@@ -499,6 +499,15 @@ impl NpySource {
 /// The text of a `.npy` header for `dtype` and `shape` (C order, native byte order), padded so the
 /// data starts on a 64-byte boundary, with its version.
 pub fn header_bytes(dtype: DType, shape: &[u64]) -> Vec<u8> {
+    padded_header(dtype, shape, 64)
+}
+
+/// [`header_bytes`] padded with spaces to a multiple of `align` bytes (a multiple of 64, as the
+/// format asks). Direct writes pad to 4 KiB, so that the data starts on a block boundary and
+/// pieces of whole blocks of data (rows of a matrix product's column block) are written as
+/// they come, with no partial block left waiting in memory for a neighbour. NumPy reads any
+/// header length.
+fn padded_header(dtype: DType, shape: &[u64], align: usize) -> Vec<u8> {
     let order = match (dtype.size(), ByteOrder::NATIVE) {
         (1, _) => '|',
         (_, ByteOrder::Little) => '<',
@@ -515,7 +524,10 @@ pub fn header_bytes(dtype: DType, shape: &[u64]) -> Vec<u8> {
         (2u8, 4usize)
     };
     let prefix = 8 + len_size;
-    let total = (prefix + dict.len() + 1).div_ceil(64) * 64;
+    let mut total = (prefix + dict.len() + 1).div_ceil(align) * align;
+    if len_size == 2 && total - prefix > 65535 {
+        total = (prefix + dict.len() + 1).div_ceil(64) * 64;
+    }
     let header_len = total - prefix;
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
@@ -569,13 +581,23 @@ impl NpyWriter {
     }
 
     /// [`create`](Self::create), bypassing the page cache for files of `direct_min` bytes or more.
-    fn create_with(path: &Path, dtype: DType, shape: &[u64], direct_min: u64) -> Result<NpyWriter> {
+    pub(crate) fn create_with(
+        path: &Path,
+        dtype: DType,
+        shape: &[u64],
+        direct_min: u64,
+    ) -> Result<NpyWriter> {
         checked_numel(shape)?;
         let mut out = AtomicFile::create(path)?;
-        let header = header_bytes(dtype, shape);
         let expected = numel(shape) * dtype.size() as u64;
+        let direct = header_bytes(dtype, shape).len() as u64 + expected >= direct_min;
+        let header = if direct {
+            padded_header(dtype, shape, direct::BLOCK as usize)
+        } else {
+            header_bytes(dtype, shape)
+        };
         let total = header.len() as u64 + expected;
-        let sink = if total >= direct_min {
+        let sink = if direct {
             let plain = out.positional_handle()?;
             let d = DirectFile::open(out.temp_path(), plain, path, total)?;
             d.write_at(&header, 0)?;
@@ -701,6 +723,43 @@ impl ArrayWriter for NpyWriter {
         }
         d.write_with(at, len, fill)?;
         self.positional.3.fetch_add(want, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn spans(&self) -> bool {
+        true
+    }
+
+    fn fill_span(
+        &self,
+        start: u64,
+        count: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let (sink, data, elem, written) = &self.positional;
+        let len = count as u64 * elem;
+        let end = start
+            .checked_add(count as u64)
+            .filter(|&e| e * elem <= self.expected);
+        if end.is_none() {
+            return Err(Error::Invalid(format!(
+                "{}: elements {start}..{} lie beyond the array's {} elements",
+                self.path().display(),
+                start + count as u64,
+                self.expected / elem
+            )));
+        }
+        let at = data + start * elem;
+        match sink {
+            Sink::Direct(d) => d.write_with(at, len as usize, fill)?,
+            Sink::Plain(file) => {
+                let mut buf = crate::storage::Buffer::for_overwrite(len as usize)?;
+                fill(buf.bytes_mut())?;
+                file.write_all_at(buf.bytes(), at)
+                    .map_err(|e| Error::io(self.path(), "write", e))?;
+            }
+        }
+        written.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
 
@@ -837,14 +896,33 @@ mod tests {
         let values: Vec<f64> = (0..n).map(|i| i as f64 * 0.25 - 3.0).collect();
         let bytes: &[u8] = bytemuck::cast_slice(&values);
         let mut files = Vec::new();
-        // Direct: positional, sequential, filled in place; then the page-cache writer.
-        for name in ["d.npy", "s.npy", "f.npy", "p.npy"] {
+        // Direct: positional, sequential, filled in place, in spans; then the page-cache writer,
+        // in chunks and in spans.
+        for name in ["d.npy", "s.npy", "f.npy", "sp.npy", "p.npy", "psp.npy"] {
             let path = dir.path().join(name);
-            let min = if name == "p.npy" { u64::MAX } else { 0 };
+            let min = if name.starts_with('p') { u64::MAX } else { 0 };
             let w = Box::new(NpyWriter::create_with(&path, DType::F64, &shape, min).unwrap());
             assert_eq!(matches!(w.positional.0, Sink::Direct(_)), min == 0);
             let k = w.layout().num_chunks();
             assert!(k > 1);
+            if name.ends_with("sp.npy") {
+                // Spans of odd lengths (none on a block boundary), last first.
+                assert!(w.spans());
+                let cuts: Vec<usize> = (0..n).step_by(77_777).chain([n]).collect();
+                for c in cuts.windows(2).rev() {
+                    let chunk = &bytes[c[0] * 8..c[1] * 8];
+                    w.fill_span(c[0] as u64, c[1] - c[0], &mut |out| {
+                        out.copy_from_slice(chunk);
+                        Ok(())
+                    })
+                    .unwrap();
+                }
+                let e = w.fill_span(n as u64 - 1, 2, &mut |_| Ok(())).unwrap_err();
+                assert!(e.to_string().contains("beyond the array"), "{e}");
+                w.finish().unwrap();
+                files.push(std::fs::read(&path).unwrap());
+                continue;
+            }
             let order: Vec<usize> = if name == "s.npy" {
                 (0..k).collect()
             } else {
@@ -868,14 +946,28 @@ mod tests {
             w.finish().unwrap();
             files.push(std::fs::read(&path).unwrap());
         }
-        // Header and data identical to the page-cache writer's, byte for byte.
-        for f in &files[..3] {
-            assert!(f == &files[3]);
+        // Data identical to the page-cache writer's, byte for byte; the direct writers' header
+        // is padded to 4 KiB, so the data starts on a block boundary, and says the same.
+        let plain = &files[4];
+        let data_at = plain.len() - bytes.len();
+        assert_eq!(&plain[data_at..], bytes);
+        assert!(files[5] == *plain);
+        for f in &files[..4] {
+            assert_eq!(f.len(), 4096 + bytes.len());
+            assert_eq!(&f[4096..], bytes);
+            assert_eq!(f[..8], plain[..8], "magic and version");
+            assert_eq!(u16::from_le_bytes([f[8], f[9]]), 4096 - 10, "header length");
+            assert_eq!(
+                f[10..data_at - 1],
+                plain[10..data_at - 1],
+                "the header's dict"
+            );
+            assert!(f[data_at - 1..4095].iter().all(|&b| b == b' ') && f[4095] == b'\n');
         }
         let src = NpySource::open(&dir.path().join("d.npy"), "d").unwrap();
         let full = crate::shape::Region::full(&shape);
         assert_eq!(src.read_region(&full).unwrap().bytes(), bytes);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
     }
 
     #[test]

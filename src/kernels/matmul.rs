@@ -785,6 +785,11 @@ pub fn matmul(
     let (max_rows, max_cols) = ctx.spec.max_chunk_2d(&layout);
     let chunk_bytes = (max_rows * max_cols * ctx.dtype.size()) as u64;
     let outputs = chunks_in_flight(workers, layout.num_chunks()) * chunk_bytes;
+    if let Some(plan) = packed_spans(&ctx, writer.as_ref(), available(opts), workers, progress)? {
+        writer.finish()?;
+        ctx.plan = plan;
+        return Ok(ctx.report());
+    }
     if let Some(plan) = packed_stream(&ctx, writer.as_ref(), available(opts), workers, progress)? {
         writer.finish()?;
         ctx.plan = plan;
@@ -1104,6 +1109,136 @@ fn packed_stream(
         bk: k,
         resident: group >= grid_cols,
         b_blocks: grid_cols.div_ceil(group),
+    }))
+}
+
+/// Bytes of one span [`packed_spans`] hands the writer at most: a direct-I/O staging buffer.
+const SPAN_BYTES: u64 = 8 << 20;
+
+/// Bytes the writer's staging may hold while [`packed_spans`] runs (reserved by the writer).
+const SPAN_STAGING: u64 = 4 * (SPAN_BYTES + 4096);
+
+/// Columns per packed block of B on [`packed_spans`], for bands of `rows` rows: the widest of
+/// `n` (all of B), `n / 2`, `n / 3`, ... whose packed block fits half of `avail` and what
+/// `workers` workers leave (each holds an A band, its tiles and an input chunk being read), or
+/// `None` if not even a block of 512 columns does. Blocks narrower than `n` are multiples of 512
+/// columns, so each row of a block is whole 4 KiB blocks of the output.
+fn span_block(
+    (k, n): (usize, usize),
+    rows: usize,
+    workers: usize,
+    avail: u64,
+    src_chunk: u64,
+) -> Option<usize> {
+    let fits = |nc: usize| {
+        let per_worker = (rows * k * 8) as u64 + packed::Scratch::bytes(rows, nc) + src_chunk;
+        let left = avail
+            .checked_sub(per_worker.saturating_mul(workers as u64))
+            .and_then(|l| l.checked_sub(SPAN_STAGING));
+        left.is_some_and(|l| packed::PackedB::bytes(k, nc) <= l.min(avail / 2))
+    };
+    if fits(n) {
+        return Some(n);
+    }
+    (2..=n.div_ceil(512))
+        .map(|blocks| n.div_ceil(blocks).next_multiple_of(512))
+        .find(|&nc| nc < n && fits(nc))
+}
+
+/// Whether [`matmul`] computes `a @ b` straight into `writer` in spans of elements (its fastest
+/// way to a file, B read once per column block): the writer takes spans (`.npy`) and the
+/// packed path applies with the global budget (call it in the pool that will run the product).
+pub fn writes_in_spans(
+    a: &dyn ChunkSource,
+    b: &dyn ChunkSource,
+    writer: &dyn ArrayWriter,
+) -> Result<bool> {
+    let ctx = Ctx::new(a, b)?;
+    if !packed_applies(&ctx) || !writer.spans() || writer.layout().shape() != ctx.spec.shape {
+        return Ok(false);
+    }
+    let (m, k, n) = (ctx.spec.m, ctx.spec.k, ctx.spec.n);
+    let workers = rayon::current_num_threads().max(1);
+    let src_chunk = ctx.a.chunk_bytes().max(ctx.b.chunk_bytes());
+    let avail = available(&MatmulOptions::default());
+    Ok(span_block((k, n), packed::MC.min(m), workers, avail, src_chunk).is_some())
+}
+
+/// The packed path ([`packed`]) into a writer that takes spans of elements (`.npy`): B is
+/// packed in column blocks as wide as half the budget allows (all of B when it fits), and for
+/// each block the workers take bands of [`packed::MC`] rows of A, compute the band's tiles and
+/// hand the writer its rows: whole rows in spans of up to [`SPAN_BYTES`] when the block spans
+/// every column, else each row's piece of the block. Bands are as tall as the packed kernel
+/// wants whatever the writer's chunks. B is read once, A once per block. `None`, having done
+/// nothing, where the path does not apply.
+fn packed_spans(
+    ctx: &Ctx<'_>,
+    writer: &dyn ArrayWriter,
+    avail: u64,
+    workers: usize,
+    progress: Progress<'_>,
+) -> Result<Option<Plan>> {
+    let (m, k, n) = (ctx.spec.m, ctx.spec.k, ctx.spec.n);
+    if !packed_applies(ctx) || !writer.spans() {
+        return Ok(None);
+    }
+    let rows = packed::MC.min(m);
+    let src_chunk = ctx.a.chunk_bytes().max(ctx.b.chunk_bytes());
+    let Some(nc) = span_block((k, n), rows, workers, avail, src_chunk) else {
+        return Ok(None);
+    };
+    let bands = m.div_ceil(rows);
+    let scratch: Vec<Mutex<packed::Scratch>> = (0..workers).map(|_| Mutex::default()).collect();
+    for c0 in (0..n).step_by(nc) {
+        let w = nc.min(n - c0);
+        let b = packed::PackedB::pack(k, w, |k0, kc| ctx.panel::<f64>(&ctx.b, k0, kc, c0, w))?;
+        let todo = Mutex::new(0..bands);
+        (0..workers)
+            .into_par_iter()
+            .try_for_each(|wk| -> Result<()> {
+                let mut scratch = scratch[wk].lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let next = todo.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(i) = next else {
+                        return Ok(());
+                    };
+                    let (r0, h) = (i * rows, rows.min(m - i * rows));
+                    let a = ctx.panel::<f64>(&ctx.a, r0, h, 0, k)?;
+                    b.compute(a.as_slice(), h, (0, w), false, &mut scratch)?;
+                    // Whole rows in spans of up to `SPAN_BYTES`, or one span per row.
+                    let per = if w == n {
+                        ((SPAN_BYTES / (n as u64 * 8)) as usize).max(1)
+                    } else {
+                        1
+                    };
+                    for rs in (0..h).step_by(per) {
+                        let hr = per.min(h - rs);
+                        let start = ((r0 + rs) * n + c0) as u64;
+                        let count = if w == n { hr * n } else { w };
+                        let scratch = &*scratch;
+                        writer.fill_span(start, count, &mut |bytes| {
+                            match bytemuck::try_cast_slice_mut::<u8, f64>(bytes) {
+                                Ok(out) => scratch.rows_to(rs..rs + hr, out, w),
+                                Err(_) => {
+                                    // Not 8-byte aligned: copied aside, then in.
+                                    let mut out = vec![0.0f64; count];
+                                    scratch.rows_to(rs..rs + hr, &mut out, w);
+                                    bytes.copy_from_slice(bytemuck::cast_slice(&out));
+                                }
+                            }
+                            Ok(())
+                        })?;
+                    }
+                    progress((h * w * 8) as u64);
+                }
+            })?;
+    }
+    Ok(Some(Plan {
+        rows,
+        cols: nc.min(n),
+        bk: k,
+        resident: nc >= n,
+        b_blocks: n.div_ceil(nc),
     }))
 }
 
@@ -1606,6 +1741,84 @@ mod tests {
             }
         }
         assert!(blocked > 0, "no budget split B into column blocks");
+    }
+
+    /// The packed path into a `.npy` output in spans: bands of whole rows when B fits, rows of
+    /// column blocks of 512 columns when it does not, through the page cache and with direct
+    /// writes; every budget and thread count gives the bytes of one in-memory `gemm`, with B
+    /// read once and A once per block.
+    #[test]
+    fn spans_into_npy() {
+        if !packed::available() {
+            return;
+        }
+        let (m, k, n) = (250usize, 300usize, 1100usize);
+        let av: Vec<f64> = (0..m * k)
+            .map(|i| match i % 251 {
+                0 => f64::NEG_INFINITY,
+                1 => -0.0,
+                _ => ((i * 7919) % 1000) as f64 / 997.0 - 0.5,
+            })
+            .collect();
+        let bv: Vec<f64> = (0..k * n)
+            .map(|i| ((i * 104_729) % 1013) as f64 / 1009.0 * 2f64.powi((i % 30) as i32 - 15))
+            .collect();
+        let want = gemm_f64(&av, &bv, (m, k, n));
+        let sa = MemSource::new(&av, &[m as u64, k as u64], &[7, 300]);
+        let sb = MemSource::new(&bv, &[k as u64, n as u64], &[64, 1100]);
+        let dir = tempfile::tempdir().unwrap();
+        let (a_bytes, b_bytes) = ((m * k * 8) as u64, (k * n * 8) as u64);
+        let mut widths = std::collections::BTreeSet::new();
+        for threads in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            // The smallest budgets (in 64 KiB steps) that give each block width.
+            let src_chunk = (64 * n * 8) as u64;
+            let mut limits = std::collections::BTreeMap::new();
+            for limit in (SPAN_STAGING..SPAN_STAGING + (64 << 20)).step_by(64 << 10) {
+                if let Some(nc) = span_block((k, n), packed::MC, threads, limit, src_chunk) {
+                    limits.entry(nc).or_insert(limit);
+                }
+            }
+            let ncs: Vec<usize> = limits.keys().copied().collect();
+            assert_eq!(ncs, [512, 1024, 1100], "{threads} threads");
+            for &limit in limits.values() {
+                for direct in [false, true] {
+                    let path = dir.path().join(format!("c{threads}-{limit}-{direct}.npy"));
+                    let min = if direct { 0 } else { u64::MAX };
+                    let w = crate::formats::npy::NpyWriter::create_with(
+                        &path,
+                        DType::F64,
+                        &[m as u64, n as u64],
+                        min,
+                    )
+                    .unwrap();
+                    let run = MatmulOptions {
+                        memory_limit: Some(limit),
+                    };
+                    let what = format!("{threads} threads, {limit} B, direct {direct}");
+                    let rep = pool
+                        .install(|| matmul(&sa, &sb, Box::new(w), &run, &no_progress))
+                        .expect(&what);
+                    let c = crate::formats::open(path.to_str().unwrap()).unwrap();
+                    let got = c.read_region(&Region::full(&[m as u64, n as u64])).unwrap();
+                    let what = format!("{what}: {rep:?}");
+                    assert_eq!(
+                        got.bytes(),
+                        bytemuck::cast_slice::<f64, u8>(&want),
+                        "{what}"
+                    );
+                    assert_eq!(rep.tile[0], packed::MC as u64, "{what}");
+                    let blocks = (n as u64).div_ceil(rep.tile[1]);
+                    assert_eq!(rep.b_blocks, blocks, "{what}");
+                    assert_eq!(rep.bytes_read, blocks * a_bytes + b_bytes, "{what}");
+                    widths.insert(rep.tile[1]);
+                }
+            }
+        }
+        assert_eq!(widths.into_iter().collect::<Vec<_>>(), [512, 1024, 1100]);
     }
 
     /// NumPy answers checked by hand (NumPy 2.4).

@@ -299,6 +299,30 @@ pub trait ArrayWriter: Send + Sync {
         fill_through_buffer(self, index, len, fill)
     }
 
+    /// Whether [`fill_span`](Self::fill_span) may store any run of consecutive elements (in
+    /// C order) from any thread in any order: the output's bytes are its elements in order, as in
+    /// `.npy`. A producer whose natural unit is not the writer's chunk (a band of matrix rows, a
+    /// row of a column block) then writes its own pieces.
+    fn spans(&self) -> bool {
+        false
+    }
+
+    /// Stores `count` elements from flat C-order element `start` on, their bytes written by
+    /// `fill` into memory the writer provides (dense, native). Only when
+    /// [`spans`](Self::spans) is true; every element must be stored exactly once, and an output
+    /// is written either by spans or by chunks, not both.
+    fn fill_span(
+        &self,
+        start: u64,
+        count: usize,
+        _fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        Err(Error::Invalid(format!(
+            "elements {start}..{}: this output cannot be written in spans",
+            start + count as u64
+        )))
+    }
+
     /// Completes the output and moves it into place.
     fn finish(self: Box<Self>) -> Result<()>;
 }

@@ -210,36 +210,52 @@ impl PackedB {
         accumulate: bool,
         scratch: &mut Scratch,
     ) -> Result<()> {
+        if h == 0 || w == 0 {
+            return Ok(());
+        }
+        if accumulate {
+            let tiles = scratch.tiles_for(h, w)?;
+            tiles_from(c, ldc, h, w, tiles, h.div_ceil(MR));
+        }
+        self.compute(a, h, (c0, w), accumulate, scratch)?;
+        scratch.rows_to(0..h, c, ldc);
+        Ok(())
+    }
+
+    /// Computes `A @ B[:, c0..c0 + w]` for a band of `h` rows (`a` is `h x k`, dense) into
+    /// `scratch`'s tiles, from which [`Scratch::rows_to`] copies any rows out. With
+    /// `accumulate`, the tiles already hold C (see [`Scratch::tiles_for`]) and the product is
+    /// added to it. `c0` must be a multiple of [`NR`].
+    pub(super) fn compute(
+        &self,
+        a: &[f64],
+        h: usize,
+        (c0, w): (usize, usize),
+        accumulate: bool,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
         let (k, n) = (self.k, self.n);
         debug_assert!(c0 % NR == 0 && c0 + w <= n && a.len() >= h * k);
+        let tiles_r = h.div_ceil(MR);
+        scratch.tiles_for(h, w)?;
+        scratch.band = (h, w);
+        let Scratch { apack, tiles, .. } = scratch;
+        let tiles = &mut tiles
+            .as_mut()
+            .expect("allocated by tiles_for")
+            .as_mut_slice::<f64>()[..tiles_r * w.div_ceil(NR) * MR * NR];
         if h == 0 || w == 0 {
             return Ok(());
         }
         if k == 0 {
             if !accumulate {
-                for row in c.chunks_mut(ldc).take(h) {
-                    row[..w].fill(0.0);
-                }
+                tiles.fill(0.0);
             }
             return Ok(());
         }
         let data = self.data.as_slice::<f64>();
         let (jp0, jp1) = (c0 / NR, (c0 + w).div_ceil(NR));
-        let tiles_r = h.div_ceil(MR);
-        let need = tiles_r * (jp1 - jp0) * MR * NR;
-        let Scratch { apack, tiles } = scratch;
         let wide = wide_available();
-        if tiles.as_ref().is_none_or(|t| t.len() < need * 8) {
-            *tiles = None; // back to the pool before its successor is reserved
-            *tiles = Some(Buffer::for_overwrite(need * 8)?);
-        }
-        let tiles = &mut tiles
-            .as_mut()
-            .expect("allocated above")
-            .as_mut_slice::<f64>()[..need];
-        if accumulate {
-            tiles_from(c, ldc, h, w, tiles, tiles_r);
-        }
         for m0 in (0..h).step_by(MC) {
             let mc = MC.min(h - m0);
             let mp = mc.div_ceil(MR);
@@ -297,7 +313,6 @@ impl PackedB {
                 }
             }
         }
-        tiles_to(tiles, tiles_r, w, c, ldc, h);
         Ok(())
     }
 }
@@ -319,12 +334,19 @@ fn tiles_from(c: &[f64], ldc: usize, h: usize, w: usize, t: &mut [f64], tr: usiz
     }
 }
 
-/// Copies the band's tiles into the `h x w` box of C, row by row. Whole tile rows are copied as
-/// `[f64; NR]`: one vector load and store, where a copy of run-time length called `memcpy` for
-/// every 64 bytes.
-fn tiles_to(t: &[f64], tr: usize, w: usize, c: &mut [f64], ldc: usize, h: usize) {
+/// Copies rows `rows` of the band's tiles into C (its first row is the first of `rows`; `w`
+/// values each), row by row. Whole tile rows are copied as `[f64; NR]`: one vector load and
+/// store, where a copy of run-time length called `memcpy` for every 64 bytes.
+fn tiles_to(
+    t: &[f64],
+    tr: usize,
+    w: usize,
+    rows: std::ops::Range<usize>,
+    c: &mut [f64],
+    ldc: usize,
+) {
     let whole = w - w % NR;
-    for (r, row) in c.chunks_mut(ldc).take(h).enumerate() {
+    for (r, row) in rows.zip(c.chunks_mut(ldc)) {
         for (col, out) in row[..whole].chunks_exact_mut(NR).enumerate() {
             let at = tile_at(r, col * NR, tr);
             let src: &[f64; NR] = t[at..at + NR].try_into().expect("NR values");
@@ -383,9 +405,35 @@ pub(super) fn gemm(
 pub(super) struct Scratch {
     apack: Vec<f64>,
     tiles: Option<Buffer>,
+    /// Rows and columns of the band the tiles hold.
+    band: (usize, usize),
 }
 
 impl Scratch {
+    /// The tiles of an `h x w` band (grown if need be), for C to be copied in before an
+    /// accumulating [`PackedB::compute`].
+    fn tiles_for(&mut self, h: usize, w: usize) -> Result<&mut [f64]> {
+        let need = h.div_ceil(MR) * w.div_ceil(NR) * MR * NR;
+        if self.tiles.as_ref().is_none_or(|t| t.len() < need * 8) {
+            self.tiles = None; // back to the pool before its successor is reserved
+            self.tiles = Some(Buffer::for_overwrite(need * 8)?);
+        }
+        self.band = (h, w);
+        let tiles = self.tiles.as_mut().expect("allocated above");
+        Ok(&mut tiles.as_mut_slice::<f64>()[..need])
+    }
+
+    /// Copies rows `rows` of the band last computed into `c` (row stride `ldc`, starting at the
+    /// first of those rows), `w` values each.
+    pub(super) fn rows_to(&self, rows: std::ops::Range<usize>, c: &mut [f64], ldc: usize) {
+        let (h, w) = self.band;
+        debug_assert!(rows.end <= h);
+        let Some(tiles) = &self.tiles else {
+            return;
+        };
+        tiles_to(tiles.as_slice::<f64>(), h.div_ceil(MR), w, rows, c, ldc);
+    }
+
     /// Bytes a band of `h` rows and `w` columns needs.
     pub(super) fn bytes(h: usize, w: usize) -> u64 {
         let tiles = h.div_ceil(MR) as u64 * (w.div_ceil(NR) + 1) as u64 * (MR * NR) as u64;
