@@ -105,7 +105,6 @@ pub fn cmd_eval(
         .global(RESULT)
         .context("the expression produced no value")?;
     let backend = e.backend.clone();
-    let arr_of = |h: &chunkheap::heap::Handle| backend.session().from_handle(h);
     if let Some(path) = out {
         if !is_array(value.kind()) {
             bail!(
@@ -113,7 +112,8 @@ pub fn cmd_eval(
                 value.kind()
             );
         }
-        let a = arr_of(&value)?;
+        // Not computed yet if it is a matrix product: saving computes it straight into `path`.
+        let a = backend.session().deferred_handle(&value)?;
         let bytes = a.size() * a.dtype().size() as u64;
         let bar = Reporter::new(g.progress, bytes, "eval");
         a.save(path, options, &|n| bar.add(n))?;

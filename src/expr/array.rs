@@ -166,8 +166,20 @@ impl Session {
         }
     }
 
-    /// An array from a heap object of kind array or expression.
+    /// An array from a heap object of kind array or expression, ready to be read from any
+    /// thread: a deferred matrix product ([`Product`](super::product::Product)) is computed now.
     pub fn from_handle(&self, handle: &Handle) -> Result<Array> {
+        let a = self.deferred_handle(handle)?;
+        if let Some(p) = super::product::Product::of(&a.src) {
+            self.install(|| p.settle())?;
+        }
+        Ok(a)
+    }
+
+    /// [`from_handle`](Self::from_handle) without computing a deferred product: for saving it
+    /// ([`Array::save`] computes a product straight into a `.npy` output) or reading its shape.
+    /// Settle it (or use `from_handle`) before reading it from parallel code.
+    pub fn deferred_handle(&self, handle: &Handle) -> Result<Array> {
         let src = self.inner.heap.array_source(handle)?;
         Ok(Array {
             src,
@@ -660,6 +672,10 @@ impl Array {
     pub fn save(&self, path: &str, options: &WriteOptions, progress: Progress<'_>) -> Result<()> {
         self.check_budget()?;
         let writer = crate::formats::create(path, self.dtype(), self.shape(), options)?;
+        if let Some(p) = super::product::Product::of(&self.src) {
+            // A deferred product may compute straight into the output.
+            return self.session.install(|| p.save_into(writer, progress));
+        }
         self.session
             .install(|| crate::pipeline::copy(self.src.as_ref(), writer, progress))
     }

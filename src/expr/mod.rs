@@ -23,6 +23,7 @@ pub mod scan;
 pub use scan::{Scan, ScanOp};
 pub mod array;
 pub mod persist;
+pub mod product;
 
 pub use array::{Array, Broadcast, Operand, Session, SessionConfig, norm_axis};
 pub mod script;

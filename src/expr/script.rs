@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::array::{Array, Operand, Session, norm_axis};
 use super::lazy::{ConstValue, Src};
 use super::ops::{BinOp, UnOp, Weak};
+use super::product::Product;
 use super::reduction::{PassCache, Reduction, stats_need};
 use super::scan::ScanOp;
 use super::views::Index;
@@ -652,7 +653,13 @@ impl ArrayBackend for EngineBackend {
                     .ok_or_else(|| Error::Invalid("load() needs a source path".into()))?,
             )?),
             "save" => {
-                let x = self.to_array(heap, a.need(0, "x")?)?;
+                let x = a.need(0, "x")?;
+                // A deferred product is computed straight into the output.
+                let x = if is_array(x.kind()) {
+                    self.session.deferred_handle(x)?
+                } else {
+                    self.to_array(heap, x)?
+                };
                 let path = a
                     .str(1, "path")?
                     .ok_or_else(|| Error::Invalid("save() needs a path".into()))?;
@@ -910,56 +917,26 @@ impl EngineBackend {
             .wrap_derived(if arg { "argsort" } else { "sort" }, a, src))
     }
 
-    /// `a @ b`: blocked out-of-core; kept in memory when the result is small, otherwise streamed
-    /// to a temporary Zarr store (deleted with the array) that later steps read chunk by chunk.
+    /// `a @ b`, deferred ([`Product`]): saved to a `.npy`, it is computed straight into the
+    /// file; used any other way, it is computed once, into memory when the result is small,
+    /// otherwise into a temporary Zarr store (deleted with the array) read chunk by chunk.
     fn matmul(&self, heap: &Heap, lhs: &Handle, rhs: &Handle) -> Result<Handle> {
-        use crate::kernels::matmul::{
-            MatmulOptions, matmul, matmul_to_buffer, result_dtype, result_shape,
-        };
         let a = self.to_array(heap, lhs)?;
         let b = self.to_array(heap, rhs)?;
-        let shape = result_shape(a.shape(), b.shape())?;
-        let dtype = result_dtype(a.dtype(), b.dtype());
-        let bytes = crate::shape::numel(&shape) * dtype.size() as u64;
-        let opts = MatmulOptions::default();
-        let (sa, sb) = (a.source().as_ref(), b.source().as_ref());
-        let src: Src = if bytes <= crate::memory::global().limit() / 8 {
-            let buf = self.session.install(|| matmul_to_buffer(sa, sb, &opts))?;
-            Arc::new(super::mem::MemArray::new("matmul", dtype, shape, buf)?)
-        } else {
-            let parent = self
-                .session
-                .temp_dir()
-                .map(|p| p.to_path_buf())
-                .unwrap_or_else(std::env::temp_dir);
-            let dir = tempfile::Builder::new()
-                .prefix("chunkheap-matmul-")
-                .tempdir_in(&parent)
-                .map_err(|e| Error::io(&parent, "create a temp dir in", e))?;
-            let out = dir
-                .path()
-                .join("product.zarr")
-                .to_string_lossy()
-                .into_owned();
-            let chunks = self
-                .session
-                .install(|| crate::kernels::matmul::product_chunks(sa, sb))?;
-            let wo = WriteOptions {
-                chunks: Some(chunks),
-                ..Default::default()
-            };
-            let writer = crate::formats::create(&out, dtype, &shape, &wo)?;
-            let work = a.size() * a.dtype().size() as u64 + b.size() * b.dtype().size() as u64;
-            self.with_progress_of("matmul", work, |p| {
-                self.session.install(|| matmul(sa, sb, writer, &opts, p))
-            })?;
-            Arc::new(TempBacked {
-                src: Arc::from(crate::formats::open(&out)?),
-                _dir: dir,
-            })
-        };
-        let h = heap.expr_array("@", &[a.handle(), b.handle()], src);
-        Ok(h)
+        let parent = self
+            .session
+            .temp_dir()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(std::env::temp_dir);
+        let product = self.session.install(|| {
+            Product::new(
+                Arc::clone(a.source()),
+                Arc::clone(b.source()),
+                parent,
+                self.progress.clone(),
+            )
+        })?;
+        Ok(heap.expr_array("@", &[a.handle(), b.handle()], Arc::new(product)))
     }
 
     fn more_functions(&self, heap: &Heap, name: &str, a: &Args<'_>) -> Result<Option<Handle>> {
@@ -1075,6 +1052,13 @@ pub struct TempBacked {
     _dir: tempfile::TempDir,
 }
 
+impl TempBacked {
+    /// `src`, read from a file or store inside `dir`, which is deleted with it.
+    pub fn new(src: Src, dir: tempfile::TempDir) -> TempBacked {
+        TempBacked { src, _dir: dir }
+    }
+}
+
 impl ChunkSource for TempBacked {
     fn info(&self) -> &crate::storage::SourceInfo {
         self.src.info()
@@ -1086,5 +1070,9 @@ impl ChunkSource for TempBacked {
 
     fn read_region(&self, region: &crate::shape::Region) -> Result<crate::storage::Buffer> {
         self.src.read_region(region)
+    }
+
+    fn read_region_into(&self, region: &crate::shape::Region, out: &mut [u8]) -> Result<()> {
+        self.src.read_region_into(region, out)
     }
 }

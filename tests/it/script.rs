@@ -295,6 +295,72 @@ fn matmul_and_transpose_in_expressions_match_numpy() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("mismatch"));
 }
 
+/// `x @ y` saved straight from `eval -o` (computed into the file), saved from a script before
+/// and after other uses, and under a budget that sends it through a temporary store: the same
+/// bytes every time, and elements equal to a fused dot product of a row and a column.
+#[test]
+fn matrix_products_save_the_same_bytes_whichever_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = make(
+        dir.path(),
+        "x.npy",
+        "200,100",
+        &["--dist", "normal", "--seed", "1"],
+    );
+    let y = make(
+        dir.path(),
+        "y.npy",
+        "100,530",
+        &["--dist", "normal", "--seed", "2"],
+    );
+    let (bx, by) = (format!("x={x}"), format!("y={y}"));
+    let out = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    run_ok(&["eval", "x @ y", &bx, &by, "-o", &out("c1.npy")]);
+    let script = dir.path().join("s.py");
+    std::fs::write(
+        &script,
+        format!(
+            "c = load({x:?}) @ load({y:?})\nsave(c, {:?})\nt = sum(c)\nsave(c, {:?})\nprint(t)\n",
+            out("c2.npy"),
+            out("c3.npy")
+        ),
+    )
+    .unwrap();
+    run_ok(&["run", script.to_str().unwrap()]);
+    // 848 KB of product, over an eighth of 4 MiB: computed into a temporary store first.
+    run_ok(&["--memory-limit", "4MiB", "run", script.to_str().unwrap()]);
+    let c1 = std::fs::read(out("c1.npy")).unwrap();
+    assert!(c1.len() > 200 * 530 * 8);
+    for n in ["c2.npy", "c3.npy"] {
+        assert!(
+            std::fs::read(out(n)).unwrap() == c1,
+            "{n} differs from eval -o"
+        );
+    }
+    let bc = format!("c={}", out("c1.npy"));
+    let got = run_ok(&[
+        "eval",
+        "c[3, 7], c[199, 529], sum(x[3] * y[:, 7]), sum(x[199] * y[:, 529])",
+        &bc,
+        &bx,
+        &by,
+    ]);
+    let v: Vec<f64> = got
+        .split_whitespace()
+        .map(|s| {
+            s.trim_matches(|c| c == '(' || c == ')' || c == ',')
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    for (c, dot) in [(v[0], v[2]), (v[1], v[3])] {
+        assert!(
+            (c - dot).abs() <= 1e-12 * 100.0 * dot.abs().max(1.0),
+            "{got}"
+        );
+    }
+}
+
 #[test]
 fn example_scripts_run_and_match_numpy_semantics() {
     let dir = tempfile::tempdir().unwrap();
