@@ -1,7 +1,8 @@
 //! `a @ b` as a deferred source: the product is computed when it is first needed, and how depends
 //! on the need. Saved to an output that takes spans of elements (`.npy`), the kernel computes
 //! its bands straight into the output file ([`Product::save_into`]): no copy of the product is
-//! ever held, and the budget only has to hold B's packed blocks. Used in any other way, it is
+//! held, only B's packed blocks and each worker's band of A and its tiles. Used in any other
+//! way, it is
 //! computed once ([`Product::settle`]) into memory when it is at most an eighth of the budget,
 //! else into a temporary Zarr store of tiles deleted with the source, and read from there.
 //!
@@ -118,10 +119,8 @@ impl Product {
                     ..Default::default()
                 };
                 let writer = crate::formats::create(&out, self.info.dtype, &self.info.shape, &wo)?;
-                let work = [a, b]
-                    .iter()
-                    .map(|s| numel(&s.info().shape) * s.info().dtype.size() as u64)
-                    .sum();
+                // The kernel reports the bytes of the product it has written.
+                let work = numel(&self.info.shape) * self.info.dtype.size() as u64;
                 self.with_progress("matmul", work, |p| matmul::matmul(a, b, writer, &opts, p))?;
                 Arc::new(TempBacked::new(Arc::from(crate::formats::open(&out)?), dir))
             }

@@ -505,8 +505,8 @@ pub fn header_bytes(dtype: DType, shape: &[u64]) -> Vec<u8> {
 /// [`header_bytes`] padded with spaces to a multiple of `align` bytes (a multiple of 64, as the
 /// format asks). Direct writes pad to 4 KiB, so that the data starts on a block boundary and
 /// pieces of whole blocks of data (rows of a matrix product's column block) are written as
-/// they come, with no partial block left waiting in memory for a neighbour. NumPy reads any
-/// header length.
+/// they come, with no partial block left waiting in memory for a neighbour. NumPy reads
+/// headers of up to 10000 bytes by default (`max_header_size`).
 fn padded_header(dtype: DType, shape: &[u64], align: usize) -> Vec<u8> {
     let order = match (dtype.size(), ByteOrder::NATIVE) {
         (1, _) => '|',
@@ -740,12 +740,13 @@ impl ArrayWriter for NpyWriter {
         let len = count as u64 * elem;
         let end = start
             .checked_add(count as u64)
-            .filter(|&e| e * elem <= self.expected);
+            .and_then(|e| e.checked_mul(*elem))
+            .filter(|&e| e <= self.expected);
         if end.is_none() {
             return Err(Error::Invalid(format!(
                 "{}: elements {start}..{} lie beyond the array's {} elements",
                 self.path().display(),
-                start + count as u64,
+                start.saturating_add(count as u64),
                 self.expected / elem
             )));
         }

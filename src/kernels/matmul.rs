@@ -757,9 +757,11 @@ fn chunks_in_flight(workers: usize, chunks: usize) -> u64 {
 /// Computes `a @ b` into `writer` (whose shape must be the result's, see [`result_shape`]; its
 /// dtype should be [`result_dtype`]`(a, b)`), one writer chunk per worker at a time, reporting
 /// written bytes to `progress`. Operands and result may be far larger than the memory budget.
-/// `f64` products on AVX2/FMA CPUs into a positional writer (`.npy`, Zarr) pack B once per block
-/// of chunk columns and stream A through it (chunk the output with [`product_chunks`]); the others
-/// are computed tile by tile, re-reading operand panels as the budget requires.
+/// `f64` products on AVX2/FMA CPUs pack B once per column block and stream A through it: into
+/// a writer that takes spans (`.npy`) in bands of 240 rows whatever its chunks, into another
+/// positional writer (Zarr) by blocks of chunk columns (chunk the output with
+/// [`product_chunks`]); the others are computed tile by tile, re-reading operand panels as the
+/// budget requires.
 ///
 /// Errors name both shapes on a mismatch (NumPy's message), and the budget's shares when it is
 /// too small for even the smallest tiles.
@@ -1003,7 +1005,8 @@ pub fn product_chunks(a: &dyn ChunkSource, b: &dyn ChunkSource) -> Result<Vec<u6
 /// About the bytes of one output chunk [`product_chunks`] proposes.
 const STREAM_CHUNK_BYTES: u64 = 8 << 20;
 
-/// The packed path ([`packed`]) into a positional writer (`.npy`, Zarr): B is packed in column
+/// The packed path ([`packed`]) into a positional writer (Zarr; `.npy` takes [`packed_spans`]
+/// first, and this path where that one does not apply): B is packed in column
 /// blocks of whole chunk columns, as wide as half the budget allows (all of B when it fits), and
 /// for each block the workers take its rows of output chunks one by one, compute each chunk from
 /// bands of A rows straight into the memory the writer provides, and store it at its place. B is
@@ -1115,14 +1118,21 @@ fn packed_stream(
 /// Bytes of one span [`packed_spans`] hands the writer at most: a direct-I/O staging buffer.
 const SPAN_BYTES: u64 = 8 << 20;
 
-/// Bytes the writer's staging may hold while [`packed_spans`] runs (reserved by the writer).
+/// Bytes the writer's staging may hold while [`packed_spans`] runs: a direct-write `.npy` keeps
+/// up to four staging buffers (reserved by the writer); through the page cache, each span is
+/// staged in a pooled buffer of its own.
 const SPAN_STAGING: u64 = 4 * (SPAN_BYTES + 4096);
 
 /// Columns per packed block of B on [`packed_spans`], for bands of `rows` rows: the widest of
 /// `n` (all of B), `n / 2`, `n / 3`, ... whose packed block fits half of `avail` and what
-/// `workers` workers leave (each holds an A band, its tiles and an input chunk being read), or
-/// `None` if not even a block of 512 columns does. Blocks narrower than `n` are multiples of 512
-/// columns, so each row of a block is whole 4 KiB blocks of the output.
+/// `workers` workers leave (each holds an A band, its tiles and an input chunk being read, and
+/// while B is packed, a block of its rows), or `None` if not even a block of 512 columns does.
+/// Blocks narrower than `n` are multiples of 512 columns, and only offered when a row of the
+/// output is whole 4 KiB blocks (`n` a multiple of 512): then each row's piece of a block is
+/// whole blocks of a direct-write `.npy` (whose data starts on a block boundary). Otherwise a
+/// piece would share its end blocks with pieces of blocks computed in later passes over B, and
+/// the writer would hold about two partial blocks per output row until then, outside the
+/// budget.
 fn span_block(
     (k, n): (usize, usize),
     rows: usize,
@@ -1131,7 +1141,9 @@ fn span_block(
     src_chunk: u64,
 ) -> Option<usize> {
     let fits = |nc: usize| {
-        let per_worker = (rows * k * 8) as u64 + packed::Scratch::bytes(rows, nc) + src_chunk;
+        let packing = (packed::KC * nc * 8) as u64;
+        let per_worker =
+            (rows * k * 8) as u64 + packed::Scratch::bytes(rows, nc) + src_chunk + packing;
         let left = avail
             .checked_sub(per_worker.saturating_mul(workers as u64))
             .and_then(|l| l.checked_sub(SPAN_STAGING));
@@ -1139,6 +1151,9 @@ fn span_block(
     };
     if fits(n) {
         return Some(n);
+    }
+    if n % 512 != 0 {
+        return None;
     }
     (2..=n.div_ceil(512))
         .map(|blocks| n.div_ceil(blocks).next_multiple_of(512))
@@ -1744,81 +1759,106 @@ mod tests {
     }
 
     /// The packed path into a `.npy` output in spans: bands of whole rows when B fits, rows of
-    /// column blocks of 512 columns when it does not, through the page cache and with direct
-    /// writes; every budget and thread count gives the bytes of one in-memory `gemm`, with B
-    /// read once and A once per block.
+    /// column blocks (multiples of 512 columns) when it does not, through the page cache and
+    /// with direct writes; every budget and thread count gives the bytes of one in-memory
+    /// `gemm`, with B read once and A once per block. A row that is not whole 4 KiB blocks
+    /// (1100 columns) is never cut into blocks (their pieces would leave partial blocks waiting
+    /// for later passes): such a product takes another path, with the same bytes.
     #[test]
     fn spans_into_npy() {
         if !packed::available() {
             return;
         }
-        let (m, k, n) = (250usize, 300usize, 1100usize);
-        let av: Vec<f64> = (0..m * k)
-            .map(|i| match i % 251 {
-                0 => f64::NEG_INFINITY,
-                1 => -0.0,
-                _ => ((i * 7919) % 1000) as f64 / 997.0 - 0.5,
-            })
-            .collect();
-        let bv: Vec<f64> = (0..k * n)
-            .map(|i| ((i * 104_729) % 1013) as f64 / 1009.0 * 2f64.powi((i % 30) as i32 - 15))
-            .collect();
-        let want = gemm_f64(&av, &bv, (m, k, n));
-        let sa = MemSource::new(&av, &[m as u64, k as u64], &[7, 300]);
-        let sb = MemSource::new(&bv, &[k as u64, n as u64], &[64, 1100]);
-        let dir = tempfile::tempdir().unwrap();
-        let (a_bytes, b_bytes) = ((m * k * 8) as u64, (k * n * 8) as u64);
         let mut widths = std::collections::BTreeSet::new();
-        for threads in [1, 2, 7] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            // The smallest budgets (in 64 KiB steps) that give each block width.
-            let src_chunk = (64 * n * 8) as u64;
-            let mut limits = std::collections::BTreeMap::new();
-            for limit in (SPAN_STAGING..SPAN_STAGING + (64 << 20)).step_by(64 << 10) {
-                if let Some(nc) = span_block((k, n), packed::MC, threads, limit, src_chunk) {
-                    limits.entry(nc).or_insert(limit);
-                }
-            }
-            let ncs: Vec<usize> = limits.keys().copied().collect();
-            assert_eq!(ncs, [512, 1024, 1100], "{threads} threads");
-            for &limit in limits.values() {
-                for direct in [false, true] {
-                    let path = dir.path().join(format!("c{threads}-{limit}-{direct}.npy"));
-                    let min = if direct { 0 } else { u64::MAX };
-                    let w = crate::formats::npy::NpyWriter::create_with(
-                        &path,
-                        DType::F64,
-                        &[m as u64, n as u64],
-                        min,
-                    )
+        for (m, k, n) in [(250usize, 300usize, 1536usize), (250, 300, 1100)] {
+            let av: Vec<f64> = (0..m * k)
+                .map(|i| match i % 251 {
+                    0 => f64::NEG_INFINITY,
+                    1 => -0.0,
+                    _ => ((i * 7919) % 1000) as f64 / 997.0 - 0.5,
+                })
+                .collect();
+            let bv: Vec<f64> = (0..k * n)
+                .map(|i| ((i * 104_729) % 1013) as f64 / 1009.0 * 2f64.powi((i % 30) as i32 - 15))
+                .collect();
+            let want = gemm_f64(&av, &bv, (m, k, n));
+            let sa = MemSource::new(&av, &[m as u64, k as u64], &[7, 300]);
+            let sb = MemSource::new(&bv, &[k as u64, n as u64], &[64, n as u64]);
+            let dir = tempfile::tempdir().unwrap();
+            let (a_bytes, b_bytes) = ((m * k * 8) as u64, (k * n * 8) as u64);
+            for threads in [1, 2, 7] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
                     .unwrap();
-                    let run = MatmulOptions {
-                        memory_limit: Some(limit),
-                    };
-                    let what = format!("{threads} threads, {limit} B, direct {direct}");
-                    let rep = pool
-                        .install(|| matmul(&sa, &sb, Box::new(w), &run, &no_progress))
-                        .expect(&what);
-                    let c = crate::formats::open(path.to_str().unwrap()).unwrap();
-                    let got = c.read_region(&Region::full(&[m as u64, n as u64])).unwrap();
-                    let what = format!("{what}: {rep:?}");
-                    assert_eq!(
-                        got.bytes(),
-                        bytemuck::cast_slice::<f64, u8>(&want),
-                        "{what}"
-                    );
-                    assert_eq!(rep.tile[0], packed::MC as u64, "{what}");
-                    let blocks = (n as u64).div_ceil(rep.tile[1]);
-                    assert_eq!(rep.b_blocks, blocks, "{what}");
-                    assert_eq!(rep.bytes_read, blocks * a_bytes + b_bytes, "{what}");
-                    widths.insert(rep.tile[1]);
+                // The smallest budgets (in 64 KiB steps) that give each block width, and one
+                // that gives none.
+                let src_chunk = (64 * n * 8) as u64;
+                let mut limits = std::collections::BTreeMap::new();
+                let mut none = None;
+                for limit in (SPAN_STAGING..SPAN_STAGING + (64 << 20)).step_by(64 << 10) {
+                    match span_block((k, n), packed::MC, threads, limit, src_chunk) {
+                        Some(nc) => {
+                            limits.entry(nc).or_insert(limit);
+                        }
+                        None => none = Some(limit),
+                    }
+                }
+                let ncs: Vec<usize> = limits.keys().copied().collect();
+                let want_ncs: &[usize] = if n == 1536 {
+                    &[512, 1024, 1536]
+                } else {
+                    &[1100]
+                };
+                assert_eq!(ncs, want_ncs, "{n} columns, {threads} threads");
+                let none = none.expect("a budget too small for the spans");
+                for limit in limits.values().copied().chain([none]) {
+                    for direct in [false, true] {
+                        let path = dir.path().join(format!("c{threads}-{limit}-{direct}.npy"));
+                        let min = if direct { 0 } else { u64::MAX };
+                        let w = crate::formats::npy::NpyWriter::create_with(
+                            &path,
+                            DType::F64,
+                            &[m as u64, n as u64],
+                            min,
+                        )
+                        .unwrap();
+                        let run = MatmulOptions {
+                            memory_limit: Some(limit),
+                        };
+                        let what =
+                            format!("{n} columns, {threads} threads, {limit} B, direct {direct}");
+                        let Ok(rep) =
+                            pool.install(|| matmul(&sa, &sb, Box::new(w), &run, &no_progress))
+                        else {
+                            assert_eq!(limit, none, "{what}");
+                            continue;
+                        };
+                        let c = crate::formats::open(path.to_str().unwrap()).unwrap();
+                        let got = c.read_region(&Region::full(&[m as u64, n as u64])).unwrap();
+                        let what = format!("{what}: {rep:?}");
+                        assert_eq!(
+                            got.bytes(),
+                            bytemuck::cast_slice::<f64, u8>(&want),
+                            "{what}"
+                        );
+                        if limit == none {
+                            assert_ne!(rep.tile[0], packed::MC as u64, "{what}");
+                            continue;
+                        }
+                        assert_eq!(rep.tile[0], packed::MC as u64, "{what}");
+                        let blocks = (n as u64).div_ceil(rep.tile[1]);
+                        assert_eq!(rep.b_blocks, blocks, "{what}");
+                        assert_eq!(rep.bytes_read, blocks * a_bytes + b_bytes, "{what}");
+                        widths.insert(rep.tile[1]);
+                    }
                 }
             }
         }
-        assert_eq!(widths.into_iter().collect::<Vec<_>>(), [512, 1024, 1100]);
+        assert_eq!(
+            widths.into_iter().collect::<Vec<_>>(),
+            [512, 1024, 1100, 1536]
+        );
     }
 
     /// NumPy answers checked by hand (NumPy 2.4).
