@@ -113,9 +113,9 @@ fn micro_wide(
         // The four panels are four streams (A from L2, B from L2 or L3 on its first use) that
         // the hardware prefetchers leave short. Fetching a line 2 KiB ahead in B's two, every
         // step, took 5-8 % off the CPU time of 4096² products (alternating runs, A's fetched in
-        // both); A's alone measured no faster on 4096² and are kept as they cost nothing there.
-        crate::kernels::prefetch::ahead(&a0[..1]);
-        crate::kernels::prefetch::ahead(&a1[..1]);
+        // both). Fetching A's too measured no faster on 4096², and on 8192² it cost 3 % more
+        // CPU time (user 13.48-13.81 s against 13.04-13.32 s, wall 7.00-7.52 s against
+        // 6.84-6.92 s, 4 alternating runs of `examples/matmul`): two more load-port uops per step.
         crate::kernels::prefetch::ahead(&b0[..1]);
         crate::kernels::prefetch::ahead(&b1[..1]);
         for r in 0..2 * MR {
