@@ -6,6 +6,10 @@
 //! computed once ([`Product::settle`]) into memory when it is at most an eighth of the budget,
 //! else into a temporary Zarr store of tiles deleted with the source, and read from there.
 //!
+//! A product saved straight into files is computed once per save (two saves, two products),
+//! which is still less work than holding it once for a single save, the common case. Shapes
+//! are checked when the product is made; the budget, when it is computed.
+//!
 //! The chunk layout is fixed when the product is made (that of the in-memory array or of the
 //! tiles), so [`ChunkSource::info`] is known before anything is computed.
 
