@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use super::lazy::{Src, computed_source_info};
 use super::mem::MemArray;
-use super::script::{ProgressFactory, TempBacked};
+use super::script::{ProgressFactory, TempBacked, with_progress};
 use crate::error::{Error, Result};
 use crate::kernels::matmul::{self, MatmulOptions};
 use crate::pipeline::Progress;
@@ -125,7 +125,9 @@ impl Product {
                 let writer = crate::formats::create(&out, self.info.dtype, &self.info.shape, &wo)?;
                 // The kernel reports the bytes of the product it has written.
                 let work = numel(&self.info.shape) * self.info.dtype.size() as u64;
-                self.with_progress("matmul", work, |p| matmul::matmul(a, b, writer, &opts, p))?;
+                with_progress(self.progress.as_ref(), "matmul", work, |p| {
+                    matmul::matmul(a, b, writer, &opts, p)
+                })?;
                 Arc::new(TempBacked::new(Arc::from(crate::formats::open(&out)?), dir))
             }
         };
@@ -157,16 +159,6 @@ impl Product {
         }
         let src = self.settle()?;
         crate::pipeline::copy(src.as_ref(), writer, progress)
-    }
-
-    fn with_progress<R>(&self, label: &str, bytes: u64, f: impl FnOnce(Progress<'_>) -> R) -> R {
-        match &self.progress {
-            Some(make) => {
-                let p = make(label, bytes);
-                f(&*p)
-            }
-            None => f(&crate::pipeline::no_progress),
-        }
     }
 
     /// The product behind `src`, if `src` is one.

@@ -25,6 +25,22 @@ use crate::storage::{ChunkSource, WriteOptions};
 /// Makes a progress callback for a long step: `(label, total bytes)`.
 pub type ProgressFactory = Arc<dyn Fn(&str, u64) -> Box<dyn Fn(u64) + Send + Sync> + Send + Sync>;
 
+/// Runs `f` with a progress callback from `make` for a step of `bytes` (none without `make`).
+pub(crate) fn with_progress<R>(
+    make: Option<&ProgressFactory>,
+    label: &str,
+    bytes: u64,
+    f: impl FnOnce(Progress<'_>) -> R,
+) -> R {
+    match make {
+        Some(make) => {
+            let p = make(label, bytes);
+            f(&*p)
+        }
+        None => f(&crate::pipeline::no_progress),
+    }
+}
+
 /// Arrays for scripts, over a [`Session`] sharing the interpreter's heap.
 pub struct EngineBackend {
     session: Session,
@@ -94,13 +110,7 @@ impl EngineBackend {
     }
 
     fn with_progress_of<R>(&self, label: &str, bytes: u64, f: impl FnOnce(Progress<'_>) -> R) -> R {
-        match &self.progress {
-            Some(make) => {
-                let p = make(label, bytes);
-                f(&*p)
-            }
-            None => f(&crate::pipeline::no_progress),
-        }
+        with_progress(self.progress.as_ref(), label, bytes, f)
     }
 
     fn array(&self, h: &Handle) -> Result<Array> {

@@ -1090,16 +1090,7 @@ fn packed_stream(
                             Ok(())
                         };
                         writer.fill_at(index, h * wc * 8, &mut |bytes| {
-                            match bytemuck::try_cast_slice_mut::<u8, f64>(bytes) {
-                                Ok(out) => compute(out),
-                                Err(_) => {
-                                    // Not 8-byte aligned: computed aside and copied in.
-                                    let mut out = Buffer::for_overwrite(bytes.len())?;
-                                    compute(out.as_mut_slice::<f64>())?;
-                                    bytes.copy_from_slice(out.bytes());
-                                    Ok(())
-                                }
-                            }
+                            fill_f64(bytes, &mut compute)
                         })?;
                         progress((h * wc * 8) as u64);
                     }
@@ -1113,6 +1104,20 @@ fn packed_stream(
         resident: group >= grid_cols,
         b_blocks: grid_cols.div_ceil(group),
     }))
+}
+
+/// Has `fill` write `f64` values into a writer's `bytes`: in place, or, where the writer's
+/// memory is not 8-byte aligned, into a buffer aside that is then copied in.
+fn fill_f64(bytes: &mut [u8], fill: &mut dyn FnMut(&mut [f64]) -> Result<()>) -> Result<()> {
+    match bytemuck::try_cast_slice_mut::<u8, f64>(bytes) {
+        Ok(out) => fill(out),
+        Err(_) => {
+            let mut out = Buffer::for_overwrite(bytes.len())?;
+            fill(out.as_mut_slice::<f64>())?;
+            bytes.copy_from_slice(out.bytes());
+            Ok(())
+        }
+    }
 }
 
 /// Bytes of one span [`packed_spans`] hands the writer at most: a direct-I/O staging buffer.
@@ -1232,16 +1237,10 @@ fn packed_spans(
                         let count = if w == n { hr * n } else { w };
                         let scratch = &*scratch;
                         writer.fill_span(start, count, &mut |bytes| {
-                            match bytemuck::try_cast_slice_mut::<u8, f64>(bytes) {
-                                Ok(out) => scratch.rows_to(rs..rs + hr, out, w),
-                                Err(_) => {
-                                    // Not 8-byte aligned: copied aside, then in.
-                                    let mut out = vec![0.0f64; count];
-                                    scratch.rows_to(rs..rs + hr, &mut out, w);
-                                    bytes.copy_from_slice(bytemuck::cast_slice(&out));
-                                }
-                            }
-                            Ok(())
+                            fill_f64(bytes, &mut |out| {
+                                scratch.rows_to(rs..rs + hr, out, w);
+                                Ok(())
+                            })
                         })?;
                     }
                     progress((h * w * 8) as u64);
@@ -1676,6 +1675,22 @@ mod tests {
         }
     }
 
+    /// Operands for the packed-path tests: A (`m x k`) with `special` and `-0.0` sprinkled in,
+    /// B (`k x n`) with exponents across 30 binades, so the order of the additions shows.
+    fn operands((m, k, n): (usize, usize, usize), special: f64) -> (Vec<f64>, Vec<f64>) {
+        let a = (0..m * k)
+            .map(|i| match i % 251 {
+                0 => special,
+                1 => -0.0,
+                _ => ((i * 7919) % 1000) as f64 / 997.0 - 0.5,
+            })
+            .collect();
+        let b = (0..k * n)
+            .map(|i| ((i * 104_729) % 1013) as f64 / 1009.0 * 2f64.powi((i % 30) as i32 - 15))
+            .collect();
+        (a, b)
+    }
+
     /// The packed path into a positional (Zarr) output: B packed in column blocks of whole chunk
     /// columns, A streamed once per block. Every budget, chunking and thread count gives the
     /// bytes of one in-memory `gemm` (special values included); where the blocks split the
@@ -1686,16 +1701,7 @@ mod tests {
             return;
         }
         let (m, k, n) = (50usize, 600usize, 72usize);
-        let av: Vec<f64> = (0..m * k)
-            .map(|i| match i % 251 {
-                0 => f64::INFINITY,
-                1 => -0.0,
-                _ => ((i * 7919) % 1000) as f64 / 997.0 - 0.5,
-            })
-            .collect();
-        let bv: Vec<f64> = (0..k * n)
-            .map(|i| ((i * 104_729) % 1013) as f64 / 1009.0 * 2f64.powi((i % 30) as i32 - 15))
-            .collect();
+        let (av, bv) = operands((m, k, n), f64::INFINITY);
         let want = gemm_f64(&av, &bv, (m, k, n));
         let sa = MemSource::new(&av, &[m as u64, k as u64], &[7, 600]);
         let sb = MemSource::new(&bv, &[k as u64, n as u64], &[100, 72]);
@@ -1771,16 +1777,7 @@ mod tests {
         }
         let mut widths = std::collections::BTreeSet::new();
         for (m, k, n) in [(250usize, 300usize, 1536usize), (250, 300, 1100)] {
-            let av: Vec<f64> = (0..m * k)
-                .map(|i| match i % 251 {
-                    0 => f64::NEG_INFINITY,
-                    1 => -0.0,
-                    _ => ((i * 7919) % 1000) as f64 / 997.0 - 0.5,
-                })
-                .collect();
-            let bv: Vec<f64> = (0..k * n)
-                .map(|i| ((i * 104_729) % 1013) as f64 / 1009.0 * 2f64.powi((i % 30) as i32 - 15))
-                .collect();
+            let (av, bv) = operands((m, k, n), f64::NEG_INFINITY);
             let want = gemm_f64(&av, &bv, (m, k, n));
             let sa = MemSource::new(&av, &[m as u64, k as u64], &[7, 300]);
             let sb = MemSource::new(&bv, &[k as u64, n as u64], &[64, n as u64]);
