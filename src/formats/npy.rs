@@ -764,6 +764,59 @@ impl ArrayWriter for NpyWriter {
         Ok(())
     }
 
+    fn fill_rows(
+        &self,
+        start: u64,
+        (count, stride, rows): (usize, u64, usize),
+        elem: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let (sink, data, own, written) = &self.positional;
+        if elem as u64 != *own {
+            return Err(Error::Invalid(format!(
+                "{}: runs of {elem}-byte elements for an array of {own}-byte ones",
+                self.path().display()
+            )));
+        }
+        // The last run's end, in elements, must lie within the array.
+        let end = (rows as u64)
+            .checked_sub(1)
+            .and_then(|r| r.checked_mul(stride))
+            .and_then(|d| d.checked_add(start))
+            .and_then(|s| s.checked_add(count as u64))
+            .and_then(|e| e.checked_mul(elem as u64));
+        if rows > 0 && end.is_none_or(|e| e > self.expected) {
+            return Err(Error::Invalid(format!(
+                "{}: {rows} runs of {count} elements every {stride} from element {start} lie \
+                 beyond the array's {} elements",
+                self.path().display(),
+                self.expected / own
+            )));
+        }
+        if rows > 1 && stride < count as u64 {
+            return Err(Error::Invalid(format!(
+                "{}: runs of {count} elements every {stride} elements overlap",
+                self.path().display()
+            )));
+        }
+        let (e, run) = (elem as u64, count * elem);
+        match sink {
+            Sink::Direct(d) => {
+                d.write_rows_with(data + start * e, (run, stride * e, rows), fill)?
+            }
+            Sink::Plain(file) => {
+                let mut buf = crate::storage::Buffer::for_overwrite(run * rows)?;
+                fill(buf.bytes_mut())?;
+                for (r, bytes) in buf.bytes().chunks(run.max(1)).enumerate() {
+                    file.write_all_at(bytes, data + (start + r as u64 * stride) * e)
+                        .map_err(|e| Error::io(self.path(), "write", e))?;
+                }
+            }
+        }
+        written.fetch_add((rows * run) as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn finish(self: Box<Self>) -> Result<()> {
         let st = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
         let written = st.written + self.positional.3.load(Ordering::Relaxed);
@@ -897,9 +950,12 @@ mod tests {
         let values: Vec<f64> = (0..n).map(|i| i as f64 * 0.25 - 3.0).collect();
         let bytes: &[u8] = bytemuck::cast_slice(&values);
         let mut files = Vec::new();
-        // Direct: positional, sequential, filled in place, in spans; then the page-cache writer,
-        // in chunks and in spans.
-        for name in ["d.npy", "s.npy", "f.npy", "sp.npy", "p.npy", "psp.npy"] {
+        // Direct: positional, sequential, filled in place, in spans, in runs of rows; then the
+        // page-cache writer, in chunks, in spans and in runs of rows.
+        let names = [
+            "d.npy", "s.npy", "f.npy", "sp.npy", "rw.npy", "p.npy", "psp.npy", "prw.npy",
+        ];
+        for name in names {
             let path = dir.path().join(name);
             let min = if name.starts_with('p') { u64::MAX } else { 0 };
             let w = Box::new(NpyWriter::create_with(&path, DType::F64, &shape, min).unwrap());
@@ -920,6 +976,37 @@ mod tests {
                 }
                 let e = w.fill_span(n as u64 - 1, 2, &mut |_| Ok(())).unwrap_err();
                 assert!(e.to_string().contains("beyond the array"), "{e}");
+                w.finish().unwrap();
+                files.push(std::fs::read(&path).unwrap());
+                continue;
+            }
+            if name.ends_with("rw.npy") {
+                // Column blocks of odd widths, two rows per call, the last block first.
+                let cols = shape[1] as usize;
+                let cuts: Vec<usize> = (0..cols).step_by(100_003).chain([cols]).collect();
+                for c in cuts.windows(2).rev() {
+                    let width = c[1] - c[0];
+                    for r0 in (0..shape[0] as usize).step_by(2) {
+                        let h = 2.min(shape[0] as usize - r0);
+                        let start = (r0 * cols + c[0]) as u64;
+                        w.fill_rows(start, (width, cols as u64, h), 8, &mut |out| {
+                            for (r, run) in out.chunks_mut(width * 8).enumerate() {
+                                let from = ((r0 + r) * cols + c[0]) * 8;
+                                run.copy_from_slice(&bytes[from..from + width * 8]);
+                            }
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                }
+                let e = w.fill_rows(0, (1, 1, 1), 4, &mut |_| Ok(())).unwrap_err();
+                assert!(e.to_string().contains("4-byte"), "{e}");
+                let e = w
+                    .fill_rows(4, (5, cols as u64, 6), 8, &mut |_| Ok(()))
+                    .unwrap_err();
+                assert!(e.to_string().contains("beyond the array"), "{e}");
+                let e = w.fill_rows(0, (5, 4, 2), 8, &mut |_| Ok(())).unwrap_err();
+                assert!(e.to_string().contains("overlap"), "{e}");
                 w.finish().unwrap();
                 files.push(std::fs::read(&path).unwrap());
                 continue;
@@ -949,11 +1036,11 @@ mod tests {
         }
         // Data identical to the page-cache writer's, byte for byte; the direct writers' header
         // is padded to 4 KiB, so the data starts on a block boundary, and says the same.
-        let plain = &files[4];
+        let plain = &files[5];
         let data_at = plain.len() - bytes.len();
         assert_eq!(&plain[data_at..], bytes);
-        assert!(files[5] == *plain);
-        for f in &files[..4] {
+        assert!(files[6] == *plain && files[7] == *plain);
+        for f in &files[..5] {
             assert_eq!(f.len(), 4096 + bytes.len());
             assert_eq!(&f[4096..], bytes);
             assert_eq!(f[..8], plain[..8], "magic and version");
@@ -968,7 +1055,7 @@ mod tests {
         let src = NpySource::open(&dir.path().join("d.npy"), "d").unwrap();
         let full = crate::shape::Region::full(&shape);
         assert_eq!(src.read_region(&full).unwrap().bytes(), bytes);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 6);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), names.len());
     }
 
     #[test]

@@ -111,6 +111,36 @@ pub fn fill_through_buffer<W: ArrayWriter + ?Sized>(
     writer.write_at(index, &writer.encode(index, b.bytes())?)
 }
 
+/// [`ArrayWriter::fill_rows`] the plain way: `fill` one fresh buffer with all the runs, then
+/// store each with [`ArrayWriter::fill_span`].
+pub fn fill_rows_by_spans<W: ArrayWriter + ?Sized>(
+    writer: &W,
+    start: u64,
+    (count, stride, rows): (usize, u64, usize),
+    elem: usize,
+    fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+) -> Result<()> {
+    if rows > 1 && stride < count as u64 {
+        return Err(Error::Invalid(format!(
+            "runs of {count} elements every {stride} elements overlap"
+        )));
+    }
+    let run = count
+        .checked_mul(elem)
+        .filter(|r| r.checked_mul(rows).is_some())
+        .ok_or_else(|| Error::Invalid(format!("{rows} runs of {count} elements overflow")))?;
+    let mut b = Buffer::for_overwrite(run * rows)?;
+    fill(b.bytes_mut())?;
+    for r in 0..rows {
+        let bytes = &b.bytes()[r * run..(r + 1) * run];
+        writer.fill_span(start + r as u64 * stride, count, &mut |out| {
+            out.copy_from_slice(bytes);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 /// A readable chunked array. Implementations are cheap to share across threads; `read_chunk` may be
 /// called concurrently for different (or the same) chunks.
 pub trait ChunkSource: std::any::Any + Send + Sync {
@@ -323,6 +353,111 @@ pub trait ArrayWriter: Send + Sync {
         )))
     }
 
+    /// Stores `rows` runs of `count` elements of `elem` bytes, the first from flat C-order
+    /// element `start` on and each `stride` elements after the one before (a box of the array,
+    /// such as a column block's piece of a band of matrix rows), their bytes written by `fill`
+    /// into one dense buffer, run after run. Same rules as [`fill_span`](Self::fill_span), of
+    /// which it is a batch: the default fills a buffer and stores each run with `fill_span`;
+    /// `.npy` stages the runs of a direct-write output together.
+    fn fill_rows(
+        &self,
+        start: u64,
+        (count, stride, rows): (usize, u64, usize),
+        elem: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        fill_rows_by_spans(self, start, (count, stride, rows), elem, fill)
+    }
+
     /// Completes the output and moves it into place.
     fn finish(self: Box<Self>) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// The bytes so far, and each span's `(start, count)`.
+    type Recorded = (Vec<u8>, Vec<(u64, usize)>);
+
+    /// A `u16` array in memory that takes spans, recording each.
+    struct Spans {
+        layout: ChunkLayout,
+        bytes: Mutex<Recorded>,
+    }
+
+    impl ArrayWriter for Spans {
+        fn layout(&self) -> &ChunkLayout {
+            &self.layout
+        }
+        fn write(&self, index: usize, _: &[u8]) -> Result<()> {
+            Err(Error::Invalid(format!("chunk {index}: spans only")))
+        }
+        fn spans(&self) -> bool {
+            true
+        }
+        fn fill_span(
+            &self,
+            start: u64,
+            count: usize,
+            fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
+        ) -> Result<()> {
+            let mut g = self.bytes.lock().unwrap();
+            let at = start as usize * 2;
+            fill(&mut g.0[at..at + count * 2])?;
+            g.1.push((start, count));
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rows_go_to_a_spans_writer_one_span_per_run() {
+        let (rows, cols) = (7usize, 10usize);
+        let w = Spans {
+            layout: ChunkLayout::regular(&[rows as u64, cols as u64], &[1, cols as u64]).unwrap(),
+            bytes: Mutex::new((vec![0; rows * cols * 2], Vec::new())),
+        };
+        // Columns 3..7 of rows 2..5: three runs of four elements, ten apart.
+        w.fill_rows(23, (4, 10, 3), 2, &mut |out| {
+            assert_eq!(out.len(), 24);
+            let v: Vec<u16> = (0..12).map(|i| 100 + i).collect();
+            out.copy_from_slice(bytemuck::cast_slice(&v));
+            Ok(())
+        })
+        .unwrap();
+        let (bytes, spans) = w.bytes.into_inner().unwrap();
+        assert_eq!(spans, [(23, 4), (33, 4), (43, 4)]);
+        let got: &[u16] = bytemuck::cast_slice(&bytes);
+        for (i, &x) in got.iter().enumerate() {
+            let (r, c) = (i / cols, i % cols);
+            let want = if (2..5).contains(&r) && (3..7).contains(&c) {
+                100 + ((r - 2) * 4 + c - 3) as u16
+            } else {
+                0
+            };
+            assert_eq!(x, want, "element ({r}, {c})");
+        }
+        // Overlapping runs and sizes that overflow are refused before anything is filled.
+        let e = fill_rows_by_spans(&small_writer(), 0, (5, 4, 2), 2, &mut |_| panic!("filled"));
+        assert!(e.unwrap_err().to_string().contains("overlap"));
+        let e = fill_rows_by_spans(
+            &small_writer(),
+            0,
+            (usize::MAX, usize::MAX as u64, 2),
+            2,
+            &mut |_| panic!("filled"),
+        );
+        assert!(e.unwrap_err().to_string().contains("overflow"));
+    }
+
+    fn small_writer() -> Spans {
+        Spans {
+            layout: ChunkLayout::regular(&[4, 4], &[1, 4]).unwrap(),
+            bytes: Mutex::new((vec![0; 32], Vec::new())),
+        }
+    }
 }
