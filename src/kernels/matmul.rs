@@ -22,16 +22,15 @@
 //! `ndarray`'s safe `general_mat_mul`, single-threaded; we parallelise over output chunks).
 //! A result kept in memory ([`matmul_to_buffer`]) from `f64` operands, with B within the budget,
 //! packs B once for all workers instead of once per tile and streams bands of A through it.
-//! The packed GEMM makes the same sums in the same order as `matrixmultiply`'s FMA kernel, so
-//! the same bits (tested against it).
 //! Integers use a cache-blocked loop with wrapping arithmetic (what NumPy's integer `matmul`
 //! does), `bool` the logical or-of-ands.
 //!
-//! **Determinism.** `matrixmultiply` sums each output element over `k` in order, in slices of
-//! [`KB`] (its `kc`), accumulating slice results into the output. Our `k` blocks are multiples of
-//! [`KB`] (or all of `k`, as with resident B), so every element is summed exactly as one
-//! in-memory `dgemm` call over the whole operands would: results do not depend on the thread
-//! count, the tiling, the budget or the chunking. Integer and bool products are exact.
+//! **Determinism.** Each output element is summed over `k` in order, in slices of [`KB`] (the
+//! packed GEMM's block, a multiple of `matrixmultiply`'s `kc`), each slice's result added into
+//! the output. Our `k` blocks are multiples of [`KB`] (or all of `k`, as with resident B), so
+//! every element is summed exactly as one in-memory product over the whole operands would:
+//! results do not depend on the thread count, the tiling, the budget or the chunking. Integer
+//! and bool products are exact.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,9 +49,10 @@ use crate::storage::{ArrayWriter, Buffer, ChunkSource};
 
 mod packed;
 
-/// Inner-dimension granularity: `matrixmultiply`'s `kc` for `f32` and `f64`. Our `k` blocks are
-/// multiples of it, so float results equal one whole-operand `gemm` call bit for bit.
-pub const KB: usize = 256;
+/// Inner-dimension granularity: the packed `f64` GEMM's block, twice `matrixmultiply`'s `kc`
+/// (256 for `f32` and `f64`). Our `k` blocks are multiples of it, so float results equal one
+/// whole-operand product bit for bit, whatever the path.
+pub const KB: usize = 512;
 
 /// Most bytes one worker spends on its two operand panels (A and B, converted) even when the
 /// budget allows more: larger panels only cost fresh page faults, the arithmetic per byte read
@@ -1556,9 +1556,14 @@ mod tests {
         }
     }
 
-    /// One in-memory `gemm` of row-major `a` (m x k) and `b` (k x n): the reference bytes.
+    /// One in-memory product of row-major `a` (m x k) and `b` (k x n), summed as the packed
+    /// GEMM promises (where it runs; elsewhere one `matrixmultiply` call): the reference bytes.
     fn gemm_f64(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize)) -> Vec<f64> {
         let mut out = vec![0.0f64; m * n];
+        if packed::available() {
+            packed::blocked_sums((m, k, n), a, (b, n), (&mut out, n), false);
+            return out;
+        }
         let a = ArrayView2::from_shape((m, k), a).unwrap();
         let b = ArrayView2::from_shape((k, n), b).unwrap();
         let mut c = ArrayViewMut2::from_shape((m, n), &mut out[..]).unwrap();
@@ -1570,7 +1575,7 @@ mod tests {
     /// in-memory `gemm` over the whole operands, and close to the naive sum.
     #[test]
     fn floats_are_independent_of_threads_and_tiling() {
-        let (m, k, n) = (37usize, 700usize, 29usize);
+        let (m, k, n) = (37usize, 1300usize, 29usize);
         let av: Vec<f64> = (0..m * k)
             .map(|i| ((i * 7919) % 1000) as f64 / 997.0 - 0.5)
             .collect();
@@ -1720,7 +1725,7 @@ mod tests {
             // 16-column chunks: blocks of 1 to 5 chunk columns; 20 columns: not a whole number of
             // micro-tiles, so the tiled path; whole rows: B packed whole.
             for chunks in [[13u64, 16], [50, 16], [13, 20], [8, 72]] {
-                for limit in [600u64 << 10, 800 << 10, 1 << 20, 64 << 20] {
+                for limit in [1200u64 << 10, 1600 << 10, 2 << 20, 64 << 20] {
                     let path = dir
                         .path()
                         .join(format!("c{threads}-{chunks:?}-{limit}.zarr"));
@@ -1797,7 +1802,7 @@ mod tests {
                 let src_chunk = (64 * n * 8) as u64;
                 let mut limits = std::collections::BTreeMap::new();
                 let mut none = None;
-                for limit in (SPAN_STAGING..SPAN_STAGING + (64 << 20)).step_by(64 << 10) {
+                for limit in (SPAN_STAGING..SPAN_STAGING + (128 << 20)).step_by(64 << 10) {
                     match span_block((k, n), packed::MC, threads, limit, src_chunk) {
                         Some(nc) => {
                             limits.entry(nc).or_insert(limit);
@@ -2254,10 +2259,24 @@ mod bench {
             budget.set_limit(crate::memory::default_limit());
             let c = crate::formats::open(&p(out_name)).unwrap();
             let got = c.read_region(&full).unwrap();
+            if packed::available() {
+                // The reference bytes: one packed product over all of `k` per band of rows
+                // (the sums the packed GEMM promises; `matrixmultiply` sums in shorter blocks).
+                use rayon::prelude::*;
+                want.par_chunks_mut(band * nu)
+                    .enumerate()
+                    .for_each(|(i, c)| {
+                        let rows = c.len() / nu;
+                        let a = &av[i * band * nu..(i * band + rows) * nu];
+                        let mut scratch = packed::Scratch::default();
+                        packed::gemm((rows, nu, nu), a, (bv, nu), (c, nu), false, &mut scratch)
+                            .unwrap();
+                    });
+            }
             assert_eq!(
                 got.as_slice::<f64>(),
                 &want[..],
-                "bit-identical to in-memory dgemm"
+                "bit-identical to one in-memory product"
             );
             let rep = rep.unwrap();
             println!(

@@ -10,13 +10,20 @@
 //! accumulators, as OpenBLAS does there): a 4096² product from `.npy` to `.npy` took 2.9-3.0 s of
 //! CPU time instead of 4.0.
 //!
-//! **Bit for bit `matrixmultiply`'s results.** Each element of C is summed over `k` in blocks of
-//! [`KC`] (`matrixmultiply`'s `kc`, our `KB`): within a block a chain of fused multiply-adds
-//! in `k` order starting from `+0.0`, then `C = acc + 0.0` for the first block and
-//! `C = acc + C` for the others. That is exactly what `matrixmultiply`'s FMA kernel does, so this
-//! path, the tiled path and any budget give identical bytes. It is only used where
-//! `matrixmultiply` takes its FMA kernel too ([`available`]: x86-64 with AVX2 and FMA);
-//! elsewhere every product goes through `matrixmultiply`.
+//! **One order of summation.** Each element of C is summed over `k` in blocks of [`KC`] (our
+//! `KB`): within a block a chain of fused multiply-adds in `k` order starting from `+0.0`, then
+//! `C = acc + 0.0` for the first block and `C = acc + C` for the others (the order of
+//! `matrixmultiply`'s FMA kernel, with blocks twice as long as its `kc`). Every path that runs
+//! here (resident B, spans, the tiled path's blocks of `k`, which are multiples of [`KC`]) makes
+//! these sums, so any budget, tiling or thread count gives identical bytes (tested against the
+//! sums written out plainly, [`blocked_sums`]). It is used on x86-64 with AVX2 and FMA
+//! ([`available`]); elsewhere every product goes through `matrixmultiply`.
+//!
+//! `KC` is 512, not `matrixmultiply`'s 256: each micro-kernel call then amortises its tiles'
+//! loads and stores and its call over twice the steps, and C's tiles are read and written half
+//! as often. 8192² from `.npy` to `.npy` on the AVX-512 machine of `benches/RESULTS.md`: user
+//! CPU 11.7-12.8 s against 12.5-13.0 s with 256, in alternating runs (128 was slower still,
+//! 13.4-13.6 s; 768 and 1024 no better than 512).
 
 use rayon::prelude::*;
 
@@ -27,17 +34,16 @@ use crate::storage::Buffer;
 pub(super) const MR: usize = 6;
 /// Columns of the micro-tile: the width of a packed B panel.
 pub(super) const NR: usize = 8;
-/// Inner-dimension block: `matrixmultiply`'s `kc` for `f64`, which the sums must follow.
+/// Inner-dimension block, which the sums follow: the tiled path's `KB`.
 pub(super) const KC: usize = super::KB;
-/// Rows of A packed at once: `MC x KC` doubles (480 KiB) stay in L2 (1–2 MiB per core on the
+/// Rows of A packed at once: `MC x KC` doubles (960 KiB) stay in L2 (1–2 MiB per core on the
 /// machines we measure) while every B panel of the block streams past them; in a band of at
 /// least this many rows each B panel pair is then used by 20 wide micro-kernel calls before the
 /// next is fetched (10 with 120 rows, which took 5-8 % more CPU time on 4096² products, whose
 /// bands are 240 rows; alternating runs). Shorter bands are one block of their own height.
 pub(super) const MC: usize = 240;
 
-/// Whether this path may run: the CPU has AVX2 and FMA, so `matrixmultiply` fuses its
-/// multiply-adds too and both paths give the same bits.
+/// Whether this path may run: the CPU has AVX2 and FMA.
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -441,18 +447,41 @@ impl Scratch {
     }
 }
 
+/// The sums this module promises, written the plain way, as the reference of the tests:
+/// `C (+)= A B` with A dense `h x k`, B and C of row strides `ldb` and `ldc`, each element summed
+/// over `k` in blocks of [`KC`], a chain of fused multiply-adds from `+0.0` in `k` order per
+/// block, added to the element (`+0.0`, or C's value when `accumulate`) after each block.
+#[cfg(test)]
+pub(super) fn blocked_sums(
+    (h, k, w): (usize, usize, usize),
+    a: &[f64],
+    (b, ldb): (&[f64], usize),
+    (c, ldc): (&mut [f64], usize),
+    accumulate: bool,
+) {
+    for i in 0..h {
+        for j in 0..w {
+            let mut sum = if accumulate { c[i * ldc + j] } else { 0.0 };
+            for k0 in (0..k).step_by(KC) {
+                let mut acc = 0.0f64;
+                for p in k0..k.min(k0 + KC) {
+                    acc = a[i * k + p].mul_add(b[p * ldb + j], acc);
+                }
+                sum += acc;
+            }
+            c[i * ldc + j] = sum;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
     use proptest::prelude::*;
 
     fn reference(a: &[f64], b: &[f64], (m, k, n): (usize, usize, usize)) -> Vec<f64> {
         let mut c = vec![f64::NAN; m * n];
-        let av = ArrayView2::from_shape((m, k), a).unwrap();
-        let bv = ArrayView2::from_shape((k, n), b).unwrap();
-        let mut cv = ArrayViewMut2::from_shape((m, n).strides((n, 1)), &mut c).unwrap();
-        ndarray::linalg::general_mat_mul(1.0, &av, &bv, 0.0, &mut cv);
+        blocked_sums((m, k, n), a, (b, n), (&mut c, n), false);
         c
     }
 
@@ -513,10 +542,10 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// Any shape (partial micro-tiles, several `k` blocks, bands across `MC`), with ±0, NaN
-        /// and infinities: the same bits as `matrixmultiply`'s `dgemm`.
+        /// and infinities: the same bits as the blocked sums written out plainly.
         #[test]
-        fn equals_matrixmultiply_bit_for_bit(
-            m in 1usize..300, k in 0usize..700, n in 1usize..40,
+        fn equals_the_blocked_sums_bit_for_bit(
+            m in 1usize..300, k in 0usize..1100, n in 1usize..40,
             band in 1usize..260, seed in any::<u64>(), specials in any::<bool>(),
         ) {
             prop_assume!(available());
@@ -531,23 +560,19 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
         /// The tiled path's call: strided B and C, overwriting or accumulating into C; the same
-        /// bits as `matrixmultiply` with `beta` 0 or 1.
+        /// bits as the blocked sums.
         #[test]
-        fn strided_calls_equal_matrixmultiply(
-            h in 1usize..40, k in 0usize..600, w in 1usize..30, pad_b in 0usize..5,
+        fn strided_calls_equal_the_blocked_sums(
+            h in 1usize..40, k in 0usize..1100, w in 1usize..30, pad_b in 0usize..5,
             pad_c in 0usize..5, accumulate in any::<bool>(), seed in any::<u64>(),
         ) {
             prop_assume!(available());
             let (ldb, ldc) = (w + pad_b, w + pad_c);
             let a = values(h * k, seed, true);
-            // One row more than used: ndarray's bounds check wants a row even when `k` is 0.
-            let b = values((k + 1) * ldb, seed ^ 1, true);
+            let b = values(k * ldb, seed ^ 1, true);
             let c0 = values(h * ldc, seed ^ 2, true);
             let mut want = c0.clone();
-            let av = ArrayView2::from_shape((h, k), &a[..]).unwrap();
-            let bv = ArrayView2::from_shape((k, w).strides((ldb, 1)), &b[..]).unwrap();
-            let mut cv = ArrayViewMut2::from_shape((h, w).strides((ldc, 1)), &mut want[..]).unwrap();
-            ndarray::linalg::general_mat_mul(1.0, &av, &bv, f64::from(u8::from(accumulate)), &mut cv);
+            blocked_sums((h, k, w), &a, (&b, ldb), (&mut want, ldc), accumulate);
             let mut got = c0.clone();
             let mut scratch = Scratch::default();
             gemm((h, k, w), &a, (&b, ldb), (&mut got, ldc), accumulate, &mut scratch).unwrap();
