@@ -778,6 +778,9 @@ impl ArrayWriter for NpyWriter {
                 self.path().display()
             )));
         }
+        if rows == 0 || count == 0 {
+            return Ok(());
+        }
         // The last run's end, in elements, must lie within the array.
         let end = (rows as u64)
             .checked_sub(1)
@@ -785,7 +788,7 @@ impl ArrayWriter for NpyWriter {
             .and_then(|d| d.checked_add(start))
             .and_then(|s| s.checked_add(count as u64))
             .and_then(|e| e.checked_mul(elem as u64));
-        if rows > 0 && end.is_none_or(|e| e > self.expected) {
+        if end.is_none_or(|e| e > self.expected) {
             return Err(Error::Invalid(format!(
                 "{}: {rows} runs of {count} elements every {stride} from element {start} lie \
                  beyond the array's {} elements",
@@ -800,9 +803,12 @@ impl ArrayWriter for NpyWriter {
             )));
         }
         let (e, run) = (elem as u64, count * elem);
+        // In bytes: the end check bounds `start * e`, and `stride * e` when there are two runs
+        // or more (a single run's stride is never used).
+        let stride_bytes = if rows > 1 { stride * e } else { run as u64 };
         match sink {
             Sink::Direct(d) => {
-                d.write_rows_with(data + start * e, (run, stride * e, rows), fill)?
+                d.write_rows_with(data + start * e, (run, stride_bytes, rows), fill)?
             }
             Sink::Plain(file) => {
                 let mut buf = crate::storage::Buffer::for_overwrite(run * rows)?;

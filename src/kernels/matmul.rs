@@ -25,9 +25,10 @@
 //! Integers use a cache-blocked loop with wrapping arithmetic (what NumPy's integer `matmul`
 //! does), `bool` the logical or-of-ands.
 //!
-//! **Determinism.** Each output element is summed over `k` in order, in slices of [`KB`] (the
-//! packed GEMM's block, a multiple of `matrixmultiply`'s `kc`), each slice's result added into
-//! the output. Our `k` blocks are multiples of [`KB`] (or all of `k`, as with resident B), so
+//! **Determinism.** Each output element is summed over `k` in order, in slices (of [`KB`] on the
+//! packed `f64` path; of `matrixmultiply`'s `kc`, 256, for `f32` and for `f64` without AVX2, 256
+//! dividing [`KB`]), each slice's result added into the output. Our `k` blocks are multiples of
+//! [`KB`] (or all of `k`, as with resident B), so
 //! every element is summed exactly as one in-memory product over the whole operands would:
 //! results do not depend on the thread count, the tiling, the budget or the chunking. Integer
 //! and bool products are exact.
@@ -417,22 +418,41 @@ impl<'a> Ctx<'a> {
         };
         let (ca, cb) = (per_elem(&self.a), per_elem(&self.b));
         let src_chunk = self.a.chunk_bytes().max(self.b.chunk_bytes());
+        // On the packed `f64` path each block product packs its `bk x cols` B panel and sums
+        // into a band scratch, per worker (`Kernel::gemm`).
+        let packs = self.dtype == DType::F64 && packed::available() && k > 0;
+        let extra = |rows: usize, cols: usize, bk: usize| {
+            if packs {
+                packed::PackedB::bytes(bk, cols) + packed::Scratch::bytes(rows, cols)
+            } else {
+                0
+            }
+        };
         // Resident B: read (and convert) the right operand once, then every sub-tile is one call
         // over all of `k` with a `rows x k` A panel. Worth it when B takes at most half the
         // budget and what is left gives every worker A panels of a useful height.
         let b_bytes = (k as u64 * n as u64).saturating_mul(cb);
         let left = avail.saturating_sub(outputs).saturating_sub(b_bytes) / workers as u64;
         let a_room = left.saturating_sub(src_chunk);
-        let a_rows = if k == 0 {
-            usize::MAX
-        } else {
-            usize::try_from(a_room / (k as u64 * ca)).unwrap_or(usize::MAX)
-        };
         let want_rows = max_rows.clamp(1, m.max(1));
+        let want_cols = max_cols.clamp(1, n.max(1));
+        // The tallest A panel, at most `want_rows`, that fits `a_room` with its extras.
+        let panel_cost =
+            |rows: usize| (rows as u64 * k as u64).saturating_mul(ca) + extra(rows, want_cols, k);
+        let (mut lo, mut hi) = (0, want_rows);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if panel_cost(mid) <= a_room {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let a_rows = lo;
         if b_bytes <= avail / 2 && a_rows >= want_rows.min(RESIDENT_MIN_ROWS) {
             self.plan = Plan {
-                rows: want_rows.min(a_rows).max(1),
-                cols: max_cols.clamp(1, n.max(1)),
+                rows: a_rows.max(1),
+                cols: want_cols,
                 bk: k,
                 resident: true,
                 b_blocks: 0,
@@ -442,7 +462,7 @@ impl<'a> Ctx<'a> {
         let per_worker = (avail.saturating_sub(outputs) / workers as u64).saturating_sub(src_chunk);
         let room = per_worker.min(PANEL_CAP);
         let cost = |rows: usize, cols: usize, bk: usize| {
-            (rows as u64 * ca + cols as u64 * cb).saturating_mul(bk as u64)
+            (rows as u64 * ca + cols as u64 * cb).saturating_mul(bk as u64) + extra(rows, cols, bk)
         };
         let mut rows = max_rows.clamp(1, m.max(1));
         let mut cols = max_cols.clamp(1, n.max(1));
@@ -471,8 +491,10 @@ impl<'a> Ctx<'a> {
         let bk = if cost(rows, cols, k) <= room {
             k
         } else {
-            let per_k = rows as u64 * ca + cols as u64 * cb;
-            ((room / per_k) as usize / KB * KB).max(bk_min)
+            // Both the panels and the packed B panel grow with `bk`; the band scratch does not.
+            let fixed = cost(rows, cols, 0);
+            let per_k = (cost(rows, cols, KB) - fixed) / KB as u64;
+            ((room.saturating_sub(fixed) / per_k) as usize / KB * KB).max(bk_min)
         };
         self.plan = Plan {
             rows,
@@ -947,8 +969,9 @@ fn stream_rows(cr: usize) -> usize {
 
 /// Chunk columns per packed block of B on [`packed_stream`] for `cr x cw` output chunks of an
 /// `m x n` product over `k`: as many as fit half of `avail` and what `workers` workers leave
-/// (each holds an A band, its scratch, an input chunk being read and the chunk it computes), or
-/// `None` if not even one does.
+/// (each holds an A band, its scratch, an input chunk being read and the chunk it computes, and
+/// while B is packed, a block of [`KB`] rows of the group's columns), or `None` if not even one
+/// does.
 fn stream_group(
     k: usize,
     n: usize,
@@ -960,11 +983,13 @@ fn stream_group(
     let rows = stream_rows(cr);
     let per_worker =
         (rows * k * 8) as u64 + packed::Scratch::bytes(rows, cw) + src_chunk + (cr * cw * 8) as u64;
-    let left = avail.checked_sub(per_worker.saturating_mul(workers as u64))?;
-    let room = left.min(avail / 2);
-    (1..=n.div_ceil(cw))
-        .rev()
-        .find(|&g| packed::PackedB::bytes(k, (g * cw).min(n)) <= room)
+    (1..=n.div_ceil(cw)).rev().find(|&g| {
+        let nc = (g * cw).min(n);
+        let packing = (packed::KC.min(k) * nc * 8) as u64;
+        avail
+            .checked_sub((per_worker + packing).saturating_mul(workers as u64))
+            .is_some_and(|left| packed::PackedB::bytes(k, nc) <= left.min(avail / 2))
+    })
 }
 
 /// Output chunks that suit [`matmul`] for `a @ b` under the global memory budget: where the
@@ -1123,10 +1148,12 @@ fn fill_f64(bytes: &mut [u8], fill: &mut dyn FnMut(&mut [f64]) -> Result<()>) ->
 /// Bytes of one span [`packed_spans`] hands the writer at most: a direct-I/O staging buffer.
 const SPAN_BYTES: u64 = 8 << 20;
 
-/// Bytes the writer's staging may hold while [`packed_spans`] runs: a direct-write `.npy` keeps
-/// up to four staging buffers (reserved by the writer); through the page cache, each span is
-/// staged in a pooled buffer of its own.
-const SPAN_STAGING: u64 = 4 * (SPAN_BYTES + 4096);
+/// Bytes the writer's staging may hold while [`packed_spans`] runs with `workers` workers: a
+/// direct-write `.npy` keeps up to four staging buffers (reserved by the writer); through the
+/// page cache, each worker's batch of spans is staged in a pooled buffer of its own.
+fn span_staging(workers: usize) -> u64 {
+    workers.max(4) as u64 * (SPAN_BYTES + 4096)
+}
 
 /// Columns per packed block of B on [`packed_spans`], for bands of `rows` rows: the widest of
 /// `n` (all of B), `n / 2`, `n / 3`, ... whose packed block fits half of `avail` and what
@@ -1151,7 +1178,7 @@ fn span_block(
             (rows * k * 8) as u64 + packed::Scratch::bytes(rows, nc) + src_chunk + packing;
         let left = avail
             .checked_sub(per_worker.saturating_mul(workers as u64))
-            .and_then(|l| l.checked_sub(SPAN_STAGING));
+            .and_then(|l| l.checked_sub(span_staging(workers)));
         left.is_some_and(|l| packed::PackedB::bytes(k, nc) <= l.min(avail / 2))
     };
     if fits(n) {
@@ -1513,8 +1540,23 @@ mod tests {
             .max()
             .unwrap();
         let min_panels = 2 * (e + 8) * k.min(KB) as u64;
+        let packs = if e == 8 && result_dtype(a.dtype, b.dtype) == DType::F64 {
+            packed_floor(1, k)
+        } else {
+            0
+        };
         chunks_in_flight(workers, chunks) * out_chunk
-            + workers as u64 * (src_chunk + min_panels + extra)
+            + workers as u64 * (src_chunk + min_panels + packs + extra)
+    }
+
+    /// What `workers` workers of the packed `f64` path need at the least besides their panels
+    /// for a product over `k`: the packed copy of a one-column B panel and a one-row band's
+    /// scratch each (nothing where the packed path is not available).
+    fn packed_floor(workers: usize, k: usize) -> u64 {
+        if !packed::available() || k == 0 {
+            return 0;
+        }
+        workers as u64 * (packed::PackedB::bytes(k.min(KB), 1) + packed::Scratch::bytes(1, 1))
     }
 
     fn dtype() -> impl Strategy<Value = DType> {
@@ -1599,7 +1641,7 @@ mod tests {
             for (chunks, limit) in [
                 (vec![4u64, 3], 1u64 << 20),
                 (vec![37, 29], 1 << 30),
-                (vec![1, 29], 100 << 10),
+                (vec![1, 29], (100 << 10) + packed_floor(threads, k)),
             ] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
@@ -1664,7 +1706,8 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            for (limit, resident) in [(64u64 << 20, true), (200 << 10, false)] {
+            let tight = (200 << 10) + packed_floor(threads, k);
+            for (limit, resident) in [(64u64 << 20, true), (tight, false)] {
                 let (w, out) = MemWriter::create(DType::F64, &[m as u64, n as u64], &[16, 40]);
                 let opts = MatmulOptions {
                     memory_limit: Some(limit),
@@ -1739,10 +1782,11 @@ mod tests {
                     let run = MatmulOptions {
                         memory_limit: Some(limit),
                     };
-                    let Ok(rep) = pool.install(|| matmul(&sa, &sb, w, &run, &no_progress)) else {
-                        assert!(limit < 1 << 20, "{threads} threads {chunks:?} {limit}");
-                        continue;
-                    };
+                    // Every one of these budgets must suffice (`budget_errors_name_the_shares`
+                    // tests one that does not).
+                    let rep = pool
+                        .install(|| matmul(&sa, &sb, w, &run, &no_progress))
+                        .unwrap_or_else(|e| panic!("{threads} threads {chunks:?} {limit}: {e}"));
                     let c = crate::formats::open(path).unwrap();
                     let got = c.read_region(&Region::full(&[m as u64, n as u64])).unwrap();
                     let what = format!("{threads} threads, chunks {chunks:?}, {limit} B: {rep:?}");
@@ -1802,7 +1846,7 @@ mod tests {
                 let src_chunk = (64 * n * 8) as u64;
                 let mut limits = std::collections::BTreeMap::new();
                 let mut none = None;
-                for limit in (SPAN_STAGING..SPAN_STAGING + (128 << 20)).step_by(64 << 10) {
+                for limit in (span_staging(1)..span_staging(1) + (128 << 20)).step_by(64 << 10) {
                     match span_block((k, n), packed::MC, threads, limit, src_chunk) {
                         Some(nc) => {
                             limits.entry(nc).or_insert(limit);
@@ -2046,6 +2090,88 @@ mod tests {
         let bv = b.read_region(&Region::full(&[300, 80])).unwrap();
         let want: Vec<i32> = naive(av.as_slice::<i32>(), bv.as_slice::<i16>(), 96, 300, 80);
         assert_eq!(got.as_slice::<i32>(), &want[..]);
+    }
+
+    /// Under a global budget (set in a child process running only this test, since the budget
+    /// is process-wide): an `f64` product from `.npy` files into `.npy`, B (17 MiB) within half
+    /// of most of these budgets, so the plan keeps it resident or tiles, and each worker's block
+    /// products pack their own copy of B's panel and sum into band scratch, which the plan must
+    /// count. Every budget completes (at 40 MiB this used to wait for 17 MiB that never came and
+    /// fail), with the bytes of an in-memory product and the budget's peak under the limit.
+    #[test]
+    fn packed_copies_fit_a_global_budget() {
+        const CHILD: &str = "CHUNKHEAP_MATMUL_BUDGET_CHILD";
+        if !packed::available() {
+            return;
+        }
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "kernels::matmul::tests::packed_copies_fit_a_global_budget",
+                    "--exact",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "the child ran no test: {text}");
+            return;
+        }
+        use crate::generate::{Dist, GenSpec, generate};
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        let (m, k, n) = (600usize, 2048usize, 1100usize);
+        for (name, shape, seed) in [("a.npy", [m, k], 1), ("b.npy", [k, n], 2)] {
+            let spec = GenSpec {
+                shape: shape.iter().map(|&d| d as u64).collect(),
+                dtype: DType::F64,
+                dist: Dist::NORMAL,
+                seed,
+                options: Default::default(),
+            };
+            generate(&p(name), &spec).unwrap();
+        }
+        let a = crate::formats::open(&p("a.npy")).unwrap();
+        let b = crate::formats::open(&p("b.npy")).unwrap();
+        let av = a.read_region(&Region::full(&[m as u64, k as u64])).unwrap();
+        let bv = b.read_region(&Region::full(&[k as u64, n as u64])).unwrap();
+        let want = gemm_f64(av.as_slice(), bv.as_slice(), (m, k, n));
+        drop((av, bv));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let budget = memory::global();
+        for mib in (24u64..=56).step_by(4) {
+            let limit = mib << 20;
+            budget.set_limit(limit);
+            budget.reset_peak();
+            let out = p(&format!("c{mib}.npy"));
+            let w = crate::formats::create(
+                &out,
+                DType::F64,
+                &[m as u64, n as u64],
+                &Default::default(),
+            )
+            .unwrap();
+            let opts = MatmulOptions::default();
+            let rep = pool
+                .install(|| matmul(a.as_ref(), b.as_ref(), w, &opts, &no_progress))
+                .unwrap_or_else(|e| panic!("{mib} MiB: {e}"));
+            let peak = budget.peak();
+            budget.set_limit(crate::memory::default_limit());
+            assert!(peak <= limit, "{mib} MiB: budget peak {peak}, {rep:?}");
+            let c = crate::formats::open(&out).unwrap();
+            let got = c.read_region(&Region::full(&[m as u64, n as u64])).unwrap();
+            assert!(
+                got.bytes() == bytemuck::cast_slice::<f64, u8>(&want),
+                "{mib} MiB: {rep:?}"
+            );
+        }
     }
 }
 

@@ -120,9 +120,29 @@ pub fn fill_rows_by_spans<W: ArrayWriter + ?Sized>(
     elem: usize,
     fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
 ) -> Result<()> {
+    if !writer.spans() {
+        return Err(Error::Invalid(
+            "runs of elements for a writer that takes whole chunks only".into(),
+        ));
+    }
+    if rows == 0 || count == 0 {
+        return Ok(());
+    }
     if rows > 1 && stride < count as u64 {
         return Err(Error::Invalid(format!(
             "runs of {count} elements every {stride} elements overlap"
+        )));
+    }
+    // Everything is checked before `fill` runs and before the first run is stored.
+    let numel = writer.layout().shape().iter().product::<u64>();
+    let end = ((rows - 1) as u64)
+        .checked_mul(stride)
+        .and_then(|d| d.checked_add(start))
+        .and_then(|s| s.checked_add(count as u64));
+    if end.is_none_or(|e| e > numel) {
+        return Err(Error::Invalid(format!(
+            "{rows} runs of {count} elements every {stride} from element {start} lie beyond the \
+             array's {numel} elements"
         )));
     }
     let run = count
@@ -134,6 +154,12 @@ pub fn fill_rows_by_spans<W: ArrayWriter + ?Sized>(
     for r in 0..rows {
         let bytes = &b.bytes()[r * run..(r + 1) * run];
         writer.fill_span(start + r as u64 * stride, count, &mut |out| {
+            if out.len() != bytes.len() {
+                return Err(Error::Invalid(format!(
+                    "runs of {elem}-byte elements for an array of {}-byte ones",
+                    out.len() / count
+                )));
+            }
             out.copy_from_slice(bytes);
             Ok(())
         })?;
@@ -441,17 +467,27 @@ mod tests {
             };
             assert_eq!(x, want, "element ({r}, {c})");
         }
-        // Overlapping runs and sizes that overflow are refused before anything is filled.
+        // Overlapping runs, runs past the end (or whose offsets overflow) and the wrong element
+        // size are refused before anything is filled or stored.
         let e = fill_rows_by_spans(&small_writer(), 0, (5, 4, 2), 2, &mut |_| panic!("filled"));
         assert!(e.unwrap_err().to_string().contains("overlap"));
-        let e = fill_rows_by_spans(
-            &small_writer(),
-            0,
-            (usize::MAX, usize::MAX as u64, 2),
-            2,
-            &mut |_| panic!("filled"),
-        );
-        assert!(e.unwrap_err().to_string().contains("overflow"));
+        for (start, runs) in [
+            (0, (usize::MAX, usize::MAX as u64, 2)),
+            (5, (1, u64::MAX, 2)),
+            (10, (4, 4, 2)),
+        ] {
+            let w = small_writer();
+            let e = fill_rows_by_spans(&w, start, runs, 2, &mut |_| panic!("filled"));
+            let e = e.unwrap_err().to_string();
+            assert!(e.contains("beyond the array's 16 elements"), "{e}");
+            assert!(w.bytes.into_inner().unwrap().1.is_empty());
+        }
+        let w = small_writer();
+        let e = fill_rows_by_spans(&w, 0, (2, 10, 2), 4, &mut |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("4-byte elements"), "{e}");
+        // Nothing to store: nothing filled.
+        fill_rows_by_spans(&w, 0, (0, 10, 3), 2, &mut |_| panic!("filled")).unwrap();
+        fill_rows_by_spans(&w, 0, (4, 10, 0), 2, &mut |_| panic!("filled")).unwrap();
     }
 
     fn small_writer() -> Spans {

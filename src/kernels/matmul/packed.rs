@@ -21,9 +21,10 @@
 //!
 //! `KC` is 512, not `matrixmultiply`'s 256: each micro-kernel call then amortises its tiles'
 //! loads and stores and its call over twice the steps, and C's tiles are read and written half
-//! as often. 8192² from `.npy` to `.npy` on the AVX-512 machine of `benches/RESULTS.md`: user
-//! CPU 11.7-12.8 s against 12.5-13.0 s with 256, in alternating runs (128 was slower still,
-//! 13.4-13.6 s; 768 and 1024 no better than 512).
+//! as often. 8192² from `.npy` to `.npy` on the AVX-512 Xeon of `benches/RESULTS.md`: user CPU
+//! 11.1-11.4 s against 11.6-12.1 s with 256, in alternating runs (the figures RESULTS.md
+//! quotes; an earlier series gave 11.7-12.8 s against 12.5-13.0, 128 slower still at
+//! 13.4-13.6 s, and 768 and 1024 no better than 512).
 
 use rayon::prelude::*;
 
@@ -245,7 +246,20 @@ impl PackedB {
         let tiles_r = h.div_ceil(MR);
         scratch.tiles_for(h, w)?;
         scratch.band = (h, w);
+        let apack_len = MC.min(h.next_multiple_of(MR)) * KC.min(k);
+        if scratch
+            .apack
+            .as_ref()
+            .is_none_or(|b| b.len() < apack_len * 8)
+        {
+            scratch.apack = None; // back to the pool before its successor is reserved
+            scratch.apack = Some(Buffer::for_overwrite(apack_len * 8)?);
+        }
         let Scratch { apack, tiles, .. } = scratch;
+        let apack = apack
+            .as_mut()
+            .expect("allocated above")
+            .as_mut_slice::<f64>();
         let tiles = &mut tiles
             .as_mut()
             .expect("allocated by tiles_for")
@@ -268,8 +282,11 @@ impl PackedB {
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
                 // A block: rows m0..m0 + mc, columns k0..k0 + kc, as `mp` panels of `kc x MR`.
-                apack.clear();
-                apack.resize(mp * MR * kc, 0.0);
+                let apack = &mut apack[..mp * MR * kc];
+                if !mc.is_multiple_of(MR) {
+                    // The last panel's rows past the band stay zero.
+                    apack[(mp - 1) * MR * kc..].fill(0.0);
+                }
                 for (ip, panel) in apack.chunks_exact_mut(MR * kc).enumerate() {
                     for r in 0..MR.min(mc - ip * MR) {
                         let row = m0 + ip * MR + r;
@@ -389,9 +406,9 @@ fn pack_block(dst: &mut [f64], src: &[f64], ld: usize, n: usize, kc: usize) {
 }
 
 /// `C = A B`, or `C += A B` when `accumulate`, for the tiled path: `a` is `h x k` (dense), B has
-/// row stride `ldb`, C row stride `ldc`; B is packed for this call. The sums are those of one
-/// `matrixmultiply` call with the same arguments (and so, for `k` a multiple of [`KC`], of one
-/// call over the whole inner dimension).
+/// row stride `ldb`, C row stride `ldc`; B is packed for this call. The sums are the module's
+/// blocked sums ([`blocked_sums`]), so a call over a slice of `k` that starts at a multiple of
+/// [`KC`] with `accumulate` continues the sums of the calls before it exactly.
 pub(super) fn gemm(
     (h, k, w): (usize, usize, usize),
     a: &[f64],
@@ -409,7 +426,9 @@ pub(super) fn gemm(
 /// not once per band.
 #[derive(Default)]
 pub(super) struct Scratch {
-    apack: Vec<f64>,
+    /// The packed A block (up to `MC x KC`), reserved in the budget, grown when a taller band
+    /// needs it.
+    apack: Option<Buffer>,
     tiles: Option<Buffer>,
     /// Rows and columns of the band the tiles hold.
     band: (usize, usize),
@@ -440,10 +459,11 @@ impl Scratch {
         tiles_to(tiles.as_slice::<f64>(), h.div_ceil(MR), w, rows, c, ldc);
     }
 
-    /// Bytes a band of `h` rows and `w` columns needs.
+    /// Bytes a band of `h` rows and `w` columns needs (at most: for any `k`).
     pub(super) fn bytes(h: usize, w: usize) -> u64 {
         let tiles = h.div_ceil(MR) as u64 * (w.div_ceil(NR) + 1) as u64 * (MR * NR) as u64;
-        (tiles + (MC * KC) as u64) * 8
+        let apack = MC.min(h.next_multiple_of(MR)) * KC;
+        (tiles + apack as u64) * 8
     }
 }
 
