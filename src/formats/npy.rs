@@ -778,33 +778,16 @@ impl ArrayWriter for NpyWriter {
                 self.path().display()
             )));
         }
-        if rows == 0 || count == 0 {
-            return Ok(());
-        }
-        // The last run's end, in elements, must lie within the array.
-        let end = (rows as u64)
-            .checked_sub(1)
-            .and_then(|r| r.checked_mul(stride))
-            .and_then(|d| d.checked_add(start))
-            .and_then(|s| s.checked_add(count as u64))
-            .and_then(|e| e.checked_mul(elem as u64));
-        if end.is_none_or(|e| e > self.expected) {
-            return Err(Error::Invalid(format!(
-                "{}: {rows} runs of {count} elements every {stride} from element {start} lie \
-                 beyond the array's {} elements",
-                self.path().display(),
-                self.expected / own
-            )));
-        }
-        if rows > 1 && stride < count as u64 {
-            return Err(Error::Invalid(format!(
-                "{}: runs of {count} elements every {stride} elements overlap",
-                self.path().display()
-            )));
+        let runs = (count, stride, rows);
+        let numel = self.expected / own;
+        match crate::storage::check_runs(start, runs, (numel, "elements", "array")) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(m) => return Err(Error::Invalid(format!("{}: {m}", self.path().display()))),
         }
         let (e, run) = (elem as u64, count * elem);
-        // In bytes: the end check bounds `start * e`, and `stride * e` when there are two runs
-        // or more (a single run's stride is never used).
+        // In bytes: the runs end within the array, which bounds `start * e`, and `stride * e`
+        // when there are two runs or more (a single run's stride is never used).
         let stride_bytes = if rows > 1 { stride * e } else { run as u64 };
         match sink {
             Sink::Direct(d) => {

@@ -2092,6 +2092,18 @@ mod tests {
         assert_eq!(got.as_slice::<i32>(), &want[..]);
     }
 
+    /// Writes a seeded standard-normal `f64` `.npy` of `shape` to `path`.
+    pub(super) fn normal_npy(path: &str, shape: &[u64], seed: u64) {
+        let spec = crate::generate::GenSpec {
+            shape: shape.to_vec(),
+            dtype: DType::F64,
+            dist: crate::generate::Dist::NORMAL,
+            seed,
+            options: Default::default(),
+        };
+        crate::generate::generate(path, &spec).unwrap();
+    }
+
     /// Under a global budget (set in a child process running only this test, since the budget
     /// is process-wide): an `f64` product from `.npy` files into `.npy`, B (17 MiB) within half
     /// of most of these budgets, so the plan keeps it resident or tiles, and each worker's block
@@ -2121,20 +2133,11 @@ mod tests {
             assert!(text.contains("1 passed"), "the child ran no test: {text}");
             return;
         }
-        use crate::generate::{Dist, GenSpec, generate};
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
         let (m, k, n) = (600usize, 2048usize, 1100usize);
-        for (name, shape, seed) in [("a.npy", [m, k], 1), ("b.npy", [k, n], 2)] {
-            let spec = GenSpec {
-                shape: shape.iter().map(|&d| d as u64).collect(),
-                dtype: DType::F64,
-                dist: Dist::NORMAL,
-                seed,
-                options: Default::default(),
-            };
-            generate(&p(name), &spec).unwrap();
-        }
+        normal_npy(&p("a.npy"), &[m as u64, k as u64], 1);
+        normal_npy(&p("b.npy"), &[k as u64, n as u64], 2);
         let a = crate::formats::open(&p("a.npy")).unwrap();
         let b = crate::formats::open(&p("b.npy")).unwrap();
         let av = a.read_region(&Region::full(&[m as u64, k as u64])).unwrap();
@@ -2180,7 +2183,6 @@ mod tests {
 #[cfg(test)]
 mod bench {
     use super::*;
-    use crate::generate::{Dist, GenSpec, generate};
     use std::time::Instant;
 
     fn best(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -2285,14 +2287,7 @@ mod bench {
         let dir = tempfile::tempdir().unwrap();
         let p = |s: &str| dir.path().join(s).to_str().unwrap().to_string();
         for (name, seed) in [("a.npy", 1), ("b.npy", 2)] {
-            let spec = GenSpec {
-                shape: vec![n, n],
-                dtype: DType::F64,
-                dist: Dist::NORMAL,
-                seed,
-                options: Default::default(),
-            };
-            generate(&p(name), &spec).unwrap();
+            super::tests::normal_npy(&p(name), &[n, n], seed);
         }
         let a = crate::formats::open(&p("a.npy")).unwrap();
         let b = crate::formats::open(&p("b.npy")).unwrap();

@@ -369,28 +369,21 @@ impl DirectFile {
         (row_len, stride, rows): (usize, u64, usize),
         fill: &mut dyn FnMut(&mut [u8]) -> Result<()>,
     ) -> Result<()> {
-        if rows == 0 || row_len == 0 {
-            return Ok(());
+        let target = &self.shared.target;
+        let runs = (row_len, stride, rows);
+        match crate::storage::check_runs(offset, runs, (self.len, "bytes", "file")) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(m) => return Err(Error::Invalid(format!("{}: {m}", target.display()))),
         }
-        let total = row_len.checked_mul(rows);
-        let last = ((rows - 1) as u64)
-            .checked_mul(stride)
-            .and_then(|d| d.checked_add(offset));
-        let (Some(total), Some(last)) = (total, last) else {
-            return Err(self.too_far(offset, rows, row_len));
-        };
-        if rows > 1 && stride < row_len as u64 {
-            return Err(Error::Invalid(format!(
-                "{}: runs of {row_len} bytes every {stride} bytes overlap",
-                self.shared.target.display()
-            )));
-        }
-        if last
-            .checked_add(row_len as u64)
-            .is_none_or(|end| end > self.len)
-        {
-            return Err(self.too_far(offset, rows, row_len));
-        }
+        // The runs lie within the file, so their bytes add up to less than `u64::MAX`, but
+        // maybe not less than `usize::MAX`.
+        let total = row_len.checked_mul(rows).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: {rows} runs of {row_len} bytes overflow the address space",
+                target.display()
+            ))
+        })?;
         let aligned = [offset, row_len as u64, stride]
             .iter()
             .all(|x| x.is_multiple_of(BLOCK));
@@ -430,14 +423,6 @@ impl DirectFile {
             pieces,
             stage: Some(res),
         })
-    }
-
-    fn too_far(&self, offset: u64, rows: usize, row_len: usize) -> Error {
-        Error::Invalid(format!(
-            "{}: {rows} runs of {row_len} bytes from byte {offset} go past the file's length {}",
-            self.shared.target.display(),
-            self.len
-        ))
     }
 
     fn check_range(&self, len: usize, offset: u64) -> Result<()> {
@@ -753,12 +738,13 @@ mod tests {
         let e = f
             .write_rows_with(4096, (4096, 16384, 5), &mut ok)
             .unwrap_err();
+        let past = "beyond the file's 65536 bytes";
         assert!(
-            e.to_string().contains("out.bin") && e.to_string().contains("past"),
+            e.to_string().contains("out.bin") && e.to_string().contains(past),
             "{e}"
         );
         let e = f.write_rows_with(0, (1, u64::MAX, 3), &mut ok).unwrap_err();
-        assert!(e.to_string().contains("past"), "{e}");
+        assert!(e.to_string().contains(past), "{e}");
         // Nothing to write: `fill` is not called.
         f.write_rows_with(0, (0, 4096, 5), &mut |_| panic!("called"))
             .unwrap();

@@ -111,6 +111,39 @@ pub fn fill_through_buffer<W: ArrayWriter + ?Sized>(
     writer.write_at(index, &writer.encode(index, b.bytes())?)
 }
 
+/// The checks of runs of a box ([`ArrayWriter::fill_rows`], [`DirectFile::write_rows_with`]):
+/// `rows` runs of `count` `unit`s, the first from `start` and each `stride` after the one
+/// before, within `limit` `unit`s of `what` ("array", "file"). Runs that overlap, or whose last
+/// one ends past the limit (or past `u64`), are refused with a message (for the caller to
+/// prefix with its path); `Ok(false)` when there is nothing to store (no runs, or empty ones).
+///
+/// [`DirectFile::write_rows_with`]: direct::DirectFile::write_rows_with
+pub(crate) fn check_runs(
+    start: u64,
+    (count, stride, rows): (usize, u64, usize),
+    (limit, unit, what): (u64, &str, &str),
+) -> std::result::Result<bool, String> {
+    if rows == 0 || count == 0 {
+        return Ok(false);
+    }
+    if rows > 1 && stride < count as u64 {
+        return Err(format!(
+            "runs of {count} {unit} every {stride} {unit} overlap"
+        ));
+    }
+    let end = ((rows - 1) as u64)
+        .checked_mul(stride)
+        .and_then(|d| d.checked_add(start))
+        .and_then(|s| s.checked_add(count as u64));
+    if end.is_none_or(|e| e > limit) {
+        return Err(format!(
+            "{rows} runs of {count} {unit} every {stride} from {start} lie beyond the {what}'s \
+             {limit} {unit}"
+        ));
+    }
+    Ok(true)
+}
+
 /// [`ArrayWriter::fill_rows`] the plain way: `fill` one fresh buffer with all the runs, then
 /// store each with [`ArrayWriter::fill_span`].
 pub fn fill_rows_by_spans<W: ArrayWriter + ?Sized>(
@@ -125,25 +158,12 @@ pub fn fill_rows_by_spans<W: ArrayWriter + ?Sized>(
             "runs of elements for a writer that takes whole chunks only".into(),
         ));
     }
-    if rows == 0 || count == 0 {
-        return Ok(());
-    }
-    if rows > 1 && stride < count as u64 {
-        return Err(Error::Invalid(format!(
-            "runs of {count} elements every {stride} elements overlap"
-        )));
-    }
     // Everything is checked before `fill` runs and before the first run is stored.
     let numel = writer.layout().shape().iter().product::<u64>();
-    let end = ((rows - 1) as u64)
-        .checked_mul(stride)
-        .and_then(|d| d.checked_add(start))
-        .and_then(|s| s.checked_add(count as u64));
-    if end.is_none_or(|e| e > numel) {
-        return Err(Error::Invalid(format!(
-            "{rows} runs of {count} elements every {stride} from element {start} lie beyond the \
-             array's {numel} elements"
-        )));
+    if !check_runs(start, (count, stride, rows), (numel, "elements", "array"))
+        .map_err(Error::Invalid)?
+    {
+        return Ok(());
     }
     let run = count
         .checked_mul(elem)
