@@ -31,11 +31,11 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, TryLockError, Weak};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::memory::{self, Reservation};
+use crate::memory::{self, Reclaim, Reservation};
 
 /// Alignment of offsets, lengths and memory for `O_DIRECT` writes.
 pub const BLOCK: u64 = 4096;
@@ -139,7 +139,13 @@ impl Shared {
     fn plain_write(&self, bytes: &[u8], offset: u64) -> Result<()> {
         self.plain
             .write_all_at(bytes, offset)
-            .map_err(|e| Error::io(&self.target, "write", e))
+            .map_err(|e| self.write_error(e, offset, bytes.len()))
+    }
+
+    /// A failed write of `len` bytes at `offset`, naming both (the kind is kept).
+    fn write_error(&self, e: std::io::Error, offset: u64, len: usize) -> Error {
+        let at = std::io::Error::new(e.kind(), format!("{e} (at byte {offset}, {len} bytes)"));
+        Error::io(&self.target, "write", at)
     }
 
     fn is_direct(&self) -> bool {
@@ -162,7 +168,7 @@ impl Shared {
                     self.fallback.store(true, Ordering::Relaxed);
                     self.plain_write(logical, p.offset)?;
                 }
-                Err(e) => return Err(Error::io(&self.target, "write", e)),
+                Err(e) => return Err(self.write_error(e, p.offset, bytes.len())),
             }
         }
         Ok(())
@@ -208,6 +214,37 @@ impl Shared {
     }
 }
 
+/// Idle staging buffers go back to the budget when someone else runs short: all but the first
+/// were taken only because the budget had room at the time, and holding on to them could starve
+/// the computation that feeds this file (a sort's next scan waiting for its input windows while
+/// the file's buffers sit idle between waves).
+impl Reclaim for Shared {
+    fn cost(&self) -> u32 {
+        0
+    }
+
+    fn reclaim(&self, want: u64) -> u64 {
+        // A writer reserving its first buffer holds the pool while it waits for the budget,
+        // which may be asking us right now (on that same thread): skip rather than deadlock.
+        let mut p = match self.pool.try_lock() {
+            Ok(p) => p,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return 0,
+        };
+        let mut freed = Vec::new();
+        let mut got = 0;
+        while got < want {
+            let Some((data, res)) = p.0.pop() else { break };
+            got += res.bytes();
+            p.1 -= 1;
+            freed.push((data, res));
+        }
+        drop(p);
+        drop(freed);
+        got
+    }
+}
+
 /// A file of known final length written at any offsets, from any threads, through `O_DIRECT`
 /// where the file system allows it. Writes are queued to two I/O threads, so the callers
 /// go on computing while the device works; errors surface in a later write or in
@@ -249,6 +286,8 @@ impl DirectFile {
             freed: Condvar::new(),
             error: Mutex::new(None),
         });
+        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(Arc::clone(&shared) as Arc<dyn Reclaim>));
+        memory::global().add_reclaimer(weak);
         let (tx, rx) = sync_channel::<Job>(MAX_STAGES);
         let rx = Arc::new(Mutex::new(rx));
         let threads = (0..IO_THREADS)
@@ -609,6 +648,45 @@ mod tests {
         std::fs::read(&path).unwrap()
     }
 
+    /// Idle staging buffers go back to a budget that runs short (a sort's next scan waiting for
+    /// its input windows while the output's buffers sat idle between waves used to stall 10 s
+    /// and fail): with every buffer idle, the whole budget can be reserved.
+    #[test]
+    fn idle_staging_buffers_are_reclaimed() {
+        if !memory::in_own_process("storage::direct::tests::idle_staging_buffers_are_reclaimed") {
+            return;
+        }
+        let budget = memory::global();
+        let limit = 8 * STAGE_BYTES as u64;
+        budget.set_limit(limit);
+        budget.set_stall_timeout(std::time::Duration::from_millis(500));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let len = 4 * STAGE;
+        let f = DirectFile::open(&path, File::create(&path).unwrap(), &path, len as u64).unwrap();
+        let content: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+        for (i, piece) in content.chunks(STAGE).enumerate() {
+            f.write_at(piece, (i * STAGE) as u64).unwrap();
+        }
+        // Wait until the I/O threads have given every staging buffer back.
+        let idle = || {
+            let p = lock(&f.shared.pool);
+            p.1 > 0 && p.0.len() == p.1
+        };
+        let t0 = std::time::Instant::now();
+        while !idle() {
+            assert!(t0.elapsed().as_secs() < 30, "writes never finished");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(budget.used() >= STAGE_BYTES as u64);
+        let all = budget.reserve(limit, "test").unwrap();
+        assert_eq!(lock(&f.shared.pool).1, 0);
+        drop(all);
+        // The writer takes buffers again as it needs them.
+        f.finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+    }
+
     #[test]
     fn aligned_and_unaligned_writes_make_the_file() {
         let content: Vec<u8> = (0..3 * BLOCK as usize + 777)
@@ -789,7 +867,10 @@ mod tests {
             .and_then(|f| f.write_at(&data, 0).and_then(|()| f.finish()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("out.npy") && e.contains("No space left"), "{e}");
+        assert!(
+            e.contains("out.npy") && e.contains("No space left") && e.contains("at byte"),
+            "{e}"
+        );
     }
 
     proptest! {

@@ -6,10 +6,10 @@
 //! counted, never stored. One scan counts every group exactly; consecutive groups are then packed
 //! into *waves* that fit a buffer. For each wave, one more scan of the input copies the wave's
 //! keys into their groups' places in the buffer (keys classified 8 at a time by
-//! `simd::classify`). The first wave needs no scan of its own: the counting scan also copies
-//! the keys of the first groups (all of them when everything fits) into *rooms* sized from the
-//! sample with slack; should a room overflow (the sample misled), those keys are gathered by an
-//! ordinary scan instead. Each wave's groups are sorted independently in the caller's thread
+//! `simd::classify`). The first two waves need no scan of their own: the counting scan also
+//! copies the keys of the first groups (all of them when everything fits one buffer; else as
+//! many as fill both wave buffers) into *rooms* sized from the sample with slack; should a room
+//! overflow (the sample misled), those keys are gathered by ordinary scans instead. Each wave's groups are sorted independently in the caller's thread
 //! pool (one per thread, a lone large one with all threads; 64-bit keys by the vector quicksort
 //! of `simd.rs`), and the buffer goes to an output thread that converts keys back to values
 //! (straight into the writer's staging memory when it takes chunks in place) and writes them,
@@ -307,8 +307,8 @@ where
     let (room, expected): (Vec<usize>, Vec<usize>) = room.into_iter().unzip();
     drop(sample);
     // 2. Count every group of every chunk exactly (the table gives each chunk its places). The
-    // same scan collects the keys of the first groups, as many as their room lets fit one
-    // buffer (all of them when everything fits), so that wave needs no gather scan of its own.
+    // same scan collects the keys of the first groups, as many as their rooms let fit one
+    // buffer when everything does, else both wave buffers, so those waves need no gather scan.
     let table_bytes = (nchunks * g * 8) as u64;
     if table_bytes > ctx.budget.limit() / 16 {
         return Ok(None);
@@ -319,61 +319,72 @@ where
         .filter(|&i| !groups.single[i])
         .map(|i| expected[i])
         .sum();
-    // Everything collected early when the rooms fit the one buffer; nothing when only the keys
-    // themselves are expected to (one gather scan into an exact buffer is then better than
-    // waves); otherwise the groups that fit one wave buffer.
-    let (early_cap, early_all) = if stored_room <= plan.all_elems {
-        (stored_room, true)
+    // Everything collected early, into one buffer, when the rooms fit it; nothing when only the
+    // keys themselves are expected to (one gather scan into an exact buffer is then better than
+    // waves); otherwise the groups that fit the two wave buffers, so two waves need no gather
+    // scan of their own.
+    let (early_cap, early_all, early_bufs_max) = if stored_room <= plan.all_elems {
+        (stored_room, true, 1)
     } else if expected_stored <= plan.all_elems {
-        (0, false)
+        (0, false, 0)
     } else {
-        (plan.wave_elems, false)
+        (plan.wave_elems, false, 2)
     };
-    // (group, room) of the groups collected early, in key order; `early_end` is the first group
-    // after them.
+    // (group, room) of the groups collected early, in key order; `early_start[b]` is the first
+    // of them in early buffer `b`; `early_end` is the first group after them.
     let mut early: Vec<(usize, usize)> = Vec::new();
+    let mut early_start: Vec<usize> = Vec::new();
     let mut early_end = g;
     let mut used = 0usize;
     for gi in 0..g {
         if groups.single[gi] {
             continue;
         }
-        if used + room[gi] > early_cap || early.len() == MAX_GROUPS {
-            early_end = gi;
-            break;
+        let r = room[gi];
+        let full = used + r > early_cap || early_start.is_empty();
+        if full || early.len() == MAX_GROUPS {
+            // The next buffer, if there is one and the group fits it by itself.
+            if early_start.len() < early_bufs_max && r <= early_cap && early.len() < MAX_GROUPS {
+                early_start.push(early.len());
+                used = 0;
+            } else {
+                early_end = gi;
+                break;
+            }
         }
-        early.push((gi, room[gi]));
-        used += room[gi];
+        early.push((gi, r));
+        used += r;
     }
     if early.is_empty() {
         early_end = 0;
+        early_start.clear();
     }
     let esize = size_of::<T::Key>();
-    let early_len = if early.is_empty() {
-        0
-    } else if early_all {
-        used
-    } else {
-        plan.wave_elems
-    };
+    let early_len = if early_all { used } else { plan.wave_elems };
     // At most `STAGE_KEYS + 64` keys in all (early groups are at most `MAX_GROUPS`).
     let stage_keys = (STAGE_KEYS / (early.len() + 1)).clamp(64, 4096);
     let stage_bytes =
         (rayon::current_num_threads().max(1) * (early.len() + 1) * stage_keys * esize) as u64;
-    let mut early_res = Some(
-        ctx.budget
-            .reserve((early_len * esize) as u64, "sort group buffer")?,
-    );
+    let mut early_res = Vec::with_capacity(early_start.len());
+    let mut early_bufs: Vec<Vec<T::Key>> = Vec::with_capacity(early_start.len());
+    for _ in &early_start {
+        early_res.push(
+            ctx.budget
+                .reserve((early_len * esize) as u64, "sort group buffer")?,
+        );
+        early_bufs.push(vec![<T::Key as bytemuck::Zeroable>::zeroed(); early_len]);
+    }
     let stage_res = ctx.budget.reserve(stage_bytes, "sort staging")?;
-    let mut early_buf = vec![<T::Key as bytemuck::Zeroable>::zeroed(); early_len];
     let ((table, counts), early_ok) = {
         // Each early group's unfilled room, handed out a staged batch at a time.
         let mut rooms: Vec<std::sync::Mutex<&mut [T::Key]>> = Vec::with_capacity(early.len());
-        let mut tail: &mut [T::Key] = &mut early_buf;
-        for &(_, r) in &early {
-            let (a, b) = std::mem::take(&mut tail).split_at_mut(r);
-            rooms.push(std::sync::Mutex::new(a));
-            tail = b;
+        for (b, buf) in early_bufs.iter_mut().enumerate() {
+            let mut tail: &mut [T::Key] = buf;
+            for &(_, r) in &early[buffer_span(&early_start, early.len(), b)] {
+                let (a, rest) = std::mem::take(&mut tail).split_at_mut(r);
+                rooms.push(std::sync::Mutex::new(a));
+                tail = rest;
+            }
         }
         // Early group -> its staging slot; every other group -> the trash slot `nearly`.
         let nearly = early.len();
@@ -460,29 +471,38 @@ where
     drop(stage_res);
     if !early_ok {
         early.clear();
+        early_start.clear();
         early_end = 0;
-        early_buf = Vec::new();
-        drop(early_res.take());
+        early_bufs.clear();
+        early_res.clear();
     }
-    // 3. Pack groups into waves: the early groups (if any) are the first wave, already
+    let nearly_bufs = early_start.len();
+    // 3. Pack groups into waves: the early groups (if any) are the first wave or two, already
     // gathered; the rest go into waves that fit a buffer, one gather scan each. A stored group
     // larger than a buffer means the sample lied: fall back (nothing has been written yet).
     let total_stored: u64 = (0..g)
         .filter(|&i| !groups.single[i])
         .map(|i| counts[i])
         .sum();
-    // (Early groups that are only some of them took one of the two buffers.)
-    let all_in_one = early_end == g || (early_end == 0 && total_stored <= plan.all_elems as u64);
+    // (Early groups that are only some of them took one or both of the two buffers.)
+    let all_in_one = (nearly_bufs == 1 && early_end == g)
+        || (early_end == 0 && total_stored <= plan.all_elems as u64);
     let wave_cap = if all_in_one {
         usize::MAX
     } else {
         plan.wave_elems
     };
     let mut waves: Vec<Wave> = Vec::new();
-    if early_end > 0 {
+    for b in 0..nearly_bufs {
+        // From the first group (singles included) after the previous buffer's groups.
+        let lo = if b == 0 { 0 } else { early[early_start[b]].0 };
+        let hi = early_start.get(b + 1).map_or(early_end, |&e| early[e].0);
         waves.push(Wave {
-            groups: 0..early_end,
-            stored: early.iter().map(|&(gi, _)| counts[gi] as usize).sum(),
+            groups: lo..hi,
+            stored: early[buffer_span(&early_start, early.len(), b)]
+                .iter()
+                .map(|&(gi, _)| counts[gi] as usize)
+                .sum(),
         });
     }
     let mut start = early_end;
@@ -513,7 +533,7 @@ where
     }
     let gather_scans = waves
         .iter()
-        .skip(usize::from(early_end > 0))
+        .skip(nearly_bufs)
         .filter(|w| w.stored > 0)
         .count() as u64;
     if gather_scans > MAX_WAVES {
@@ -522,7 +542,7 @@ where
     // Elements of each buffer allocated for the gathered waves.
     let buf_elems = waves
         .iter()
-        .skip(usize::from(early_end > 0))
+        .skip(nearly_bufs)
         .map(|w| w.stored)
         .max()
         .unwrap_or(0);
@@ -535,30 +555,32 @@ where
         ..SortReport::default()
     };
     // A wave's parts in key order, the stored ones' (group, count) and their offsets in the
-    // wave's buffer: back to back, or at the early groups' rooms.
-    let slots_of = |w: &Wave, at_rooms: bool| -> (Vec<Part>, Vec<(usize, usize)>, Vec<usize>) {
-        let mut parts = Vec::with_capacity(w.groups.len());
-        let mut bounds = Vec::new();
-        let mut offsets = Vec::new();
-        let mut at = 0usize;
-        let mut rooms = early.iter();
-        for gi in w.groups.clone() {
-            if groups.single[gi] {
-                parts.push(Part::Repeat(groups.lowers[gi], counts[gi]));
-            } else {
-                let c = counts[gi] as usize;
-                parts.push(Part::Stored(c));
-                bounds.push((gi, c));
-                offsets.push(at);
-                at += if at_rooms {
-                    rooms.next().expect("a room per early group").1
+    // wave's buffer: back to back, or at the rooms of early buffer `b`.
+    let slots_of =
+        |w: &Wave, at_rooms: Option<usize>| -> (Vec<Part>, Vec<(usize, usize)>, Vec<usize>) {
+            let mut parts = Vec::with_capacity(w.groups.len());
+            let mut bounds = Vec::new();
+            let mut offsets = Vec::new();
+            let mut at = 0usize;
+            let mut rooms =
+                early[at_rooms.map_or(0..0, |b| buffer_span(&early_start, early.len(), b))].iter();
+            for gi in w.groups.clone() {
+                if groups.single[gi] {
+                    parts.push(Part::Repeat(groups.lowers[gi], counts[gi]));
                 } else {
-                    c
-                };
+                    let c = counts[gi] as usize;
+                    parts.push(Part::Stored(c));
+                    bounds.push((gi, c));
+                    offsets.push(at);
+                    at += if at_rooms.is_some() {
+                        rooms.next().expect("a room per early group").1
+                    } else {
+                        c
+                    };
+                }
             }
-        }
-        (parts, bounds, offsets)
-    };
+            (parts, bounds, offsets)
+        };
     // 4. Gather and sort wave by wave (in the caller's pool); the output thread writes each wave
     // while the next one is gathered into the other buffer (a single wave: each batch while the
     // next is sorted).
@@ -585,7 +607,7 @@ where
             vec![<T::Key as bytemuck::Zeroable>::zeroed(); buf_elems],
         )
     } else if single {
-        (None, std::mem::take(&mut early_buf))
+        (None, early_bufs.pop().expect("the early buffer"))
     } else {
         (None, Vec::new())
     };
@@ -605,13 +627,19 @@ where
             }
             out.finish()
         });
+        // Set when a wave could not be handed to (or back from) the output thread.
+        let sink_gone = std::cell::Cell::new(false);
+        let gone = || {
+            sink_gone.set(true);
+            writer_gone()
+        };
         let body = || -> Result<()> {
             if single {
                 // Sorted (with this pool's threads) a batch of one group per thread at a time,
                 // each batch written by the output thread while the next is sorted.
                 let w = &waves[0];
                 let all = std::mem::take(&mut one_slice);
-                let (parts, bounds, offsets) = slots_of(w, early_end > 0);
+                let (parts, bounds, offsets) = slots_of(w, (early_end > 0).then_some(0));
                 if early_end == 0 {
                     gather::<T>(ctx, &groups, table, &bounds, all)?;
                 }
@@ -644,7 +672,7 @@ where
                     sort_groups(&mut slices_at(region, &rel, &lens));
                     pos = end;
                     tx.send((WaveBuf::Borrowed(region), parts[first..last].to_vec(), rel))
-                        .map_err(|_| writer_gone())?;
+                        .map_err(|_| gone())?;
                     first = last;
                 }
                 drop(tx);
@@ -653,12 +681,13 @@ where
             }
             let mut res: Vec<Reservation> = Vec::new();
             let mut bufs = 0;
+            let mut early_bufs = std::mem::take(&mut early_bufs).into_iter();
             for (wi, w) in waves.iter().enumerate() {
-                let early_wave = wi == 0 && early_end > 0;
-                let (parts, bounds, offsets) = slots_of(w, early_wave);
+                let early_wave = wi < nearly_bufs;
+                let (parts, bounds, offsets) = slots_of(w, early_wave.then_some(wi));
                 let mut buf = if early_wave {
                     bufs += 1;
-                    std::mem::take(&mut early_buf)
+                    early_bufs.next().expect("an early buffer per early wave")
                 } else if w.stored == 0 {
                     Vec::new()
                 } else if bufs < 2 {
@@ -671,7 +700,7 @@ where
                 } else {
                     loop {
                         // Buffers of empty waves come back too; wait for a real one.
-                        let b = back_rx.recv().map_err(|_| writer_gone())?;
+                        let b = back_rx.recv().map_err(|_| gone())?;
                         if b.len() >= w.stored {
                             break b;
                         }
@@ -684,7 +713,7 @@ where
                 sort_groups(&mut slices_at(&mut buf, &offsets, &lens));
                 tick(w);
                 tx.send((WaveBuf::Owned(buf), parts, offsets))
-                    .map_err(|_| writer_gone())?;
+                    .map_err(|_| gone())?;
             }
             drop(tx);
             Ok(())
@@ -692,11 +721,20 @@ where
         let r = body();
         let w = sink.join().expect("sort output thread panicked");
         match (r, w) {
-            (_, Err(e)) => Err(e),
-            (r, Ok(())) => r,
+            // The output thread stopped first: its error is the cause.
+            (Err(_), Err(e)) if sink_gone.get() => Err(e),
+            // Otherwise the output's shortfall is only a consequence of this thread's error.
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
         }
     })?;
     Ok(Some(report))
+}
+
+/// The early groups (indices into their list of `total`) of early buffer `b`, given the first
+/// one of each buffer.
+fn buffer_span(starts: &[usize], total: usize, b: usize) -> std::ops::Range<usize> {
+    starts[b]..starts.get(b + 1).map_or(total, |&e| e)
 }
 
 /// A wave's keys for the output thread: its own buffer (handed back for reuse) or a part of the
