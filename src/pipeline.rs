@@ -7,6 +7,8 @@
 //! three batches of one chunk per worker for writes), so memory stays bounded whatever the array
 //! size.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -51,6 +53,25 @@ pub fn write_all<F>(writer: Box<dyn ArrayWriter>, progress: Progress<'_>, produc
 where
     F: Fn(&crate::shape::Region) -> Result<Buffer> + Sync,
 {
+    write_batched(
+        writer,
+        progress,
+        rayon::current_num_threads().max(1),
+        produce,
+    )
+}
+
+/// [`write_all`] with `batch` chunks per batch of an ordered writer (a positional one still
+/// gets one chunk per worker).
+fn write_batched<F>(
+    writer: Box<dyn ArrayWriter>,
+    progress: Progress<'_>,
+    batch: usize,
+    produce: F,
+) -> Result<()>
+where
+    F: Fn(&crate::shape::Region) -> Result<Buffer> + Sync,
+{
     type Batch = Vec<(Buffer, Option<Vec<u8>>)>;
     let layout = writer.layout().clone();
     let n = layout.num_chunks();
@@ -67,7 +88,7 @@ where
         })?;
         return writer.finish();
     }
-    let batch = rayon::current_num_threads().max(1);
+    let batch = batch.max(1);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Batch)>(1);
     let w: &dyn ArrayWriter = writer.as_ref();
     std::thread::scope(|scope| -> Result<()> {
@@ -121,6 +142,19 @@ pub fn copy(
     writer: Box<dyn ArrayWriter>,
     progress: Progress<'_>,
 ) -> Result<()> {
+    copy_in_flight(src, writer, progress, rayon::current_num_threads().max(1))
+}
+
+/// [`copy`] with at most `in_flight` of the writer's chunks being read and stored at once (a
+/// positional writer: `in_flight` workers, one chunk each; an ordered one: batches of
+/// `in_flight` chunks), for callers that size it from what each chunk holds and the memory
+/// budget. At least one; more than the pool's workers changes nothing.
+pub fn copy_in_flight(
+    src: &dyn ChunkSource,
+    writer: Box<dyn ArrayWriter>,
+    progress: Progress<'_>,
+    in_flight: usize,
+) -> Result<()> {
     let shape = writer.layout().shape();
     if shape != src.info().shape {
         return Err(Error::Invalid(format!(
@@ -131,21 +165,42 @@ pub fn copy(
         )));
     }
     checked_numel(&shape)?;
+    let workers = rayon::current_num_threads().max(1);
+    let in_flight = in_flight.clamp(1, workers);
     if writer.positional() {
         // Each worker has its chunk computed or read straight into the writer's memory.
         let layout = writer.layout().clone();
+        let n = layout.num_chunks();
         let esize = src.info().dtype.size();
         let w: &dyn ArrayWriter = writer.as_ref();
-        (0..layout.num_chunks())
-            .into_par_iter()
-            .try_for_each(|i| -> Result<()> {
-                let region = layout.chunk_region(i);
-                let len = region.numel() as usize * esize;
-                w.fill_at(i, len, &mut |out| src.read_region_into(&region, out))?;
-                progress(len as u64);
-                Ok(())
-            })?;
+        let one = |i: usize| -> Result<()> {
+            let region = layout.chunk_region(i);
+            let len = region.numel() as usize * esize;
+            w.fill_at(i, len, &mut |out| src.read_region_into(&region, out))?;
+            progress(len as u64);
+            Ok(())
+        };
+        if in_flight == workers {
+            (0..n).into_par_iter().try_for_each(one)?;
+        } else {
+            // `in_flight` workers take the chunks in turn; the first error stops them all.
+            let next = AtomicUsize::new(0);
+            let failed = AtomicBool::new(false);
+            (0..in_flight.min(n))
+                .into_par_iter()
+                .try_for_each(|_| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n || failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        one(i).inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
+                    }
+                })?;
+        }
         return writer.finish();
     }
-    write_all(writer, progress, |region| src.read_region(region))
+    write_batched(writer, progress, in_flight, |region| {
+        src.read_region(region)
+    })
 }

@@ -61,19 +61,26 @@ impl ChunkSource for MemArray {
     fn read_region(&self, region: &Region) -> Result<Buffer> {
         let es = self.info.dtype.size();
         let mut out = Buffer::for_overwrite(region.numel() as usize * es)?;
+        self.read_region_into(region, out.bytes_mut())?;
+        Ok(out)
+    }
+
+    fn read_region_into(&self, region: &Region, out: &mut [u8]) -> Result<()> {
+        let es = self.info.dtype.size();
+        if out.len() != region.numel() as usize * es {
+            return Err(Error::Invalid(format!(
+                "{}: region of {} bytes read into {} bytes",
+                self.info.name,
+                region.numel() as usize * es,
+                out.len()
+            )));
+        }
         if region.shape.is_empty() {
-            out.bytes_mut().copy_from_slice(&self.data.bytes()[..es]);
-            return Ok(out);
+            out.copy_from_slice(&self.data.bytes()[..es]);
+            return Ok(());
         }
         let full = Region::full(&self.info.shape);
-        copy_box(
-            self.data.bytes(),
-            &full,
-            out.bytes_mut(),
-            region,
-            region,
-            es,
-        );
-        Ok(out)
+        copy_box(self.data.bytes(), &full, out, region, region, es);
+        Ok(())
     }
 }

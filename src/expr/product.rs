@@ -5,6 +5,10 @@
 //! way, it is
 //! computed once ([`Product::settle`]) into memory when it is at most an eighth of the budget,
 //! else into a temporary Zarr store of tiles deleted with the source, and read from there.
+//! Saved where the kernel cannot write spans under the budget, it is settled and copied into
+//! the output with as many chunks in flight as the budget holds (each holds the output's chunk
+//! and a tile); where not even one fits, the kernel computes it straight into the output
+//! through its other paths, or refuses up front.
 //!
 //! A product saved straight into files is computed once per save (two saves, two products),
 //! which is still less work than holding it once for a single save, the common case. Shapes
@@ -145,7 +149,11 @@ impl Product {
 
     /// Saves the product into `writer`: computed straight into it when it is not computed yet
     /// and the kernel can write the output in spans (`.npy`) with B read once per column block;
-    /// otherwise settled and copied chunk by chunk.
+    /// otherwise settled and copied chunk by chunk, as many chunks at once as the budget holds
+    /// ([`copy_bytes_per_chunk`](Self::copy_bytes_per_chunk)); and where not even one chunk's
+    /// copy fits, computed straight into `writer` by the kernel's other paths, whose plan
+    /// refuses up front, naming the limit and what it needs, when the budget is too small for
+    /// those too.
     pub fn save_into(&self, writer: Box<dyn ArrayWriter>, progress: Progress<'_>) -> Result<()> {
         let computed = self
             .done
@@ -153,12 +161,41 @@ impl Product {
             .unwrap_or_else(|e| e.into_inner())
             .is_some();
         let (a, b) = (self.a.as_ref(), self.b.as_ref());
+        let opts = MatmulOptions::default();
         if !computed && matmul::writes_in_spans(a, b, writer.as_ref())? {
-            matmul::matmul(a, b, writer, &MatmulOptions::default(), progress)?;
+            matmul::matmul(a, b, writer, &opts, progress)?;
+            return Ok(());
+        }
+        let limit = crate::memory::global().limit();
+        let (per_chunk, held) = self.copy_bytes_per_chunk(writer.as_ref());
+        let in_flight = limit.saturating_sub(held) / per_chunk.max(1);
+        if in_flight == 0 {
+            matmul::matmul(a, b, writer, &opts, progress)?;
             return Ok(());
         }
         let src = self.settle()?;
-        crate::pipeline::copy(src.as_ref(), writer, progress)
+        let in_flight = usize::try_from(in_flight).unwrap_or(usize::MAX);
+        crate::pipeline::copy_in_flight(src.as_ref(), writer, progress, in_flight)
+    }
+
+    /// What copying the settled product into `writer` holds in the budget, `(per_chunk, held)`.
+    /// Per chunk of the writer in flight: the writer's memory for it (three for an ordered
+    /// writer, whose batches queue) and, from tiles, one tile as stored and its copy cropped at
+    /// the product's edge (Zarr reads a region chunk by chunk straight into the writer's
+    /// memory; an in-memory product is copied straight into it). Held throughout: the product
+    /// itself when it lives in memory.
+    fn copy_bytes_per_chunk(&self, writer: &dyn ArrayWriter) -> (u64, u64) {
+        let elem = self.info.dtype.size() as u64;
+        let out_chunk = writer.layout().max_chunk_elems() * elem;
+        let out = if writer.positional() {
+            out_chunk
+        } else {
+            3 * out_chunk
+        };
+        match &self.home {
+            Home::Memory => (out, numel(&self.info.shape) * elem),
+            Home::Tiles(..) => (out + 2 * self.info.layout.max_chunk_elems() * elem, 0),
+        }
     }
 
     /// The product behind `src`, if `src` is one.

@@ -27,7 +27,7 @@ use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, Union
 use crate::dtype::{ByteOrder, DType};
 use crate::error::{Error, Result};
 use crate::formats::DEFAULT_CHUNK_BYTES;
-use crate::shape::{ChunkLayout, shape_str};
+use crate::shape::{ChunkLayout, Region, shape_str};
 use crate::storage::atomic::AtomicFile;
 use crate::storage::mmap::MmapWindow;
 use crate::storage::{ArrayWriter, Buffer, Chunk, ChunkSource, Format, SourceInfo, WriteOptions};
@@ -755,6 +755,11 @@ impl ChunkSource for ArrowSource {
             dtype: self.info.dtype,
             data,
         })
+    }
+
+    /// Each record batch straight into `out` (no second region-sized buffer).
+    fn read_region_into(&self, region: &Region, out: &mut [u8]) -> Result<()> {
+        crate::storage::assemble_region_into(self, region, out)
     }
 }
 

@@ -832,6 +832,12 @@ impl ChunkSource for ZarrSource {
             data,
         })
     }
+
+    /// Each chunk straight into `out`: a copy out of a store (a settled matrix product into a
+    /// `.npy`) holds the output's memory and one chunk, not a second region-sized buffer.
+    fn read_region_into(&self, region: &Region, out: &mut [u8]) -> Result<()> {
+        crate::storage::assemble_region_into(self, region, out)
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

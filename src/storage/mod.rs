@@ -197,8 +197,10 @@ pub trait ChunkSource: std::any::Any + Send + Sync {
     fn read_chunk(&self, index: usize) -> Result<Chunk>;
 
     /// Reads an arbitrary box of the array into `out` (dense C order, exactly the box's bytes).
-    /// The default copies what [`read_region`](Self::read_region) returns; computed sources
-    /// write their results straight into `out`.
+    /// The default copies what [`read_region`](Self::read_region) returns (a second buffer of
+    /// the region's size); computed sources write their results straight into `out`, and stored
+    /// ones that assemble regions from chunks (Zarr, Arrow) copy each chunk straight into `out`
+    /// ([`assemble_region_into`]).
     fn read_region_into(&self, region: &Region, out: &mut [u8]) -> Result<()> {
         let b = self.read_region(region)?;
         if b.len() != out.len() {
@@ -233,25 +235,52 @@ pub fn assemble_region<S: ChunkSource + ?Sized>(src: &S, region: &Region) -> Res
         }
     }
     let mut out = Buffer::zeroed(region.numel() as usize * elem)?;
+    copy_chunks_into(src, region, &chunks, out.bytes_mut())?;
+    Ok(out)
+}
+
+/// [`ChunkSource::read_region_into`] the plain way: `region` assembled straight into `out` from
+/// every chunk it overlaps, one chunk held at a time (no buffer of the region's size besides
+/// `out`). For sources whose [`read_region`](ChunkSource::read_region) is [`assemble_region`].
+pub fn assemble_region_into<S: ChunkSource + ?Sized>(
+    src: &S,
+    region: &Region,
+    out: &mut [u8],
+) -> Result<()> {
+    let info = src.info();
+    let want = region.numel() as usize * info.dtype.size();
+    if out.len() != want {
+        return Err(Error::Invalid(format!(
+            "{}: region of {want} bytes read into {} bytes",
+            info.name,
+            out.len()
+        )));
+    }
+    let chunks = info.layout.chunks_overlapping(region);
+    copy_chunks_into(src, region, &chunks, out)
+}
+
+/// Copies the parts of `chunks` of `src` that lie in `region` into `out` (the region's dense
+/// bytes), reading one chunk at a time.
+fn copy_chunks_into<S: ChunkSource + ?Sized>(
+    src: &S,
+    region: &Region,
+    chunks: &[usize],
+    out: &mut [u8],
+) -> Result<()> {
     if region.shape.is_empty() {
         let c = src.read_chunk(0)?;
-        out.bytes_mut().copy_from_slice(c.data.bytes());
-        return Ok(out);
+        out.copy_from_slice(c.data.bytes());
+        return Ok(());
     }
-    for idx in chunks {
+    let elem = src.info().dtype.size();
+    for &idx in chunks {
         let c = src.read_chunk(idx)?;
         if let Some(part) = c.region.intersect(region) {
-            copy_box(
-                c.data.bytes(),
-                &c.region,
-                out.bytes_mut(),
-                region,
-                &part,
-                elem,
-            );
+            copy_box(c.data.bytes(), &c.region, out, region, &part, elem);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `read_chunk` for sources computed on demand: chunk `index` of the source's layout, produced by

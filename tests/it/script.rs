@@ -361,6 +361,70 @@ fn matrix_products_save_the_same_bytes_whichever_way() {
     }
 }
 
+/// `x @ y` saved by `eval -o` to a `.npy` under budgets too small for the kernel to write it in
+/// spans, so the product (7.6 MiB, over an eighth of each budget) is computed into a temporary
+/// store of tiles and copied out: the copy holds an output chunk and a tile per chunk in flight,
+/// as many as the budget holds, where it used to hold a second chunk-sized buffer per chunk,
+/// uncounted, and waited for memory it held itself until the budget's 10 s stall timeout
+/// failed it ("chunk buffer asked for 7.6 MiB with 7.6 MiB in use"). Where not even one
+/// chunk's copy fits, the kernel computes straight into the file; below what that needs, the
+/// plan refuses at once, naming the limit. The same bytes as without a budget every time.
+#[test]
+fn matrix_products_copied_out_of_tiles_fit_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = make(
+        dir.path(),
+        "x.npy",
+        "1000,64",
+        &["--dist", "normal", "--seed", "1"],
+    );
+    let y = make(
+        dir.path(),
+        "y.npy",
+        "64,1000",
+        &["--dist", "normal", "--seed", "2"],
+    );
+    let (bx, by) = (format!("x={x}"), format!("y={y}"));
+    let out = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    run_ok(&["eval", "x @ y", &bx, &by, "-o", &out("want.npy")]);
+    let want = std::fs::read(out("want.npy")).unwrap();
+    assert!(want.len() > 1000 * 1000 * 8);
+    // 10 MiB: straight into the file; 16 and 20 MiB: one chunk copied at a time; 32 MiB: two.
+    for limit in ["10MiB", "16MiB", "20MiB", "32MiB"] {
+        let name = format!("c{limit}.npy");
+        let t = std::time::Instant::now();
+        let args = ["--memory-limit", limit, "--threads", "2", "eval", "x @ y"];
+        run_ok(&[&args[..], &[&bx, &by, "-o", &out(&name)]].concat());
+        let secs = t.elapsed().as_secs_f64();
+        assert!(secs < 5.0, "{limit}: {secs:.1} s, waited on the budget");
+        assert!(
+            std::fs::read(out(&name)).unwrap() == want,
+            "{limit}: differs from the product without a budget"
+        );
+    }
+    let t = std::time::Instant::now();
+    let r = run(&[
+        "--memory-limit",
+        "6MiB",
+        "--threads",
+        "2",
+        "eval",
+        "x @ y",
+        &bx,
+        &by,
+        "-o",
+        &out("small.npy"),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("6.0 MiB") && err.contains("too little"),
+        "{err}"
+    );
+    assert!(t.elapsed().as_secs_f64() < 5.0, "refused late: {err}");
+    assert!(!Path::new(&out("small.npy")).exists());
+}
+
 #[test]
 fn example_scripts_run_and_match_numpy_semantics() {
     let dir = tempfile::tempdir().unwrap();
