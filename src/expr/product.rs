@@ -6,9 +6,10 @@
 //! computed once ([`Product::settle`]) into memory when it is at most an eighth of the budget,
 //! else into a temporary Zarr store of tiles deleted with the source, and read from there.
 //! Saved where the kernel cannot write spans under the budget, it is settled and copied into
-//! the output with as many chunks in flight as the budget holds (each holds the output's chunk
-//! and a tile); where not even one fits, the kernel computes it straight into the output
-//! through its other paths, or refuses up front.
+//! the output with as many chunks in flight as the budget has room for now (each holds the
+//! output's chunk and two tiles: one as stored and its copy cropped at the edge); where not
+//! even one fits, the kernel computes it straight into the output through its other paths, or
+//! refuses up front.
 //!
 //! A product saved straight into files is computed once per save (two saves, two products),
 //! which is still less work than holding it once for a single save, the common case. Shapes
@@ -166,15 +167,18 @@ impl Product {
             matmul::matmul(a, b, writer, &opts, progress)?;
             return Ok(());
         }
-        let limit = crate::memory::global().limit();
+        // What the budget has left now, less the product itself when settling will hold it.
+        let budget = crate::memory::global();
         let (per_chunk, held) = self.copy_bytes_per_chunk(writer.as_ref());
-        let in_flight = limit.saturating_sub(held) / per_chunk.max(1);
-        if in_flight == 0 {
+        let held = if computed { 0 } else { held };
+        let free = budget.limit().saturating_sub(budget.used());
+        let in_flight = free.saturating_sub(held) / per_chunk.max(1);
+        if in_flight == 0 && !computed {
             matmul::matmul(a, b, writer, &opts, progress)?;
             return Ok(());
         }
         let src = self.settle()?;
-        let in_flight = usize::try_from(in_flight).unwrap_or(usize::MAX);
+        let in_flight = usize::try_from(in_flight.max(1)).unwrap_or(usize::MAX);
         crate::pipeline::copy_in_flight(src.as_ref(), writer, progress, in_flight)
     }
 

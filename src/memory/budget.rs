@@ -151,7 +151,10 @@ impl MemoryBudget {
 
     /// Registers something that can give memory back under pressure (held weakly).
     pub fn add_reclaimer(&self, r: Weak<dyn Reclaim>) {
-        lock(&self.inner.reclaimers).push(r);
+        let mut rs = lock(&self.inner.reclaimers);
+        // Dropped ones go here too, not only under pressure (a direct-write file adds one each).
+        rs.retain(|w| w.strong_count() > 0);
+        rs.push(r);
     }
 
     /// Reserves `bytes` if they fit now, without reclaiming or waiting.

@@ -214,10 +214,11 @@ impl Shared {
     }
 }
 
-/// Idle staging buffers go back to the budget when someone else runs short: all but the first
-/// were taken only because the budget had room at the time, and holding on to them could starve
-/// the computation that feeds this file (a sort's next scan waiting for its input windows while
-/// the file's buffers sit idle between waves).
+/// Idle staging buffers but one go back to the budget when someone else runs short: all but the
+/// first were taken only because the budget had room at the time, and holding on to them could
+/// starve the computation that feeds this file (a sort's next scan waiting for its input windows
+/// while the file's buffers sit idle between waves). The last one stays, so the writer always
+/// has a buffer that comes back.
 impl Reclaim for Shared {
     fn cost(&self) -> u32 {
         0
@@ -233,7 +234,7 @@ impl Reclaim for Shared {
         };
         let mut freed = Vec::new();
         let mut got = 0;
-        while got < want {
+        while got < want && p.1 > 1 {
             let Some((data, res)) = p.0.pop() else { break };
             got += res.bytes();
             p.1 -= 1;
@@ -241,6 +242,8 @@ impl Reclaim for Shared {
         }
         drop(p);
         drop(freed);
+        // Writers waiting for a buffer to come back may now make one of their own.
+        self.freed.notify_all();
         got
     }
 }
@@ -650,7 +653,8 @@ mod tests {
 
     /// Idle staging buffers go back to a budget that runs short (a sort's next scan waiting for
     /// its input windows while the output's buffers sat idle between waves used to stall 10 s
-    /// and fail): with every buffer idle, the whole budget can be reserved.
+    /// and fail): with every buffer idle, all but one buffer's worth of the budget can be
+    /// reserved.
     #[test]
     fn idle_staging_buffers_are_reclaimed() {
         if !memory::in_own_process("storage::direct::tests::idle_staging_buffers_are_reclaimed") {
@@ -664,6 +668,10 @@ mod tests {
         let path = dir.path().join("out.bin");
         let len = 4 * STAGE;
         let f = DirectFile::open(&path, File::create(&path).unwrap(), &path, len as u64).unwrap();
+        if !f.is_direct() {
+            // No staging buffers where the file system refuses O_DIRECT (tmpfs).
+            return;
+        }
         let content: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
         for (i, piece) in content.chunks(STAGE).enumerate() {
             f.write_at(piece, (i * STAGE) as u64).unwrap();
@@ -678,9 +686,10 @@ mod tests {
             assert!(t0.elapsed().as_secs() < 30, "writes never finished");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(budget.used() >= STAGE_BYTES as u64);
-        let all = budget.reserve(limit, "test").unwrap();
-        assert_eq!(lock(&f.shared.pool).1, 0);
+        // The writes overlapped (queued faster than written), so several buffers were made.
+        assert!(lock(&f.shared.pool).1 > 1);
+        let all = budget.reserve(limit - STAGE_BYTES as u64, "test").unwrap();
+        assert_eq!(lock(&f.shared.pool).1, 1);
         drop(all);
         // The writer takes buffers again as it needs them.
         f.finish().unwrap();

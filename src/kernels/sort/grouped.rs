@@ -9,9 +9,10 @@
 //! `simd::classify`). The first two waves need no scan of their own: the counting scan also
 //! copies the keys of the first groups (all of them when everything fits one buffer; else as
 //! many as fill both wave buffers) into *rooms* sized from the sample with slack; should a room
-//! overflow (the sample misled), those keys are gathered by ordinary scans instead. Each wave's groups are sorted independently in the caller's thread
-//! pool (one per thread, a lone large one with all threads; 64-bit keys by the vector quicksort
-//! of `simd.rs`), and the buffer goes to an output thread that converts keys back to values
+//! overflow (the sample misled), those keys are gathered by ordinary scans instead. Each
+//! wave's groups are sorted independently in the caller's thread pool (one per thread, a lone
+//! large one with all threads; 64-bit keys by the vector quicksort of `simd.rs`), and the
+//! buffer goes to an output thread that converts keys back to values
 //! (straight into the writer's staging memory when it takes chunks in place) and writes them,
 //! while the next wave is gathered into the other buffer. When there is a single wave (every
 //! stored key fits one buffer) it is sorted a batch of one group per thread at a time, each
