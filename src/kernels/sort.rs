@@ -120,13 +120,22 @@ impl fmt::Display for SortReport {
             write!(
                 f,
                 "{} elements sorted in memory: {} key-range groups in {} wave(s) of up to {}, {} \
-                 scans of the input, no spill",
+                 scans of the input, ",
                 self.elements,
                 self.groups,
                 self.runs,
                 human_bytes(self.run_bytes),
                 self.scans
-            )
+            )?;
+            if self.spilled() {
+                write!(
+                    f,
+                    "the last wave's {} through a spill file",
+                    human_bytes(self.spilled_bytes)
+                )
+            } else {
+                write!(f, "no spill")
+            }
         } else if self.spilled() {
             write!(
                 f,

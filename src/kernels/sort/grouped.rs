@@ -16,8 +16,11 @@
 //! (straight into the writer's staging memory when it takes chunks in place) and writes them,
 //! while the next wave is gathered into the other buffer. When there is a single wave (every
 //! stored key fits one buffer) it is sorted a batch of one group per thread at a time, each
-//! batch written while the next is sorted. Nothing is spilled: the input, mapped or
-//! page-cached, is re-read instead, which is far cheaper than writing and reading a spill file.
+//! batch written while the next is sorted. Waves are gathered by re-reading the input, mapped
+//! or page-cached, which is far cheaper than writing and reading a spill file of most of it;
+//! but when the keys left after the counting scan's two waves are expected to be one wave and
+//! at most half the input, that scan writes them to a spill file and the last wave is gathered
+//! from it, sparing a scan of the whole input.
 //!
 //! The path is taken when the input is at most [`MAX_WAVES`] buffers (and no group overflows a
 //! buffer once counted); otherwise the caller falls back to the external merge. The output is
@@ -362,10 +365,28 @@ where
     }
     let esize = size_of::<T::Key>();
     let early_len = if early_all { used } else { plan.wave_elems };
-    // At most `STAGE_KEYS + 64` keys in all (early groups are at most `MAX_GROUPS`).
+    // The stored keys left after the early groups, when they are expected to fill at most one
+    // wave buffer and half the input: the counting scan then writes them to a spill file, and
+    // their wave is gathered from it instead of from another scan of the whole input.
+    let left_expected: usize = (early_end..g)
+        .filter(|&i| !groups.single[i])
+        .map(|i| expected[i])
+        .sum();
+    let mut spill = if !early_all
+        && !early.is_empty()
+        && left_expected > 0
+        && left_expected <= plan.wave_elems
+        && (left_expected as u64) <= n / 2
+    {
+        Spill::create(&ctx.temp_dir())
+    } else {
+        None
+    };
+    // At most `STAGE_KEYS + 64` keys in all (early groups are at most `MAX_GROUPS`), plus the
+    // spilled keys' slot.
     let stage_keys = (STAGE_KEYS / (early.len() + 1)).clamp(64, 4096);
     let stage_bytes =
-        (rayon::current_num_threads().max(1) * (early.len() + 1) * stage_keys * esize) as u64;
+        (rayon::current_num_threads().max(1) * (early.len() + 2) * stage_keys * esize) as u64;
     let mut early_res = Vec::with_capacity(early_start.len());
     let mut early_bufs: Vec<Vec<T::Key>> = Vec::with_capacity(early_start.len());
     for _ in &early_start {
@@ -387,15 +408,32 @@ where
                 tail = rest;
             }
         }
-        // Early group -> its staging slot; every other group -> the trash slot `nearly`.
+        // Early group -> its staging slot; a later stored group -> the spill slot `nearly`
+        // when spilling; every other group -> the trash slot `nearly + 1`.
         let nearly = early.len();
-        let mut early_of = vec![nearly as u32; g];
+        let trash = nearly + 1;
+        let mut early_of = vec![trash as u32; g];
         for (j, &(gi, _)) in early.iter().enumerate() {
             early_of[gi] = j as u32;
         }
+        if spill.is_some() {
+            for gi in early_end..g {
+                if !groups.single[gi] {
+                    early_of[gi] = nearly as u32;
+                }
+            }
+        }
+        let spill = spill.as_ref();
         let overflow = std::sync::atomic::AtomicBool::new(false);
-        // Copies `staged` to early group `j`'s room (or notes that it is full).
+        // Copies `staged` to early group `j`'s room (or notes that it is full), or slot
+        // `nearly`'s keys to the spill file.
         let flush = |j: usize, staged: &[T::Key]| {
+            if j == nearly {
+                if let Some(sp) = spill {
+                    sp.append(bytemuck::cast_slice(staged));
+                }
+                return;
+            }
             let mut room = rooms[j].lock().unwrap_or_else(|e| e.into_inner());
             if room.len() < staged.len() {
                 overflow.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -406,8 +444,8 @@ where
                 dst.copy_from_slice(staged);
             }
         };
-        // Staging: `stage_keys` slots per early group and one trash slot for the other groups'
-        // keys (so a key is staged without a branch), recycled across chunks.
+        // Staging: `stage_keys` slots per early group, the spill slot, and one trash slot for
+        // the other groups' keys (so a key is staged without a branch), recycled across chunks.
         let spare: std::sync::Mutex<Vec<Vec<T::Key>>> = std::sync::Mutex::new(Vec::new());
         // One row of `g` counts per chunk.
         let table: Vec<Vec<u64>> = map_chunks(ctx.src, &no_progress, |c: Chunk| {
@@ -421,9 +459,9 @@ where
                 .unwrap_or_else(|e| e.into_inner())
                 .pop()
                 .unwrap_or_else(|| {
-                    vec![<T::Key as bytemuck::Zeroable>::zeroed(); (nearly + 1) * stage_keys]
+                    vec![<T::Key as bytemuck::Zeroable>::zeroed(); (nearly + 2) * stage_keys]
                 });
-            let mut lens = vec![0usize; nearly + 1];
+            let mut lens = vec![0usize; nearly + 2];
             let mut keys = [0u64; BLOCK];
             let mut idx = [0u32; BLOCK];
             for block in c.as_slice::<T>().chunks(BLOCK) {
@@ -431,14 +469,14 @@ where
                 for &gi in &idx[..m] {
                     cnt[gi as usize] += 1;
                 }
-                if nearly == 0 {
+                if nearly == 0 && spill.is_none() {
                     continue;
                 }
                 for (&u, &gi) in keys[..m].iter().zip(&idx[..m]) {
                     let j = early_of[gi as usize] as usize;
                     let l = lens[j];
                     staged[j * stage_keys + l] = T::Key::from_u64(u);
-                    let l = l + usize::from(j != nearly);
+                    let l = l + usize::from(j != trash);
                     lens[j] = l;
                     if l == stage_keys {
                         flush(j, &staged[j * stage_keys..(j + 1) * stage_keys]);
@@ -446,7 +484,7 @@ where
                     }
                 }
             }
-            for (j, &l) in lens[..nearly].iter().enumerate() {
+            for (j, &l) in lens[..trash].iter().enumerate() {
                 if l > 0 {
                     flush(j, &staged[j * stage_keys..j * stage_keys + l]);
                 }
@@ -476,7 +514,14 @@ where
         early_end = 0;
         early_bufs.clear();
         early_res.clear();
+        spill = None;
     }
+    // The spill file holds exactly the later stored groups' keys, or it is not used.
+    let later_stored: u64 = (early_end..g)
+        .filter(|&i| !groups.single[i])
+        .map(|i| counts[i])
+        .sum();
+    let spill = spill.filter(|sp| sp.keys(esize) == Some(later_stored));
     let nearly_bufs = early_start.len();
     // 3. Pack groups into waves: the early groups (if any) are the first wave or two, already
     // gathered; the rest go into waves that fit a buffer, one gather scan each. A stored group
@@ -537,6 +582,9 @@ where
         .skip(nearly_bufs)
         .filter(|w| w.stored > 0)
         .count() as u64;
+    // The spill file stands in for the scan of the one later wave, if there is just one.
+    let spill = spill.filter(|_| gather_scans == 1 && later_stored > 0);
+    let gather_scans = gather_scans - u64::from(spill.is_some());
     if gather_scans > MAX_WAVES {
         return Ok(None);
     }
@@ -553,6 +601,8 @@ where
         run_bytes: (waves.iter().map(|w| w.stored).max().unwrap_or(0) * esize) as u64,
         groups: g as u64,
         scans: 2 + gather_scans,
+        spilled_bytes: spill.as_ref().map_or(0, |_| later_stored * esize as u64),
+        peak_spill_bytes: spill.as_ref().map_or(0, |_| later_stored * esize as u64),
         ..SortReport::default()
     };
     // A wave's parts in key order, the stored ones' (group, count) and their offsets in the
@@ -708,7 +758,13 @@ where
                     }
                 };
                 if w.stored > 0 && !early_wave {
-                    gather::<T>(ctx, &groups, table, &bounds, &mut buf[..w.stored])?;
+                    match spill.as_ref() {
+                        // The one later wave: its keys are the spill file's.
+                        Some(sp) => {
+                            gather_spill::<T>(ctx, sp, &groups, &bounds, &mut buf[..w.stored])?
+                        }
+                        None => gather::<T>(ctx, &groups, table, &bounds, &mut buf[..w.stored])?,
+                    }
                 }
                 let lens: Vec<usize> = bounds.iter().map(|&(_, c)| c).collect();
                 sort_groups(&mut slices_at(&mut buf, &offsets, &lens));
@@ -887,6 +943,148 @@ where
                 Ok(())
             })
             .collect::<Result<()>>()?;
+    }
+    Ok(())
+}
+
+/// Keys appended from any thread to an anonymous temporary file (deleted when dropped). A failed
+/// write is only noted: the keys are then gathered from the input instead.
+struct Spill {
+    file: std::fs::File,
+    bytes: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Spill {
+    /// A spill file in `dir`, or `None` (the input is scanned instead) when it cannot be made.
+    fn create(dir: &std::path::Path) -> Option<Spill> {
+        Some(Spill {
+            file: tempfile::tempfile_in(dir).ok()?,
+            bytes: Default::default(),
+            failed: Default::default(),
+        })
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::Ordering::Relaxed;
+        let at = self.bytes.fetch_add(bytes.len() as u64, Relaxed);
+        if self.file.write_all_at(bytes, at).is_err() {
+            self.failed.store(true, Relaxed);
+        }
+    }
+
+    /// Keys of `esize` bytes written, unless a write failed.
+    fn keys(&self, esize: usize) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        (!self.failed.load(Relaxed)).then(|| self.bytes.load(Relaxed) / esize as u64)
+    }
+}
+
+/// [`gather`] from the spill file, which holds exactly the keys of the stored groups `bounds`
+/// (in any order): read a block per thread at a time, each key copied into its group's part of
+/// `dst` a staged batch at a time.
+fn gather_spill<T: SortKey>(
+    ctx: &Ctx<'_>,
+    spill: &Spill,
+    groups: &Groups,
+    bounds: &[(usize, usize)],
+    dst: &mut [T::Key],
+) -> Result<()>
+where
+    T::Key: KeyBits,
+{
+    use std::os::unix::fs::FileExt;
+    const READ: usize = 8 << 20;
+    let esize = size_of::<T::Key>();
+    let total = spill.bytes.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    let nslots = bounds.len();
+    let mut slot = vec![nslots as u32; groups.len()];
+    for (s, &(gi, _)) in bounds.iter().enumerate() {
+        slot[gi] = s as u32;
+    }
+    let mut rooms: Vec<std::sync::Mutex<&mut [T::Key]>> = Vec::with_capacity(nslots);
+    let mut tail = dst;
+    for &(_, c) in bounds {
+        let (a, b) = std::mem::take(&mut tail).split_at_mut(c);
+        rooms.push(std::sync::Mutex::new(a));
+        tail = b;
+    }
+    let stage_keys = (STAGE_KEYS / (nslots + 1)).clamp(64, 4096);
+    let threads = rayon::current_num_threads().max(1);
+    let _res = ctx.budget.reserve(
+        (threads * (READ + (nslots + 1) * stage_keys * esize)) as u64,
+        "sort spill read",
+    )?;
+    let bad = || {
+        Error::Invalid(format!(
+            "{}: the sort's spill file does not hold the keys counted (the input changed \
+             while it was sorted?)",
+            ctx.src.info().name
+        ))
+    };
+    let flush = |s: usize, staged: &[T::Key]| -> Result<()> {
+        let mut room = rooms[s].lock().unwrap_or_else(|e| e.into_inner());
+        if room.len() < staged.len() {
+            return Err(bad());
+        }
+        let (d, rest) = std::mem::take(&mut *room).split_at_mut(staged.len());
+        *room = rest;
+        drop(room);
+        d.copy_from_slice(staged);
+        Ok(())
+    };
+    let read_keys = READ / esize;
+    let nblocks = total.div_ceil(read_keys * esize);
+    (0..nblocks).into_par_iter().try_for_each_init(
+        || {
+            (
+                vec![<T::Key as bytemuck::Zeroable>::zeroed(); read_keys],
+                vec![<T::Key as bytemuck::Zeroable>::zeroed(); (nslots + 1) * stage_keys],
+            )
+        },
+        |(buf, staged), bi| -> Result<()> {
+            let at = bi * read_keys * esize;
+            let len = (total - at).min(read_keys * esize) / esize;
+            spill
+                .file
+                .read_exact_at(bytemuck::cast_slice_mut(&mut buf[..len]), at as u64)
+                .map_err(|e| Error::io(ctx.temp_dir(), "read the sort's spill file in", e))?;
+            let mut lens = vec![0usize; nslots + 1];
+            let mut keys = [0u64; BLOCK];
+            let mut idx = [0u32; BLOCK];
+            for block in buf[..len].chunks(BLOCK) {
+                for (k, &v) in keys.iter_mut().zip(block) {
+                    *k = v.to_u64();
+                }
+                groups.classify(&keys[..block.len()], &mut idx[..block.len()]);
+                for (&v, &gi) in block.iter().zip(&idx) {
+                    let s = slot[gi as usize] as usize;
+                    if s == nslots {
+                        return Err(bad());
+                    }
+                    let l = lens[s];
+                    staged[s * stage_keys + l] = v;
+                    lens[s] = l + 1;
+                    if l + 1 == stage_keys {
+                        flush(s, &staged[s * stage_keys..(s + 1) * stage_keys])?;
+                        lens[s] = 0;
+                    }
+                }
+            }
+            for (s, &l) in lens[..nslots].iter().enumerate() {
+                if l > 0 {
+                    flush(s, &staged[s * stage_keys..s * stage_keys + l])?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if rooms
+        .iter()
+        .any(|r| !r.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+    {
+        return Err(bad());
     }
     Ok(())
 }

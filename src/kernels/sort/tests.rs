@@ -1179,9 +1179,9 @@ fn grouped_paths_and_fallback() {
         r.groups > 1 && !r.spilled() && r.scans == 2 && r.runs == 1,
         "{r:?}"
     );
-    // Half-buffers of 40 KB for up to 160 KB of stored keys (specials are counted): several
+    // Half-buffers of 25 KB for up to 160 KB of stored keys (specials are counted): several
     // waves, one scan each but the first two (gathered by the counting scan into both buffers).
-    let r = check_grouped(&v, 1000, 333, Some(80_000), 2);
+    let r = check_grouped(&v, 1000, 333, Some(50_000), 2);
     assert!(r.groups > 1 && !r.spilled() && r.runs >= 3, "{r:?}");
     assert_eq!(r.scans, r.runs);
     // More than MAX_WAVES half-buffers: the external merge.
@@ -1203,6 +1203,30 @@ fn grouped_paths_and_fallback() {
     ] {
         check_grouped(&v, chunk, 1000, run, t);
     }
+}
+
+/// When the keys left after the two waves the counting scan collects are at most one wave (and
+/// half the input), that scan writes them to a spill file and the last wave is gathered from it:
+/// two scans of the input, whatever the threads, chunks or key types.
+#[test]
+fn the_last_wave_comes_from_a_spill_file() {
+    let n = 20_000;
+    for (t, chunk) in [(2, 1000), (2, 333), (3, 20_000)] {
+        let v = shaped_vals::<f64>(n, 11, 0);
+        let r = check_grouped(&v, chunk, 777, Some(80_000), t);
+        assert!(
+            r.groups > 1 && r.runs == 3 && r.scans == 2 && r.spilled_bytes > 0,
+            "{r:?}"
+        );
+        assert!(r.to_string().contains("through a spill file"), "{r}");
+        let w = shaped_vals::<f32>(n, 13, 0);
+        let r = check_grouped(&w, chunk, 500, Some(40_000), t);
+        assert!(r.runs == 3 && r.scans == 2 && r.spilled_bytes > 0, "{r:?}");
+    }
+    // More than a wave left after the counting scan's two: re-scanned, not spilled.
+    let v = shaped_vals::<f64>(n, 11, 0);
+    let r = check_grouped(&v, 1000, 777, Some(50_000), 2);
+    assert!(r.runs > 3 && r.spilled_bytes == 0, "{r:?}");
 }
 
 /// A sample that misrepresents the data (every sampled position holds a small key, every other
