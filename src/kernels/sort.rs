@@ -16,9 +16,9 @@
 //! packed with the flat index into a `u128`, so all keys are distinct).
 //!
 //! A flat [`sort`] first tries the grouped path (`grouped.rs`): key ranges chosen from a sample,
-//! counted in one scan, gathered wave by wave in further scans of the input and sorted per group
-//! while the previous wave is written, with no spill, when the input is at most a few wave
-//! buffers. Otherwise, and for [`argsort`], keys are gathered into a run buffer sized from the
+//! counted in one scan, gathered wave by wave in further scans of the input (or, for a last wave
+//! of at most half the input, from a spill file the counting scan wrote) and sorted per group
+//! while the previous wave is written, when the input is at most a few wave buffers. Otherwise, and for [`argsort`], keys are gathered into a run buffer sized from the
 //! memory budget; when the whole input fits it is sorted in memory (64-bit keys by the AVX-512
 //! quicksort of `simd.rs`, [`par_sort_keys`]; other widths by rayon's `par_sort_unstable`) and
 //! streamed to the writer. (A parallel LSD radix sort was measured
@@ -128,11 +128,7 @@ impl fmt::Display for SortReport {
                 self.scans
             )?;
             if self.spilled() {
-                write!(
-                    f,
-                    "the last wave's {} through a spill file",
-                    human_bytes(self.spilled_bytes)
-                )
+                write!(f, "{} of keys spilled", human_bytes(self.spilled_bytes))
             } else {
                 write!(f, "no spill")
             }

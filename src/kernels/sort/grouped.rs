@@ -1,4 +1,4 @@
-//! The grouped path of a flat [`sort`](super::sort): splitters instead of spills.
+//! The grouped path of a flat [`sort`](super::sort): splitters instead of spilled runs.
 //!
 //! A strided sample of the keys (at most [`SAMPLE`], taken at fixed positions of each chunk)
 //! cuts the key space into ranges, *groups*, each expected to hold a small share of a wave
@@ -378,13 +378,18 @@ where
         && left_expected <= plan.wave_elems
         && (left_expected as u64) <= n / 2
     {
-        Spill::create(&ctx.temp_dir())
+        // More than a wave buffer's keys could not be gathered from it anyway.
+        Spill::create(
+            &ctx.temp_dir(),
+            (plan.wave_elems * size_of::<T::Key>()) as u64,
+        )
     } else {
         None
     };
-    // At most `STAGE_KEYS + 64` keys in all (early groups are at most `MAX_GROUPS`), plus the
-    // spilled keys' slot.
-    let stage_keys = (STAGE_KEYS / (early.len() + 1)).clamp(64, 4096);
+    // At most `STAGE_KEYS + 64` keys in all (early groups are at most `MAX_GROUPS`), the spill
+    // slot included; the trash slot holds one key.
+    let stage_keys =
+        (STAGE_KEYS / (early.len() + 1 + usize::from(spill.is_some()))).clamp(64, 4096);
     let stage_bytes =
         (rayon::current_num_threads().max(1) * (early.len() + 2) * stage_keys * esize) as u64;
     let mut early_res = Vec::with_capacity(early_start.len());
@@ -516,6 +521,10 @@ where
         early_res.clear();
         spill = None;
     }
+    // Bytes the counting scan spilled (reported whether or not they are used).
+    let spill_written = spill
+        .as_ref()
+        .map_or(0, |sp| sp.bytes.load(std::sync::atomic::Ordering::Relaxed));
     // The spill file holds exactly the later stored groups' keys, or it is not used.
     let later_stored: u64 = (early_end..g)
         .filter(|&i| !groups.single[i])
@@ -595,14 +604,14 @@ where
         .map(|w| w.stored)
         .max()
         .unwrap_or(0);
-    let report = SortReport {
+    let mut report = SortReport {
         elements: n,
         runs: waves.len() as u64,
         run_bytes: (waves.iter().map(|w| w.stored).max().unwrap_or(0) * esize) as u64,
         groups: g as u64,
         scans: 2 + gather_scans,
-        spilled_bytes: spill.as_ref().map_or(0, |_| later_stored * esize as u64),
-        peak_spill_bytes: spill.as_ref().map_or(0, |_| later_stored * esize as u64),
+        spilled_bytes: spill_written,
+        peak_spill_bytes: spill_written,
         ..SortReport::default()
     };
     // A wave's parts in key order, the stored ones' (group, count) and their offsets in the
@@ -663,6 +672,7 @@ where
         (None, Vec::new())
     };
     let mut one_slice: &mut [T::Key] = &mut one_buf;
+    let rescans = std::cell::Cell::new(0u64);
     std::thread::scope(|s| -> Result<()> {
         let (tx, rx) = sync_channel::<(WaveBuf<'_, T::Key>, Vec<Part>, Vec<usize>)>(1);
         let (back_tx, back_rx) = channel::<Vec<T::Key>>();
@@ -678,6 +688,8 @@ where
             }
             out.finish()
         });
+        // Scans made after all because the spill file could not be read.
+        let rescans = &rescans;
         // Set when a wave could not be handed to (or back from) the output thread.
         let sink_gone = std::cell::Cell::new(false);
         let gone = || {
@@ -758,12 +770,17 @@ where
                     }
                 };
                 if w.stored > 0 && !early_wave {
-                    match spill.as_ref() {
-                        // The one later wave: its keys are the spill file's.
+                    // The one later wave's keys are the spill file's, if there is one and the
+                    // budget has room to read it now.
+                    let from_spill = match spill.as_ref() {
                         Some(sp) => {
                             gather_spill::<T>(ctx, sp, &groups, &bounds, &mut buf[..w.stored])?
                         }
-                        None => gather::<T>(ctx, &groups, table, &bounds, &mut buf[..w.stored])?,
+                        None => false,
+                    };
+                    if !from_spill {
+                        rescans.set(rescans.get() + u64::from(spill.is_some()));
+                        gather::<T>(ctx, &groups, table, &bounds, &mut buf[..w.stored])?;
                     }
                 }
                 let lens: Vec<usize> = bounds.iter().map(|&(_, c)| c).collect();
@@ -785,6 +802,7 @@ where
             (Ok(()), Ok(())) => Ok(()),
         }
     })?;
+    report.scans += rescans.get();
     Ok(Some(report))
 }
 
@@ -947,19 +965,23 @@ where
     Ok(())
 }
 
-/// Keys appended from any thread to an anonymous temporary file (deleted when dropped). A failed
-/// write is only noted: the keys are then gathered from the input instead.
+/// Keys appended from any thread to an anonymous temporary file (deleted when dropped), up to
+/// a cap. A failed write or one past the cap is only noted, and nothing more is written: the
+/// keys are then gathered from the input instead.
 struct Spill {
     file: std::fs::File,
+    max_bytes: u64,
     bytes: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicBool,
 }
 
 impl Spill {
-    /// A spill file in `dir`, or `None` (the input is scanned instead) when it cannot be made.
-    fn create(dir: &std::path::Path) -> Option<Spill> {
+    /// A spill file in `dir` for at most `max_bytes`, or `None` (the input is scanned instead)
+    /// when it cannot be made.
+    fn create(dir: &std::path::Path, max_bytes: u64) -> Option<Spill> {
         Some(Spill {
             file: tempfile::tempfile_in(dir).ok()?,
+            max_bytes,
             bytes: Default::default(),
             failed: Default::default(),
         })
@@ -968,8 +990,11 @@ impl Spill {
     fn append(&self, bytes: &[u8]) {
         use std::os::unix::fs::FileExt;
         use std::sync::atomic::Ordering::Relaxed;
+        if self.failed.load(Relaxed) {
+            return;
+        }
         let at = self.bytes.fetch_add(bytes.len() as u64, Relaxed);
-        if self.file.write_all_at(bytes, at).is_err() {
+        if at + bytes.len() as u64 > self.max_bytes || self.file.write_all_at(bytes, at).is_err() {
             self.failed.store(true, Relaxed);
         }
     }
@@ -983,19 +1008,21 @@ impl Spill {
 
 /// [`gather`] from the spill file, which holds exactly the keys of the stored groups `bounds`
 /// (in any order): read a block per thread at a time, each key copied into its group's part of
-/// `dst` a staged batch at a time.
+/// `dst` a staged batch at a time. Its memory is what the counting scan's staging had (the plan
+/// counts it); `Ok(false)` when the budget does not have it now, and nothing was read.
 fn gather_spill<T: SortKey>(
     ctx: &Ctx<'_>,
     spill: &Spill,
     groups: &Groups,
     bounds: &[(usize, usize)],
     dst: &mut [T::Key],
-) -> Result<()>
+) -> Result<bool>
 where
     T::Key: KeyBits,
 {
     use std::os::unix::fs::FileExt;
-    const READ: usize = 8 << 20;
+    // Half the staging allowance reads, half stages.
+    let read_keys = STAGE_KEYS / 2;
     let esize = size_of::<T::Key>();
     let total = spill.bytes.load(std::sync::atomic::Ordering::Relaxed) as usize;
     let nslots = bounds.len();
@@ -1010,16 +1037,18 @@ where
         rooms.push(std::sync::Mutex::new(a));
         tail = b;
     }
-    let stage_keys = (STAGE_KEYS / (nslots + 1)).clamp(64, 4096);
+    let stage_keys = (STAGE_KEYS / 2 / nslots).clamp(64, 4096);
     let threads = rayon::current_num_threads().max(1);
-    let _res = ctx.budget.reserve(
-        (threads * (READ + (nslots + 1) * stage_keys * esize)) as u64,
+    let Some(_res) = ctx.budget.try_reserve(
+        (threads * (read_keys + nslots * stage_keys) * esize) as u64,
         "sort spill read",
-    )?;
+    ) else {
+        return Ok(false);
+    };
     let bad = || {
         Error::Invalid(format!(
-            "{}: the sort's spill file does not hold the keys counted (the input changed \
-             while it was sorted?)",
+            "{}: the sort's spill file does not hold the keys its counting scan wrote (a damaged \
+             temporary file?)",
             ctx.src.info().name
         ))
     };
@@ -1034,13 +1063,12 @@ where
         d.copy_from_slice(staged);
         Ok(())
     };
-    let read_keys = READ / esize;
     let nblocks = total.div_ceil(read_keys * esize);
     (0..nblocks).into_par_iter().try_for_each_init(
         || {
             (
                 vec![<T::Key as bytemuck::Zeroable>::zeroed(); read_keys],
-                vec![<T::Key as bytemuck::Zeroable>::zeroed(); (nslots + 1) * stage_keys],
+                vec![<T::Key as bytemuck::Zeroable>::zeroed(); nslots * stage_keys],
             )
         },
         |(buf, staged), bi| -> Result<()> {
@@ -1049,8 +1077,8 @@ where
             spill
                 .file
                 .read_exact_at(bytemuck::cast_slice_mut(&mut buf[..len]), at as u64)
-                .map_err(|e| Error::io(ctx.temp_dir(), "read the sort's spill file in", e))?;
-            let mut lens = vec![0usize; nslots + 1];
+                .map_err(|e| Error::io(ctx.temp_dir(), "read sort spill file", e))?;
+            let mut lens = vec![0usize; nslots];
             let mut keys = [0u64; BLOCK];
             let mut idx = [0u32; BLOCK];
             for block in buf[..len].chunks(BLOCK) {
@@ -1072,7 +1100,7 @@ where
                     }
                 }
             }
-            for (s, &l) in lens[..nslots].iter().enumerate() {
+            for (s, &l) in lens.iter().enumerate() {
                 if l > 0 {
                     flush(s, &staged[s * stage_keys..s * stage_keys + l])?;
                 }
@@ -1086,7 +1114,7 @@ where
     {
         return Err(bad());
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Stages the keys of `vals` (at most [`BLOCK`]) into `keys`, only those within `range`
