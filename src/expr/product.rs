@@ -150,11 +150,11 @@ impl Product {
 
     /// Saves the product into `writer`: computed straight into it when it is not computed yet
     /// and the kernel can write the output in spans (`.npy`) with B read once per column block;
-    /// otherwise settled and copied chunk by chunk, as many chunks at once as the budget holds
-    /// ([`copy_bytes_per_chunk`](Self::copy_bytes_per_chunk)); and where not even one chunk's
-    /// copy fits, computed straight into `writer` by the kernel's other paths, whose plan
-    /// refuses up front, naming the limit and what it needs, when the budget is too small for
-    /// those too.
+    /// otherwise settled and copied chunk by chunk, as many chunks at once as the budget has
+    /// room for (see `copy_bytes_per_chunk`); and where not even one chunk's copy fits and the
+    /// product is not computed yet, computed straight into `writer` by the kernel's other
+    /// paths, whose plan refuses up front, naming the limit and what it needs, when the budget
+    /// is too small for those too.
     pub fn save_into(&self, writer: Box<dyn ArrayWriter>, progress: Progress<'_>) -> Result<()> {
         let computed = self
             .done
