@@ -387,11 +387,12 @@ where
         None
     };
     // At most `STAGE_KEYS + 64` keys in all (early groups are at most `MAX_GROUPS`), the spill
-    // slot included; the trash slot holds one key.
-    let stage_keys =
-        (STAGE_KEYS / (early.len() + 1 + usize::from(spill.is_some()))).clamp(64, 4096);
-    let stage_bytes =
-        (rayon::current_num_threads().max(1) * (early.len() + 2) * stage_keys * esize) as u64;
+    // slot included, and the trash slot's one key.
+    let slots = early.len() + 1 + usize::from(spill.is_some());
+    let stage_keys = (STAGE_KEYS / slots).clamp(64, 4096);
+    // The early groups' and the spill's slots, then the trash's one key.
+    let staged_len = (early.len() + 1) * stage_keys + 1;
+    let stage_bytes = (rayon::current_num_threads().max(1) * staged_len * esize) as u64;
     let mut early_res = Vec::with_capacity(early_start.len());
     let mut early_bufs: Vec<Vec<T::Key>> = Vec::with_capacity(early_start.len());
     for _ in &early_start {
@@ -463,9 +464,7 @@ where
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pop()
-                .unwrap_or_else(|| {
-                    vec![<T::Key as bytemuck::Zeroable>::zeroed(); (nearly + 2) * stage_keys]
-                });
+                .unwrap_or_else(|| vec![<T::Key as bytemuck::Zeroable>::zeroed(); staged_len]);
             let mut lens = vec![0usize; nearly + 2];
             let mut keys = [0u64; BLOCK];
             let mut idx = [0u32; BLOCK];
