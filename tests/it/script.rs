@@ -363,7 +363,7 @@ fn matrix_products_save_the_same_bytes_whichever_way() {
 
 /// `x @ y` saved by `eval -o` to a `.npy` under budgets too small for the kernel to write it in
 /// spans, so the product (7.6 MiB, over an eighth of each budget) is computed into a temporary
-/// store of tiles and copied out: the copy holds an output chunk and a tile per chunk in flight,
+/// store of tiles and copied out: the copy holds an output chunk and two tiles per chunk in flight,
 /// as many as the budget holds, where it used to hold a second chunk-sized buffer per chunk,
 /// uncounted, and waited for memory it held itself until the budget's 10 s stall timeout
 /// failed it ("chunk buffer asked for 7.6 MiB with 7.6 MiB in use"). Where not even one

@@ -405,14 +405,10 @@ where
     let stage_res = ctx.budget.reserve(stage_bytes, "sort staging")?;
     let ((table, counts), early_ok) = {
         // Each early group's unfilled room, handed out a staged batch at a time.
-        let mut rooms: Vec<std::sync::Mutex<&mut [T::Key]>> = Vec::with_capacity(early.len());
+        let mut rooms = Rooms::default();
         for (b, buf) in early_bufs.iter_mut().enumerate() {
-            let mut tail: &mut [T::Key] = buf;
-            for &(_, r) in &early[buffer_span(&early_start, early.len(), b)] {
-                let (a, rest) = std::mem::take(&mut tail).split_at_mut(r);
-                rooms.push(std::sync::Mutex::new(a));
-                tail = rest;
-            }
+            let span = buffer_span(&early_start, early.len(), b);
+            rooms.cut(buf, early[span].iter().map(|&(_, r)| r));
         }
         // Early group -> its staging slot; a later stored group -> the spill slot `nearly`
         // when spilling; every other group -> the trash slot `nearly + 1`.
@@ -438,16 +434,8 @@ where
                 if let Some(sp) = spill {
                     sp.append(bytemuck::cast_slice(staged));
                 }
-                return;
-            }
-            let mut room = rooms[j].lock().unwrap_or_else(|e| e.into_inner());
-            if room.len() < staged.len() {
+            } else if !rooms.fill(j, staged) {
                 overflow.store(true, std::sync::atomic::Ordering::Relaxed);
-            } else {
-                let (dst, rest) = std::mem::take(&mut *room).split_at_mut(staged.len());
-                *room = rest;
-                drop(room);
-                dst.copy_from_slice(staged);
             }
         };
         // Staging: `stage_keys` slots per early group, the spill slot, and one trash slot for
@@ -505,10 +493,10 @@ where
             }
         }
         let ok = !overflow.load(std::sync::atomic::Ordering::Relaxed)
-            && early.iter().zip(&rooms).all(|(&(gi, r), room)| {
-                let left = room.lock().unwrap_or_else(|e| e.into_inner()).len();
-                (r - left) as u64 == counts[gi]
-            });
+            && early
+                .iter()
+                .enumerate()
+                .all(|(j, &(gi, r))| (r - rooms.left(j)) as u64 == counts[gi]);
         ((table, counts), ok)
     };
     drop(stage_res);
@@ -1029,13 +1017,8 @@ where
     for (s, &(gi, _)) in bounds.iter().enumerate() {
         slot[gi] = s as u32;
     }
-    let mut rooms: Vec<std::sync::Mutex<&mut [T::Key]>> = Vec::with_capacity(nslots);
-    let mut tail = dst;
-    for &(_, c) in bounds {
-        let (a, b) = std::mem::take(&mut tail).split_at_mut(c);
-        rooms.push(std::sync::Mutex::new(a));
-        tail = b;
-    }
+    let mut rooms = Rooms::default();
+    rooms.cut(dst, bounds.iter().map(|&(_, c)| c));
     let stage_keys = (STAGE_KEYS / 2 / nslots).clamp(64, 4096);
     let threads = rayon::current_num_threads().max(1);
     let Some(_res) = ctx.budget.try_reserve(
@@ -1052,15 +1035,11 @@ where
         ))
     };
     let flush = |s: usize, staged: &[T::Key]| -> Result<()> {
-        let mut room = rooms[s].lock().unwrap_or_else(|e| e.into_inner());
-        if room.len() < staged.len() {
-            return Err(bad());
+        if rooms.fill(s, staged) {
+            Ok(())
+        } else {
+            Err(bad())
         }
-        let (d, rest) = std::mem::take(&mut *room).split_at_mut(staged.len());
-        *room = rest;
-        drop(room);
-        d.copy_from_slice(staged);
-        Ok(())
     };
     let nblocks = total.div_ceil(read_keys * esize);
     (0..nblocks).into_par_iter().try_for_each_init(
@@ -1107,13 +1086,52 @@ where
             Ok(())
         },
     )?;
-    if rooms
-        .iter()
-        .any(|r| !r.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
-    {
+    if (0..nslots).any(|s| rooms.left(s) > 0) {
         return Err(bad());
     }
     Ok(true)
+}
+
+/// Places for groups' keys, each filled a staged batch at a time from any thread.
+struct Rooms<'a, K> {
+    /// Each room's part not filled yet.
+    left: Vec<std::sync::Mutex<&'a mut [K]>>,
+}
+
+impl<K> Default for Rooms<'_, K> {
+    fn default() -> Self {
+        Rooms { left: Vec::new() }
+    }
+}
+
+impl<'a, K: Copy> Rooms<'a, K> {
+    /// Adds rooms of `sizes` cut from the front of `buf`, in order.
+    fn cut(&mut self, buf: &'a mut [K], sizes: impl Iterator<Item = usize>) {
+        let mut tail = buf;
+        for n in sizes {
+            let (a, rest) = std::mem::take(&mut tail).split_at_mut(n);
+            self.left.push(std::sync::Mutex::new(a));
+            tail = rest;
+        }
+    }
+
+    /// Copies `keys` into room `j`; `false` (and nothing copied) when they do not fit.
+    fn fill(&self, j: usize, keys: &[K]) -> bool {
+        let mut room = self.left[j].lock().unwrap_or_else(|e| e.into_inner());
+        if room.len() < keys.len() {
+            return false;
+        }
+        let (dst, rest) = std::mem::take(&mut *room).split_at_mut(keys.len());
+        *room = rest;
+        drop(room);
+        dst.copy_from_slice(keys);
+        true
+    }
+
+    /// Places room `j` has left.
+    fn left(&self, j: usize) -> usize {
+        self.left[j].lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 /// Stages the keys of `vals` (at most [`BLOCK`]) into `keys`, only those within `range`
