@@ -762,7 +762,11 @@ fn block_partial<T: StatElem, const SUM: bool, const M2: bool, const EXT: bool>(
 /// Statistics of one chunk, with global flat indices. Compiled for AVX2 too and picked at run
 /// time (the lane structure fixes the order of every float operation, so the results are
 /// identical on every target).
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx"
+))]
 fn chunk_partial<T: StatElem>(chunk: &Chunk, shape: &[u64], need: Need) -> Partial<T> {
     let data: &[T] = chunk.as_slice();
     let normalized: Vec<T>;
@@ -835,7 +839,11 @@ fn add_block<T: StatElem, const SUM: bool, const M2: bool, const EXT: bool>(
 }
 
 /// [`add_block`] for one tile of a fused expression, compiled for AVX2 too.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx"
+))]
 fn add_tile<T: StatElem>(
     acc: &mut Partial<T>,
     sums: &mut Vec<f64>,
