@@ -68,6 +68,78 @@ fn window_start(offset: u64, len: usize, page: u64) -> u64 {
     }
 }
 
+/// Whether the page holding byte `offset` of `file` is in the page cache now, asked with
+/// `cachestat(2)` (Linux 6.5+), which neither reads nor starts read-ahead; `None` where the
+/// kernel cannot say.
+///
+/// Readers use it to read cold ranges with `pread` rather than through a map: faults on a map of
+/// cold bytes leave them cached in small folios, which every later map then faults in 16 pages
+/// at a time (summing a 4 GiB file cached that way: 0.19 s and 35 K faults per warm run, against
+/// 0.07-0.08 s and 4 K faults once it was cached by sequential `read()`s).
+pub(crate) fn cached(file: &File, offset: u64) -> Option<bool> {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        use std::os::fd::AsRawFd;
+        /// `cachestat`'s number in the unified syscall table (every architecture since 6.5).
+        const SYS_CACHESTAT: libc::c_long = 451;
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        let page = page_size();
+        let range = Range {
+            off: offset / page * page,
+            len: page,
+        };
+        let mut stat = Stat::default();
+        // SAFETY: cachestat reads the `Range` and writes one `Stat`, both `repr(C)` with the
+        // kernel's layout (five and two `u64`s) and alive for the call; the descriptor belongs to
+        // `file`, borrowed for the call; flags must be 0.
+        let r = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                file.as_raw_fd(),
+                &raw const range,
+                &raw mut stat,
+                0u32,
+            )
+        };
+        (r == 0).then_some(stat.nr_cache > 0)
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    {
+        let _ = (file, offset);
+        None
+    }
+}
+
+/// Drops `file`'s clean pages from the page cache (`posix_fadvise(DONTNEED)`), for tests of
+/// cold reads; advice, so a file system may keep them.
+#[cfg(test)]
+pub(crate) fn evict(file: &File) {
+    use std::os::fd::AsRawFd;
+    file.sync_all().unwrap();
+    // SAFETY: advice on the descriptor of `file`, borrowed for the call; it changes no memory of
+    // ours and no byte of the file.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
 impl MmapWindow {
     /// Maps `len` bytes of `file` from `offset`. `path` only names the file in errors.
     ///
@@ -131,6 +203,19 @@ mod tests {
             window_start((512 << 10) + 4096, 8 << 20, 4096),
             (512 << 10) + 4096
         );
+    }
+
+    #[test]
+    fn bytes_just_read_are_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), 1 << 20);
+        // `None` only on kernels without cachestat (before 6.5).
+        for off in [0, 4096, (1 << 20) - 1] {
+            assert_ne!(cached(&file, off), Some(false), "offset {off}");
+        }
     }
 
     #[test]
