@@ -389,18 +389,31 @@ impl NpySource {
 /// cached, and are read with `pread` when it is not.
 const COLD_PROBE_BYTES: usize = 1 << 20;
 
+/// Descriptors for cold reads a source keeps open at most (one per reading thread).
+const COLD_READERS: usize = 16;
+
 impl NpySource {
     /// This thread's own open description of the file (a reopening of `/proc/self/fd/N`, so the
-    /// same file even if its path has been replaced), or `None` where that fails.
+    /// same file even if its path has been replaced, checked by device and inode), or `None`
+    /// where that fails. At most [`COLD_READERS`] are kept, the oldest dropped first (threads
+    /// come and go: a script's run, a session's pool).
     fn cold_reader(&self) -> Option<std::sync::Arc<File>> {
         use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
         let me = std::thread::current().id();
         let mut readers = self.cold_readers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, f)) = readers.iter().find(|(t, _)| *t == me) {
             return Some(f.clone());
         }
         let f = File::open(format!("/proc/self/fd/{}", self.file.as_raw_fd())).ok()?;
+        let (a, b) = (self.file.metadata().ok()?, f.metadata().ok()?);
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return None;
+        }
         let f = std::sync::Arc::new(f);
+        if readers.len() >= COLD_READERS {
+            readers.remove(0);
+        }
         readers.push((me, f.clone()));
         Some(f)
     }
