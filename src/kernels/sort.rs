@@ -500,8 +500,9 @@ impl Ctx<'_> {
         }
         let info = self.src.info();
         rayon::current_num_threads() as u64
-            * max_chunk_elems(&info.layout)
-            * info.dtype.size() as u64
+            * crate::storage::mmap::window_bytes_bound(
+                max_chunk_elems(&info.layout) * info.dtype.size() as u64,
+            )
     }
 
     fn temp_dir(&self) -> PathBuf {

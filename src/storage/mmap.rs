@@ -1,9 +1,10 @@
 //! Memory-mapped windows of files. This is the only place that maps memory.
 //!
-//! A window maps just the byte range a chunk needs (rounded out to page boundaries, or back to the
-//! 2 MiB boundary before it when that adds at most a sixteenth, so the kernel can map the page
-//! cache's large folios whole) and is unmapped when dropped, so the process only keeps the pages of chunks in flight resident — unlike mapping a
-//! whole multi-gigabyte file, whose pages would all count toward RSS once touched.
+//! A window maps just the byte range a chunk needs (rounded out to page boundaries, or back to
+//! the 2 MiB boundary before it when that adds at most a sixteenth, so the kernel can map the
+//! page cache's large folios whole) and is unmapped when dropped, so the process only keeps the
+//! pages of chunks in flight resident — unlike mapping a whole multi-gigabyte file, whose pages
+//! would all count toward RSS once touched.
 
 use std::fs::File;
 use std::path::Path;
@@ -47,6 +48,12 @@ pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
     // pages, so page-aligned as madvise requires). MADV_HUGEPAGE changes neither the mapping nor
     // its contents, only how the kernel backs it; the result is ignored because it is advice.
     let _ = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+}
+
+/// The most bytes a window of `len` bytes maps (and reserves): planners that count input windows
+/// in flight count this.
+pub(crate) fn window_bytes_bound(len: u64) -> u64 {
+    len + len / 16 + 2 * page_size()
 }
 
 /// Where a window of `len` bytes from `offset` starts mapping: the page boundary at or below
@@ -217,6 +224,15 @@ mod tests {
         // Too far past the boundary for the window's size: the page boundary.
         assert_eq!(window_start(MIB + 4100, 8 << 20, 4096), MIB + 4096);
         assert_eq!(window_start(4096 + 100, 64 << 10, 4096), 4096);
+        // What is mapped stays within the bound planners count.
+        for (off, len) in [
+            (4096u64, 8u64 << 20),
+            (MIB + 4100, 8 << 20),
+            (100, 64 << 10),
+        ] {
+            let skip = off - window_start(off, len as usize, 4096);
+            assert!((skip + len).div_ceil(4096) * 4096 <= window_bytes_bound(len));
+        }
         // Exactly a sixteenth is still cheap enough.
         assert_eq!(window_start(512 << 10, 8 << 20, 4096), 0);
         assert_eq!(
