@@ -410,21 +410,19 @@ mod avx512 {
         let mut t = [[0i64; L]; 256];
         let mut m = 0;
         while m < 256 {
+            // The lanes whose bit is set, then the others, each in lane order.
             let mut at = 0;
-            let mut left = true;
-            loop {
+            let mut pass = 0;
+            while pass < 2 {
                 let mut i = 0;
                 while i < L {
-                    if (m & (1 << i) != 0) == left {
+                    if (m & (1 << i) != 0) == (pass == 0) {
                         t[m][at] = i as i64;
                         at += 1;
                     }
                     i += 1;
                 }
-                if !left {
-                    break;
-                }
-                left = false;
+                pass += 1;
             }
             m += 1;
         }
