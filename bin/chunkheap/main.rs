@@ -724,8 +724,13 @@ fn cmd_quantile(
             println!("{:<8} {}", reduce::fmt_f64(*q), show(*v));
         }
     }
+    let sample = if r.sampled > 0 {
+        format!(" after a sample of {} values", r.sampled)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "exact, {} pass(es) over the data; {}",
+        "exact, {} pass(es) over the data{sample}; {}",
         r.passes,
         throughput_line(nbytes * u64::from(r.passes), secs)
     );

@@ -14,6 +14,12 @@
 //!    pass into exactly-sized reserved vectors, and the ranks are selected with
 //!    `select_nth_unstable`. An interval of one key needs no collecting.
 //!
+//! 3. For 32- and 64-bit data of at least 16 Mi elements, a sample (runs of 64 values, one value
+//!    in 256) first brackets each quantile's keys, and pass 1 is replaced by one pass that counts
+//!    the keys below and inside the brackets and collects those inside (`quantile/sampled.rs`): usually
+//!    the only pass. A rank the sample misplaced lies in an interval whose counts that pass gives
+//!    exactly, and step 2 takes it from there.
+//!
 //! All ranks share every pass. Each histogram pass divides a key range by 2^16, so there are
 //! never more than 4 passes for up to 8 quantiles (1 for 8- and 16-bit data; typically 2 for
 //! floats); with more, each split interval gets fewer buckets and passes may grow slowly. Per-chunk
@@ -37,6 +43,8 @@ use crate::memory::{self, Reservation};
 use crate::pipeline::Progress;
 use crate::storage::ChunkSource;
 
+mod sampled;
+
 /// How to compute quantiles.
 #[derive(Clone, Debug, Default)]
 pub struct QuantileOptions {
@@ -52,6 +60,11 @@ pub struct QuantileOptions {
     /// eighth of the memory budget's limit, at most 256 MiB). Smaller values cost more passes,
     /// never more memory.
     pub max_candidate_bytes: Option<u64>,
+    /// Sample one value in this many (in runs of 64) to place the ranks before the first pass
+    /// (see the module documentation); `Some(0)` never samples. Default: one in 256 for 32- and
+    /// 64-bit data of at least 16 Mi elements, at most 2 Mi values in all. 8- and 16-bit data
+    /// is never sampled (its first pass is exact).
+    pub sample_every: Option<u64>,
 }
 
 /// Quantile values and how they were found.
@@ -62,8 +75,11 @@ pub struct QuantileResult {
     /// The dtype NumPy returns: `F32` for `float32` input (unless [`QuantileOptions::array_q`]
     /// asks for the array form of `np.quantile`), `F64` otherwise.
     pub dtype: DType,
-    /// Streaming passes over the data.
+    /// Streaming passes over the data (not counting the sample, see [`Self::sampled`]).
     pub passes: u32,
+    /// Values read to estimate where the ranks lie before the passes (0 when the first pass
+    /// counted key prefixes instead; see the module documentation).
+    pub sampled: u64,
     /// Non-NaN elements.
     pub count: u64,
     /// NaN elements.
@@ -793,9 +809,7 @@ fn select_ranks<T: QElem>(
     ranks: &[u64],
     cap: u64,
     progress: Progress<'_>,
-) -> Result<(std::collections::BTreeMap<u64, u64>, u32)> {
-    let mut found = std::collections::BTreeMap::new();
-    let mut passes = 1;
+) -> Result<(Found, u32)> {
     let start = Interval {
         lo: 0,
         hi: u64::MAX >> (64 - T::BITS),
@@ -807,6 +821,23 @@ fn select_ranks<T: QElem>(
         iv.lo = iv.lo.max(first.min);
         iv.hi = iv.hi.min(first.max);
     }
+    refine_open::<T>(src, open, Found::new(), 1, cap, progress)
+}
+
+/// The key of each rank found so far.
+type Found = std::collections::BTreeMap<u64, u64>;
+
+/// Finds the keys of the ranks of `open` (intervals of non-NaN keys, each with the ranks inside
+/// it) by refinement passes, adding them to `found`; returns `found` and `passes` plus the passes
+/// made.
+fn refine_open<T: QElem>(
+    src: &dyn ChunkSource,
+    mut open: Vec<(Interval, Vec<u64>)>,
+    mut found: Found,
+    mut passes: u32,
+    cap: u64,
+    progress: Progress<'_>,
+) -> Result<(Found, u32)> {
     loop {
         open.retain(|(iv, rs)| {
             if iv.lo == iv.hi {
@@ -891,35 +922,10 @@ fn select_ranks<T: QElem>(
     }
 }
 
-fn run_typed<T: QElem>(
-    src: &dyn ChunkSource,
-    want: &Want,
-    opts: &QuantileOptions,
-    progress: Progress<'_>,
-) -> Result<QuantileResult> {
-    let dtype = if T::DTYPE == DType::F32 && (matches!(want, Want::Median) || !opts.array_q) {
-        DType::F32
-    } else {
-        DType::F64
-    };
-    let (first, shift) = first_pass::<T>(src, progress)?;
-    let n_out = match want {
-        Want::Quantiles(q) => q.len(),
-        Want::Median => 1,
-    };
-    let mut result = QuantileResult {
-        values: vec![f64::NAN; n_out],
-        dtype,
-        passes: 1,
-        count: first.count,
-        nan_count: first.nan,
-    };
-    let m = first.count;
-    if (first.nan > 0 && !opts.skip_nan) || m == 0 || n_out == 0 {
-        return Ok(result);
-    }
-    // The ranks each output needs, and how it combines them.
-    let plans: Vec<(u64, u64, f64)> = match want {
+/// The ranks each output needs among `m` sorted non-NaN values, and how it combines them:
+/// `(rank a, rank b, t)`.
+fn rank_plans(want: &Want, m: u64) -> Vec<(u64, u64, f64)> {
+    match want {
         Want::Quantiles(qs) => qs
             .iter()
             .map(|&q| {
@@ -937,15 +943,27 @@ fn run_typed<T: QElem>(
         } else {
             (m / 2 - 1, m / 2, f64::NAN)
         }],
-    };
+    }
+}
+
+/// The distinct ranks of `plans`, sorted.
+fn plan_ranks(plans: &[(u64, u64, f64)]) -> Vec<u64> {
     let mut ranks: Vec<u64> = plans.iter().flat_map(|&(a, b, _)| [a, b]).collect();
     ranks.sort_unstable();
     ranks.dedup();
-    let cap = opts.max_candidate_bytes.unwrap_or_else(default_cap);
-    let (found, passes) = select_ranks::<T>(src, &first, shift, &ranks, cap, progress)?;
-    result.passes = passes;
+    ranks
+}
+
+/// Fills `result.values` from the keys of the ranks.
+fn finish<T: QElem>(
+    result: &mut QuantileResult,
+    want: &Want,
+    opts: &QuantileOptions,
+    plans: &[(u64, u64, f64)],
+    found: &Found,
+) {
     let value = |r: u64| T::from_key(found[&r]);
-    for (out, &(ra, rb, t)) in result.values.iter_mut().zip(&plans) {
+    for (out, &(ra, rb, t)) in result.values.iter_mut().zip(plans) {
         let (a, b) = (value(ra), value(rb));
         *out = match want {
             Want::Quantiles(_) => T::lerp(a, b, t, !opts.array_q),
@@ -953,6 +971,47 @@ fn run_typed<T: QElem>(
             Want::Median => T::mid(a, b),
         };
     }
+}
+
+fn run_typed<T: QElem>(
+    src: &dyn ChunkSource,
+    want: &Want,
+    opts: &QuantileOptions,
+    progress: Progress<'_>,
+) -> Result<QuantileResult> {
+    let dtype = if T::DTYPE == DType::F32 && (matches!(want, Want::Median) || !opts.array_q) {
+        DType::F32
+    } else {
+        DType::F64
+    };
+    let n_out = match want {
+        Want::Quantiles(q) => q.len(),
+        Want::Median => 1,
+    };
+    let cap = opts.max_candidate_bytes.unwrap_or_else(default_cap);
+    let mut result = QuantileResult {
+        values: vec![f64::NAN; n_out],
+        dtype,
+        passes: 1,
+        sampled: 0,
+        count: 0,
+        nan_count: 0,
+    };
+    if n_out > 0 && sampled::try_run::<T>(src, want, opts, cap, &mut result, progress)? {
+        return Ok(result);
+    }
+    let (first, shift) = first_pass::<T>(src, progress)?;
+    result.count = first.count;
+    result.nan_count = first.nan;
+    let m = first.count;
+    if (first.nan > 0 && !opts.skip_nan) || m == 0 || n_out == 0 {
+        return Ok(result);
+    }
+    let plans = rank_plans(want, m);
+    let ranks = plan_ranks(&plans);
+    let (found, passes) = select_ranks::<T>(src, &first, shift, &ranks, cap, progress)?;
+    result.passes = passes;
+    finish::<T>(&mut result, want, opts, &plans, &found);
     Ok(result)
 }
 
@@ -1132,12 +1191,20 @@ mod tests {
         }
     }
 
-    fn check_all<T: QElem>(v: &[T], chunk: u64, qs: &[f64], cap: u64, skip: bool) {
+    fn check_all<T: QElem>(
+        v: &[T],
+        chunk: u64,
+        qs: &[f64],
+        cap: u64,
+        skip: bool,
+        sample_every: Option<u64>,
+    ) {
         for array_q in [false, true] {
             let opts = QuantileOptions {
                 skip_nan: skip,
                 array_q,
                 max_candidate_bytes: Some(cap),
+                sample_every,
             };
             let src = MemSource::vec(v, chunk);
             let rs: Vec<QuantileResult> = [1, 2, 7]
@@ -1146,6 +1213,17 @@ mod tests {
                 .collect();
             same(&rs[0].values, &naive(v, qs, &opts));
             assert!(rs[0].passes <= 4, "{} passes", rs[0].passes);
+            // With a cap this large the sampled path always fits (at most 4 brackets).
+            if T::BITS > 16
+                && sample_every == Some(1)
+                && cap >= 1 << 20
+                && v.iter().any(|x| !x.nan())
+            {
+                assert!(rs[0].sampled > 0);
+            }
+            if T::BITS <= 16 || sample_every == Some(0) {
+                assert_eq!(rs[0].sampled, 0);
+            }
             for r in &rs[1..] {
                 same(&r.values, &rs[0].values);
                 assert_eq!(r.passes, rs[0].passes);
@@ -1155,6 +1233,7 @@ mod tests {
             skip_nan: skip,
             array_q: false,
             max_candidate_bytes: Some(cap),
+            sample_every,
         };
         let m = median(&MemSource::vec(v, chunk), &opts, &no_progress).unwrap();
         same(&m.values, &[naive_median(v, skip)]);
@@ -1182,14 +1261,15 @@ mod tests {
         fn matches_naive(vals in values(), chunk in 1u64..90,
                          qs in prop::collection::vec(prop_oneof![0.0..=1.0f64, Just(0.5), Just(1.0), Just(0.0)], 1..5),
                          cap in prop_oneof![Just(0u64), Just(64), Just(1 << 20)],
-                         dt in 0usize..6, skip in any::<bool>()) {
+                         dt in 0usize..6, skip in any::<bool>(),
+                         every in prop_oneof![Just(None), Just(Some(1)), Just(Some(2)), Just(Some(0))]) {
             match dt {
-                0 => check_all(&vals, chunk, &qs, cap, skip),
-                1 => check_all(&cast::<f32>(&vals), chunk, &qs, cap, skip),
-                2 => check_all(&cast::<i64>(&vals), chunk, &qs, cap, skip),
-                3 => check_all(&cast::<i16>(&vals), chunk, &qs, cap, skip),
-                4 => check_all(&cast::<u32>(&vals), chunk, &qs, cap, skip),
-                _ => check_all(&cast::<i8>(&vals), chunk, &qs, cap, skip),
+                0 => check_all(&vals, chunk, &qs, cap, skip, every),
+                1 => check_all(&cast::<f32>(&vals), chunk, &qs, cap, skip, every),
+                2 => check_all(&cast::<i64>(&vals), chunk, &qs, cap, skip, every),
+                3 => check_all(&cast::<i16>(&vals), chunk, &qs, cap, skip, every),
+                4 => check_all(&cast::<u32>(&vals), chunk, &qs, cap, skip, every),
+                _ => check_all(&cast::<i8>(&vals), chunk, &qs, cap, skip, every),
             }
         }
     }
