@@ -127,7 +127,7 @@ pub(super) fn try_run<T: QElem>(
 /// The exact pass over `brackets` (disjoint, sorted: `(lo, hi, estimated keys inside)`, ends
 /// keys of non-NaN values or 0 and the largest such key), then the selection or refinement of
 /// every rank. `Ok(false)` (nothing read) when the brackets are too many or their keys would not
-/// fit half of `cap` or the budget.
+/// fit `cap` or the budget.
 #[allow(clippy::too_many_arguments)]
 fn resolve<T: QElem>(
     src: &dyn ChunkSource,
@@ -141,13 +141,13 @@ fn resolve<T: QElem>(
 ) -> Result<bool> {
     let numel = src.info().numel();
     let top = T::from_f64(f64::INFINITY).key();
-    // Twice the estimate each and 4 Ki keys more; all of it within half the allowance.
+    // Twice the estimate each and 4 Ki keys more, all of it within the allowance.
     let allow: Vec<u64> = brackets
         .iter()
         .map(|b| (2.0 * b.2) as u64 + (4 << 10))
         .collect();
     let total: u64 = allow.iter().sum();
-    if brackets.len() > CLASSIFY_MAX || total * 8 > cap / 2 {
+    if brackets.len() > CLASSIFY_MAX || total * 8 > cap {
         return Ok(false);
     }
     let Some(collect_res) = memory::global().try_reserve(total * 8, "quantile candidates") else {
