@@ -170,6 +170,9 @@ fn resolve<T: QElem>(
     let mut found = Found::new();
     let mut pending: Vec<(Interval, u64)> = Vec::new();
     let mut collected = t.collected;
+    // Per bracket, the keys before this index are at most the last key selected there: ranks
+    // ascend, so each selection runs on what lies after the previous one.
+    let mut starts = vec![0usize; collected.len()];
     for &r in &ranks {
         let mut below_gap = 0u64; // keys below the gap before bracket `j`
         let mut gap_lo = 0u64;
@@ -194,8 +197,9 @@ fn resolve<T: QElem>(
                     Some(keys) => {
                         debug_assert_eq!(keys.len() as u64, inside);
                         let k = (r - below) as usize;
-                        let (_, v, _) = keys.select_nth_unstable(k);
+                        let (_, v, _) = keys[starts[j]..].select_nth_unstable(k - starts[j]);
                         found.insert(r, *v);
+                        starts[j] = k + 1;
                     }
                     None => pending.push((
                         Interval {
