@@ -749,11 +749,13 @@ struct Scratch<C> {
 }
 
 impl<C> Scratch<C> {
-    fn new(counts: C, bytes: usize, what: &'static str) -> Result<Scratch<C>> {
+    /// Reserves `bytes`, then makes the counters (so a refused reservation allocates nothing).
+    fn new(make: impl FnOnce() -> C, bytes: usize, what: &'static str) -> Result<Scratch<C>> {
+        let res = memory::global().reserve(bytes as u64, what)?;
         Ok(Scratch {
-            _res: memory::global().reserve(bytes as u64, what)?,
-            counts,
+            counts: make(),
             pending: 0,
+            _res: res,
         })
     }
 }
@@ -812,7 +814,7 @@ fn count_with<T: Element, G: Guess, C: Tally>(
     fold_chunks(
         src,
         progress,
-        || Scratch::new(make(), bytes, "histogram scratch"),
+        || Scratch::new(&make, bytes, "histogram scratch"),
         |s, c| {
             for piece in c.as_slice::<T>().chunks(FLUSH_EVERY / 2) {
                 if s.pending + piece.len() > FLUSH_EVERY {
@@ -1224,7 +1226,7 @@ pub fn histogram2d(
     for_each_chunk(
         x,
         progress,
-        || Scratch::new(vec![0u32; cells], cells * 4, "histogram scratch"),
+        || Scratch::new(|| vec![0u32; cells], cells * 4, "histogram scratch"),
         |s, c| {
             let yb = y.read_region(&c.region)?;
             let (xs, ys) = (c.data.bytes(), yb.bytes());

@@ -16,13 +16,15 @@
 //!
 //! 3. For 32- and 64-bit data of at least 16 Mi elements, a sample (runs of 64 values, one value
 //!    in 256) first brackets each quantile's keys, and pass 1 is replaced by one pass that counts
-//!    the keys below and inside the brackets and collects those inside (`quantile/sampled.rs`): usually
-//!    the only pass. A rank the sample misplaced lies in an interval whose counts that pass gives
-//!    exactly, and step 2 takes it from there.
+//!    the keys below and inside the brackets and collects those inside (`quantile/sampled.rs`):
+//!    usually the only pass. A rank the sample misplaced lies in an interval whose counts that
+//!    pass gives exactly, and step 2 takes it from there (for 64-bit keys up to 4 passes more,
+//!    as the interval may span most of the key range).
 //!
 //! All ranks share every pass. Each histogram pass divides a key range by 2^16, so there are
-//! never more than 4 passes for up to 8 quantiles (1 for 8- and 16-bit data; typically 2 for
-//! floats); with more, each split interval gets fewer buckets and passes may grow slowly. Per-chunk
+//! never more than 4 passes for up to 8 quantiles on the key-prefix path (1 for 8- and 16-bit
+//! data; typically 2 for floats) and 5 on the sampled one (typically 1); with more quantiles, each
+//! split interval gets fewer buckets and passes may grow slowly. Per-chunk
 //! partial counts are integers and the collected candidates are selected by rank, so nothing
 //! depends on the thread count or the chunk visiting order.
 //!
@@ -1212,14 +1214,15 @@ mod tests {
                 .map(|&t| pool(t).install(|| quantile(&src, qs, &opts, &no_progress).unwrap()))
                 .collect();
             same(&rs[0].values, &naive(v, qs, &opts));
-            assert!(rs[0].passes <= 4, "{} passes", rs[0].passes);
+            let most = if rs[0].sampled > 0 { 5 } else { 4 };
+            assert!(rs[0].passes <= most, "{} passes", rs[0].passes);
             // With a cap this large the sampled path always fits (at most 4 brackets).
             if T::BITS > 16
                 && sample_every == Some(1)
                 && cap >= 1 << 20
                 && v.iter().any(|x| !x.nan())
             {
-                assert!(rs[0].sampled > 0);
+                assert!(rs[0].sampled > 0 || chunk < 64 || v.iter().any(|x| x.nan()));
             }
             if T::BITS <= 16 || sample_every == Some(0) {
                 assert_eq!(rs[0].sampled, 0);

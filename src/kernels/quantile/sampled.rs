@@ -25,7 +25,7 @@ use super::{
     Want, finish, group, plan_ranks, rank_plans, refine_open,
 };
 use crate::error::Result;
-use crate::kernels::histogram::fold_chunks;
+use crate::kernels::histogram::{fold_chunks, for_each_chunk};
 use crate::kernels::prefetch;
 use crate::memory;
 use crate::pipeline::Progress;
@@ -44,10 +44,12 @@ const MAX_SAMPLE: u64 = 2 << 20;
 /// passes are short and the main path's first pass costs little more than the sample.
 pub(super) const MIN_LEN: u64 = 1 << 24;
 
-/// Standard deviations of a sample quantile kept each side of a level's estimate. The sample
-/// is of runs, not of independent values, so this is generous; a miss costs passes, never
-/// exactness.
+/// Standard deviations of a sample quantile kept each side of a level's estimate (the variance
+/// scaled by the sample's [`design_effect`]); a miss costs passes, never exactness.
 const Z: f64 = 6.0;
+
+/// Keys a bracket may collect beyond twice its estimate.
+const SLACK: usize = 4 << 10;
 
 /// Tries the sampled path; `Ok(false)` when it does not apply (small or narrow data, too many
 /// brackets, or a budget too small for the sample and the collected keys) and the caller
@@ -64,35 +66,42 @@ pub(super) fn try_run<T: QElem>(
     let numel = info.numel();
     let every = match opts.sample_every {
         Some(0) => return Ok(false),
-        Some(e) => e,
+        Some(e) => e.min(numel.max(1)),
         None if numel < MIN_LEN => return Ok(false),
         None => EVERY,
     };
     if T::BITS <= 16 {
         return Ok(false);
     }
-    let stride = RUN as u64 * every.max(numel.div_ceil(MAX_SAMPLE));
+    // The levels' brackets merge when they overlap; distinct levels bound their number.
+    let mut levels: Vec<f64> = match want {
+        Want::Quantiles(qs) => qs.clone(),
+        Want::Median => vec![0.5],
+    };
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    if levels.len() > CLASSIFY_MAX || (levels.len() * SLACK * 8) as u64 > cap {
+        return Ok(false);
+    }
+    let stride = (RUN as u64).saturating_mul(every.max(numel.div_ceil(MAX_SAMPLE)));
     let nchunks = info.layout.num_chunks() as u64;
     let bound = (numel / stride + nchunks) * RUN as u64;
+    // The sample and one copy of it.
     let Some(sample_res) = memory::global().try_reserve(bound * 16, "quantile sample") else {
         return Ok(false);
     };
-    let mut sample = sample_keys::<T>(src, stride)?;
+    let (mut sample, runs) = sample_keys::<T>(src, stride, bound as usize)?;
     let m = sample.len();
     if m == 0 {
         return Ok(false);
     }
-    // The levels' brackets in sample indices, then in keys.
-    let levels: Vec<f64> = match want {
-        Want::Quantiles(qs) => qs.clone(),
-        Want::Median => vec![0.5],
-    };
+    let deff = design_effect(&sample, &runs);
     let top = T::from_f64(f64::INFINITY).key(); // the largest key of a non-NaN value
     let last = (m - 1) as f64;
     let mut idx: Vec<(usize, usize)> = levels
         .iter()
         .map(|&q| {
-            let w = Z * (m as f64 * q * (1.0 - q)).sqrt() + RUN as f64;
+            let w = Z * (deff * m as f64 * q * (1.0 - q)).sqrt() + RUN as f64;
             let c = q * last;
             let lo = (c - w).floor().max(0.0) as usize;
             let hi = ((c + w).ceil().min(last)) as usize;
@@ -141,10 +150,10 @@ fn resolve<T: QElem>(
 ) -> Result<bool> {
     let numel = src.info().numel();
     let top = T::from_f64(f64::INFINITY).key();
-    // Twice the estimate each and 4 Ki keys more, all of it within the allowance.
+    // Twice the estimate each and `SLACK` keys more, all of it within the allowance.
     let allow: Vec<u64> = brackets
         .iter()
-        .map(|b| (2.0 * b.2) as u64 + (4 << 10))
+        .map(|b| (2.0 * b.2) as u64 + SLACK as u64)
         .collect();
     let total: u64 = allow.iter().sum();
     if brackets.len() > CLASSIFY_MAX || total * 8 > cap {
@@ -266,35 +275,69 @@ fn order_stats(v: &mut [u64], ks: &[usize]) -> Vec<u64> {
 
 /// Keys of the non-NaN values of runs of [`RUN`] values, one run every `stride` values of each
 /// chunk, starting at a phase fixed by the chunk's origin (so a chunk shorter than `stride` holds
-/// a run with probability `len / stride`).
-fn sample_keys<T: QElem>(src: &dyn ChunkSource, stride: u64) -> Result<Vec<u64>> {
-    let out = Mutex::new(Vec::new());
-    fold_chunks(
+/// a run with probability `len / stride`), with the number of keys each run gave, runs in the
+/// order of their keys. At most `bound` keys (the caller's reservation).
+fn sample_keys<T: QElem>(
+    src: &dyn ChunkSource,
+    stride: u64,
+    bound: usize,
+) -> Result<(Vec<u64>, Vec<u32>)> {
+    let out = Mutex::new((Vec::with_capacity(bound), Vec::with_capacity(bound / RUN)));
+    for_each_chunk(
         src,
         &|_| {},
-        || Ok(Vec::new()),
-        |keys: &mut Vec<u64>, c| {
+        || Ok(()),
+        |_, c| {
             let data = c.as_slice::<T>();
             // The chunk's phase: a hash of its origin.
             let i = c.region.origin.iter().fold(0u64, |h, &o| {
                 (h ^ o).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
             });
+            let (mut keys, mut runs) = (Vec::new(), Vec::new());
             let mut p = i % stride;
             while p < data.len() as u64 {
                 let run = &data[p as usize..(p as usize + RUN).min(data.len())];
+                let before = keys.len();
                 keys.extend(run.iter().filter(|v| !v.nan()).map(|v| v.key()));
+                runs.push((keys.len() - before) as u32);
                 p += stride;
             }
-            Ok(())
-        },
-        |keys| {
-            out.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(&keys);
+            let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+            o.0.extend_from_slice(&keys);
+            o.1.extend_from_slice(&runs);
             Ok(())
         },
     )?;
     Ok(out.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// How much more a quantile of this sample of runs varies than one of as many independent
+/// values: the variance, across runs, of the number of keys below the sample's median, over
+/// its value for independent values (cluster sampling's design effect), in `[1, RUN]`. Data that
+/// is alike within a run (a slowly varying series, repeated blocks) widens the brackets by its
+/// square root instead of missing. Integer sums and an exact median, so the same sample in any
+/// order gives the same figure.
+fn design_effect(keys: &[u64], runs: &[u32]) -> f64 {
+    let mut copy = keys.to_vec();
+    let mid = copy.len() / 2;
+    let (_, &mut pivot, _) = copy.select_nth_unstable(mid);
+    drop(copy);
+    let (mut b1, mut n1, mut bb, mut bn, mut nn) = (0u128, 0u128, 0u128, 0u128, 0u128);
+    let mut at = 0;
+    for &len in runs {
+        let run = &keys[at..at + len as usize];
+        at += len as usize;
+        let b = run.iter().filter(|&&k| k < pivot).count() as u128;
+        let n = u128::from(len);
+        (b1, n1, bb, bn, nn) = (b1 + b, n1 + n, bb + b * b, bn + b * n, nn + n * n);
+    }
+    let p = b1 as f64 / n1.max(1) as f64;
+    if !(p > 0.0 && p < 1.0) {
+        return 1.0;
+    }
+    // Sum over runs of (b - n p)^2.
+    let s = bb as f64 - 2.0 * p * bn as f64 + p * p * nn as f64;
+    (s / (n1 as f64 * p * (1.0 - p))).clamp(1.0, RUN as f64)
 }
 
 /// What the bracket pass found.
@@ -337,6 +380,7 @@ impl Counts {
 struct Local {
     counts: Counts,
     bufs: Vec<Vec<u64>>,
+    _res: memory::Reservation,
 }
 
 /// One pass: [`Tallies`] for the disjoint sorted brackets `[los[j], his[j]]`, collecting at most
@@ -369,9 +413,12 @@ fn bracket_pass<T: QElem>(
         src,
         progress,
         || {
+            // A buffer may grow to twice `LOCAL_KEYS` before it is handed on.
+            let bytes = (nb * 2 * LOCAL_KEYS * 8) as u64;
             Ok(Local {
                 counts: Counts::new(),
                 bufs: (0..nb).map(|_| Vec::with_capacity(LOCAL_KEYS)).collect(),
+                _res: memory::global().reserve(bytes, "quantile key buffers")?,
             })
         },
         |s, c| {
@@ -517,6 +564,8 @@ mod tests {
         };
         let k = |f: f64| f.key();
         let top = f64::INFINITY.key();
+        let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+        s.sort_by(f64::total_cmp);
         let cases: Vec<(&str, Vec<Bracket>)> = vec![
             (
                 "right",
@@ -534,6 +583,15 @@ mod tests {
             ),
             ("overflowing", vec![(0, top, 0.0)]),
             ("ends only", vec![(0, k(-99.9), 10.0), (k(99.9), top, 10.0)]),
+            // Ends on data values, the ranks of q = 0.1 and 0.5 exactly on them, and a tie.
+            (
+                "on data",
+                vec![
+                    (k(s[4999]), k(s[5000]), 10.0),
+                    (k(s[24998]), k(s[24999]), 10.0),
+                    (k(25.0), k(25.0), 10.0),
+                ],
+            ),
         ];
         for (name, brackets) in cases {
             let mut r = QuantileResult {
@@ -555,6 +613,60 @@ mod tests {
                 assert_eq!(r.passes, 1, "{name}");
             } else {
                 assert!(r.passes > 1, "{name}: {} passes", r.passes);
+            }
+        }
+    }
+
+    /// The same for `i64` with both extremes present (the largest key is `u64::MAX`), on 1, 2
+    /// and 7 threads.
+    #[test]
+    fn integer_brackets_at_the_key_range_ends() {
+        let mut v: Vec<i64> = (0..30_000i64).map(|i| i * 7919 % 30_011 - 15_000).collect();
+        v[3] = i64::MAX;
+        v[4] = i64::MIN;
+        v[5] = i64::MAX;
+        let mut s = v.clone();
+        s.sort_unstable();
+        let qs = [0.0, 0.25, 0.5, 1.0];
+        let want: Vec<f64> = qs
+            .iter()
+            .map(|&q| {
+                let vi = (s.len() - 1) as f64 * q;
+                let p = vi.floor();
+                if vi >= (s.len() - 1) as f64 {
+                    i64::lerp(s[s.len() - 1], s[s.len() - 1], vi + 1.0, true)
+                } else {
+                    i64::lerp(s[p as usize], s[p as usize + 1], vi - p, true)
+                }
+            })
+            .collect();
+        let src = MemSource::vec(&v, 1000);
+        let k = |x: i64| x.key();
+        for brackets in [
+            vec![(k(100), k(200), 1e3)],
+            vec![(0, u64::MAX, 0.0)],
+            vec![(0, k(-14_000), 1e3), (k(14_000), u64::MAX, 1e3)],
+        ] {
+            for threads in [1, 2, 7] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut r = QuantileResult {
+                    values: vec![f64::NAN; qs.len()],
+                    dtype: crate::dtype::DType::F64,
+                    passes: 1,
+                    sampled: 0,
+                    count: 0,
+                    nan_count: 0,
+                };
+                let w = Want::Quantiles(qs.to_vec());
+                let opts = QuantileOptions::default();
+                let done = pool.install(|| {
+                    resolve::<i64>(&src, &w, &opts, 1 << 30, &brackets, 1, &mut r, &no_progress)
+                });
+                assert!(done.unwrap());
+                assert_eq!(r.values, want, "{brackets:?} on {threads} threads");
             }
         }
     }
