@@ -609,16 +609,7 @@ impl<const L: usize> Tally for Lanes<L> {
 
     #[inline(always)]
     fn count(&mut self, idx: &[u32]) {
-        let c = &mut self.0;
-        let mut it = idx.chunks_exact(L);
-        for i in &mut it {
-            for l in 0..L {
-                c[i[l] as usize * L + l] += 1;
-            }
-        }
-        for &i in it.remainder() {
-            c[i as usize * L] += 1;
-        }
+        count_lanes::<L>(idx, &mut self.0);
     }
 
     fn drain_into(&mut self, total: &mut [u64]) {
@@ -628,6 +619,21 @@ impl<const L: usize> Tally for Lanes<L> {
                 *c = 0;
             }
         }
+    }
+}
+
+/// Counts the slot indices of `idx` into `counts`, `L` interleaved sub-histograms
+/// (`counts[slot * L + lane]`).
+#[inline(always)]
+pub(crate) fn count_lanes<const L: usize>(idx: &[u32], counts: &mut [u32]) {
+    let mut it = idx.chunks_exact(L);
+    for i in &mut it {
+        for l in 0..L {
+            counts[i[l] as usize * L + l] += 1;
+        }
+    }
+    for &i in it.remainder() {
+        counts[i as usize * L] += 1;
     }
 }
 

@@ -39,7 +39,7 @@ use std::sync::Mutex;
 
 use crate::dtype::{Bool, DType, Element};
 use crate::error::{Error, Result};
-use crate::kernels::histogram::{Num, fold_chunks};
+use crate::kernels::histogram::{Num, count_lanes, fold_chunks};
 use crate::kernels::prefetch;
 use crate::memory::{self, Reservation};
 use crate::pipeline::Progress;
@@ -328,20 +328,6 @@ impl Scratch {
             }
         }
         self.pending = 0;
-    }
-}
-
-/// Counts the indices of `idx` into `counts` (`L` interleaved lanes).
-#[inline(always)]
-fn count_lanes<const L: usize>(idx: &[u32], counts: &mut [u32]) {
-    let mut it = idx.chunks_exact(L);
-    for i in &mut it {
-        for l in 0..L {
-            counts[i[l] as usize * L + l] += 1;
-        }
-    }
-    for &i in it.remainder() {
-        counts[i as usize * L] += 1;
     }
 }
 
@@ -1142,7 +1128,7 @@ mod tests {
     }
 
     /// Reference: sort the non-NaN values, then NumPy's index and lerp rules.
-    fn naive<T: QElem>(v: &[T], qs: &[f64], opts: &QuantileOptions) -> Vec<f64> {
+    pub(super) fn naive<T: QElem>(v: &[T], qs: &[f64], opts: &QuantileOptions) -> Vec<f64> {
         let nan = v.iter().any(|x| x.nan());
         let mut s: Vec<T> = v.iter().copied().filter(|x| !x.nan()).collect();
         s.sort_by(|a, b| a.partial_cmp(b).unwrap());

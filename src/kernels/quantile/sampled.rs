@@ -513,28 +513,22 @@ fn bracket_chunk<T: QElem, F: FnMut(usize, &[u64])>(
 mod tests {
     use super::*;
     use crate::kernels::histogram::test_source::MemSource;
+    use crate::kernels::quantile::tests::naive;
     use crate::pipeline::no_progress;
 
     /// `(lo, hi, estimated keys inside)`.
     type Bracket = (u64, u64, f64);
 
-    /// NumPy's quantiles of `v` (NaN skipped), by sorting.
-    fn sorted_quantiles(v: &[f64], qs: &[f64]) -> Vec<f64> {
-        let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let n = s.len();
-        qs.iter()
-            .map(|&q| {
-                let vi = (n - 1) as f64 * q;
-                let p = vi.floor();
-                let (a, b, t) = if vi >= (n - 1) as f64 {
-                    (s[n - 1], s[n - 1], vi + 1.0)
-                } else {
-                    (s[p as usize], s[p as usize + 1], vi - p)
-                };
-                f64::lerp(a, b, t, true)
-            })
-            .collect()
+    /// A result for `n` quantiles before [`resolve`] fills it.
+    fn blank(n: usize) -> QuantileResult {
+        QuantileResult {
+            values: vec![f64::NAN; n],
+            dtype: crate::dtype::DType::F64,
+            passes: 1,
+            sampled: 0,
+            count: 0,
+            nan_count: 0,
+        }
     }
 
     /// Brackets that miss the ranks (below, above, between them) or outgrow their allowance
@@ -557,11 +551,11 @@ mod tests {
         v[14] = 25.0;
         let src = MemSource::vec(&v, 4096);
         let qs = [0.0, 0.1, 0.5, 0.9, 1.0];
-        let want = sorted_quantiles(&v, &qs);
         let opts = QuantileOptions {
             skip_nan: true,
             ..Default::default()
         };
+        let want = naive(&v, &qs, &opts);
         let k = |f: f64| f.key();
         let top = f64::INFINITY.key();
         let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
@@ -594,14 +588,7 @@ mod tests {
             ),
         ];
         for (name, brackets) in cases {
-            let mut r = QuantileResult {
-                values: vec![f64::NAN; qs.len()],
-                dtype: crate::dtype::DType::F64,
-                passes: 1,
-                sampled: 0,
-                count: 0,
-                nan_count: 0,
-            };
+            let mut r = blank(qs.len());
             let w = Want::Quantiles(qs.to_vec());
             let done = resolve::<f64>(&src, &w, &opts, 1 << 30, &brackets, 1, &mut r, &no_progress)
                 .unwrap();
@@ -625,21 +612,9 @@ mod tests {
         v[3] = i64::MAX;
         v[4] = i64::MIN;
         v[5] = i64::MAX;
-        let mut s = v.clone();
-        s.sort_unstable();
         let qs = [0.0, 0.25, 0.5, 1.0];
-        let want: Vec<f64> = qs
-            .iter()
-            .map(|&q| {
-                let vi = (s.len() - 1) as f64 * q;
-                let p = vi.floor();
-                if vi >= (s.len() - 1) as f64 {
-                    i64::lerp(s[s.len() - 1], s[s.len() - 1], vi + 1.0, true)
-                } else {
-                    i64::lerp(s[p as usize], s[p as usize + 1], vi - p, true)
-                }
-            })
-            .collect();
+        let opts = QuantileOptions::default();
+        let want = naive(&v, &qs, &opts);
         let src = MemSource::vec(&v, 1000);
         let k = |x: i64| x.key();
         for brackets in [
@@ -652,16 +627,8 @@ mod tests {
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                let mut r = QuantileResult {
-                    values: vec![f64::NAN; qs.len()],
-                    dtype: crate::dtype::DType::F64,
-                    passes: 1,
-                    sampled: 0,
-                    count: 0,
-                    nan_count: 0,
-                };
+                let mut r = blank(qs.len());
                 let w = Want::Quantiles(qs.to_vec());
-                let opts = QuantileOptions::default();
                 let done = pool.install(|| {
                     resolve::<i64>(&src, &w, &opts, 1 << 30, &brackets, 1, &mut r, &no_progress)
                 });
