@@ -140,7 +140,9 @@ import json
 import math
 import mmap
 import os
+import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -435,6 +437,43 @@ def touch(paths):
                         break
                     total += k
     return total
+
+
+def small_folio_share(paths, regions=128):
+    """The share of 2 MiB regions of the (page-cached) files that the page cache holds in small
+    folios, or None where it cannot be told. `regions` regions per file, chosen at random (seeded;
+    evenly spaced ones can fall in step with how the cache was filled), are each mapped afresh
+    and touched at 8 places 256 KiB apart; one page fault maps a 2 MiB folio whole, small ones
+    take one each. Files
+    the kernel caches in small folios (after scattered faults through a map, or holes punched
+    by memory pressure and refilled by small reads) cost every reader through a map a fault per
+    16 pages (chunkheap reads such ranges with pread instead). Call right after `touch`, so that
+    every probed page is cached and probing reads nothing from disk."""
+    if not hasattr(resource, "RUSAGE_THREAD"):
+        return None
+    files = []
+    for p in paths:
+        files += [p] if os.path.isfile(p) else [os.path.join(r, f) for r, _, fs in os.walk(p)
+                                                for f in fs]
+    small = probed = 0
+    for fp in files:
+        size = os.path.getsize(fp)
+        n = size // (2 * MiB)
+        if n == 0:
+            continue
+        rng = random.Random(n)
+        with open(fp, "rb") as f:
+            for i in rng.sample(range(n), min(regions, n)):
+                at = i * 2 * MiB
+                m = mmap.mmap(f.fileno(), 2 * MiB, prot=mmap.PROT_READ, offset=at)
+                before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+                for o in range(0, 2 * MiB, 256 * 1024):
+                    m[o]
+                faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+                m.close()
+                probed += 1
+                small += faults > 2
+    return small / probed if probed else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -943,8 +982,15 @@ class Bench:
         return str(self.outdir / f"{wl}-{tool}.npy")
 
     def warm(self, wl, tool):
+        """Reads the workload's inputs once; returns the share of them cached in small folios
+        (see `small_folio_share`), which is logged when it is not negligible."""
         keys = [k + "_zarr" if tool == "dask_zarr" else k for k in WORKLOADS[wl][0]]
-        touch([self.ds.path(k) for k in keys])
+        paths = [self.ds.path(k) for k in keys]
+        touch(paths)
+        share = small_folio_share(paths)
+        if share is not None and share >= 0.05:
+            log(f"   (inputs of {tool}: {share:.0%} of 2 MiB regions cached in small folios)")
+        return share
 
     def remove(self, p):
         if os.path.isdir(p):
@@ -963,7 +1009,7 @@ class Bench:
         tool = "chunkheap" if limit is None else f"chunkheap --memory-limit {limit}"
         out = self.out_path(wl, "chunkheap" if limit is None else "chunkheap-lim")
         glob = ["--progress", "never"] + (["--memory-limit", limit] if limit else [])
-        self.warm(wl, "chunkheap")
+        small = self.warm(wl, "chunkheap")
         chosen, walls, rsss, last, errors = None, [], [], None, []
         for alt in CHUNKHEAP_COMMANDS[wl]:
             cmds = [[self.bin] + glob + [a.format(**self.fmt(wl, out)) for a in c] for c in alt]
@@ -977,7 +1023,7 @@ class Bench:
             rsss.append(res[1])
             last = res[2]
             break
-        row = {"workload": wl, "tool": tool, "runs": []}
+        row = {"workload": wl, "tool": tool, "runs": [], "small_folios": small}
         if chosen is None:
             # clap's usage errors (unknown subcommand or flag) exit with 2; chunkheap's own 1
             msg, rc = errors[0]
@@ -1029,8 +1075,8 @@ class Bench:
         out = self.out_path(wl, tool)
         spec = {"job": "peer", "tool": tool, "workload": wl, "files": self.files(), "out": out}
         cmd = [self.py, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-        self.warm(wl, tool)
-        row = {"workload": wl, "tool": tool, "runs": []}
+        small = self.warm(wl, tool)
+        row = {"workload": wl, "tool": tool, "runs": [], "small_folios": small}
         walls, rsss, comp, load = [], [], [], []
         ans = None
         for _ in range(self.args.runs):
@@ -1225,7 +1271,7 @@ def md_escape(s):
 def write_csv(path, rows):
     cols = ["workload", "tool", "status", "median_s", "runs_s", "gbps", "peak_rss_mib",
             "ratio_to_best_peer", "frac_of_read_limit", "check", "check_note", "notes", "answer",
-            "cmd"]
+            "cmd", "inputs_in_small_folios"]
     with open(path, "w", newline="") as f:
         wr = csv.writer(f)
         wr.writerow(cols)
@@ -1242,6 +1288,7 @@ def write_csv(path, rows):
                 {True: "ok", False: "MISMATCH", None: ""}[r.get("check")],
                 r.get("check_note", ""), r.get("notes", ""), short_answer(r.get("answer")),
                 r.get("cmd", ""),
+                f"{r['small_folios']:.3f}" if r.get("small_folios") is not None else "",
             ])
 
 

@@ -394,6 +394,11 @@ impl NpySource {
 /// cached, and are read with `pread` when it is not.
 const COLD_PROBE_BYTES: usize = 1 << 20;
 
+/// Mapped reads of at least this many bytes (those that can hold a whole 2 MiB-aligned region)
+/// first test whether the page cache holds them in small folios, and are read with `pread` when
+/// it does.
+const PIECEMEAL_PROBE_BYTES: usize = 4 << 20;
+
 /// Descriptors for cold reads a source keeps open at most (one per reading thread).
 const COLD_READERS: usize = 16;
 
@@ -452,7 +457,18 @@ impl ChunkSource for NpySource {
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
         let region = self.info.layout.chunk_region(index);
-        let data = self.read_run(&region)?;
+        let data = self.read_run(&region, false)?;
+        Ok(Chunk {
+            region,
+            dtype: self.info.dtype,
+            data,
+        })
+    }
+
+    /// A cached chunk is mapped whatever its folios (see [`NpySource::read_run`]).
+    fn read_chunk_sparse(&self, index: usize) -> Result<Chunk> {
+        let region = self.info.layout.chunk_region(index);
+        let data = self.read_run(&region, true)?;
         Ok(Chunk {
             region,
             dtype: self.info.dtype,
@@ -464,7 +480,7 @@ impl ChunkSource for NpySource {
     /// a map window over it, with no copy. Other boxes are assembled from the chunks.
     fn read_region(&self, region: &Region) -> Result<Buffer> {
         if region.numel() > 0 && self.is_run(region) {
-            self.read_run(region)
+            self.read_run(region, false)
         } else {
             crate::storage::assemble_region(self, region)
         }
@@ -492,7 +508,9 @@ impl NpySource {
 
     /// Reads `region`, which must be one contiguous run of the stored elements (every chunk is),
     /// as dense, C-ordered, native-endian elements.
-    fn read_run(&self, region: &Region) -> Result<Buffer> {
+    /// `sparse` when the caller touches only a little of it: then a cached run is mapped even
+    /// where the page cache holds it in small folios, since only the pages touched fault.
+    fn read_run(&self, region: &Region, sparse: bool) -> Result<Buffer> {
         let elem = self.info.dtype.size();
         let shape = &self.info.shape;
         // Flat offset of the first element in storage order.
@@ -538,11 +556,21 @@ impl NpySource {
                 b
             }
             ReadMode::Mmap => {
-                let window = MmapWindow::map(&self.file, &self.info.path, offset, len)?;
-                if needs_reorder || needs_swap {
-                    Buffer::copy_from(window.bytes())?
+                // A cached window held in small folios is read, not mapped (see
+                // `MmapWindow::map_unless_piecemeal`).
+                let window = if !sparse && self.probe_cold && len >= PIECEMEAL_PROBE_BYTES {
+                    MmapWindow::map_unless_piecemeal(&self.file, &self.info.path, offset, len)?
                 } else {
-                    Buffer::shared(Box::new(window))?
+                    Some(MmapWindow::map(&self.file, &self.info.path, offset, len)?)
+                };
+                match window {
+                    Some(w) if needs_reorder || needs_swap => Buffer::copy_from(w.bytes())?,
+                    Some(w) => Buffer::shared(Box::new(w))?,
+                    None => {
+                        let mut b = Buffer::for_overwrite(len)?;
+                        read_exact_at(&self.file, &self.info.path, b.bytes_mut(), offset)?;
+                        b
+                    }
                 }
             }
         };
@@ -960,6 +988,36 @@ mod tests {
             // Read through this thread's own descriptor, and now cached.
             assert_eq!(src.cold_readers.lock().unwrap().len(), 1);
             assert_eq!(mmap::cached(&src.file, last), Some(true));
+        }
+    }
+
+    #[test]
+    fn chunks_cached_in_small_folios_are_read_with_pread_and_hold_the_same_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.npy");
+        let n = 3 << 20; // 24 MiB of f64: three 8 MiB chunks
+        let vals: Vec<f64> = (0..n).map(|i| (i as f64).sqrt() - 3.0).collect();
+        let mut bytes = header_bytes(DType::F64, &[n as u64]);
+        bytes.extend_from_slice(bytemuck::cast_slice(&vals));
+        std::fs::write(&path, bytes).unwrap();
+        let src = NpySource::open_with_chunk_bytes(&path, "small", 8 << 20).unwrap();
+        let small = src.probe_cold && mmap::cache_in_small_folios(&src.file);
+        let mut got = Vec::with_capacity(n);
+        let mut sparse = Vec::with_capacity(n);
+        for i in 0..3 {
+            let c = src.read_chunk(i).unwrap();
+            // Read, not mapped, when the kernel could be asked (every chunk holds a whole
+            // 2 MiB-aligned region).
+            assert!(!small || !c.data.is_shared(), "chunk {i} was mapped");
+            got.extend_from_slice(c.as_slice::<f64>());
+            let c = src.read_chunk_sparse(i).unwrap();
+            assert!(!small || c.data.is_shared(), "sparse chunk {i} was read");
+            sparse.extend_from_slice(c.as_slice::<f64>());
+        }
+        assert_eq!(got, vals);
+        assert_eq!(sparse, vals);
+        if !small {
+            eprintln!("not asserted: the page cache cannot be evicted or asked about here");
         }
     }
 

@@ -102,11 +102,46 @@ where
     I: Fn() -> Result<S> + Sync,
     F: Fn(&mut S, &Chunk) -> Result<()> + Sync,
 {
+    visit_chunks(src, false, progress, init, f)
+}
+
+/// [`for_each_chunk`] for an `f` that looks at only a little of each chunk (a sample): chunks
+/// are read with [`ChunkSource::read_chunk_sparse`].
+pub(crate) fn for_each_chunk_sparse<S, I, F>(
+    src: &dyn ChunkSource,
+    progress: Progress<'_>,
+    init: I,
+    f: F,
+) -> Result<()>
+where
+    S: Send,
+    I: Fn() -> Result<S> + Sync,
+    F: Fn(&mut S, &Chunk) -> Result<()> + Sync,
+{
+    visit_chunks(src, true, progress, init, f)
+}
+
+fn visit_chunks<S, I, F>(
+    src: &dyn ChunkSource,
+    sparse: bool,
+    progress: Progress<'_>,
+    init: I,
+    f: F,
+) -> Result<()>
+where
+    S: Send,
+    I: Fn() -> Result<S> + Sync,
+    F: Fn(&mut S, &Chunk) -> Result<()> + Sync,
+{
     let n = src.info().layout.num_chunks();
     (0..n).into_par_iter().try_for_each_init(
         || None,
         |slot: &mut Option<S>, i| {
-            let chunk = src.read_chunk(i)?;
+            let chunk = if sparse {
+                src.read_chunk_sparse(i)?
+            } else {
+                src.read_chunk(i)?
+            };
             let state = match slot {
                 Some(s) => s,
                 None => slot.insert(init()?),

@@ -104,10 +104,16 @@ impl MemoryBudget {
         *lock(&self.inner.limit)
     }
 
-    /// Changes the limit (existing reservations are kept even if they now exceed it).
+    /// Changes the limit. A limit below what is reserved asks the reclaimers (pooled buffers,
+    /// clean cached chunks, spillable data) for the excess; reservations still held are kept
+    /// even if they now exceed it.
     pub fn set_limit(&self, limit: u64) {
         *lock(&self.inner.limit) = limit;
         self.inner.released.notify_all();
+        let excess = self.used().saturating_sub(limit);
+        if excess > 0 {
+            self.reclaim(excess);
+        }
     }
 
     /// How long [`reserve`](Self::reserve) waits without any release before failing.
@@ -464,5 +470,32 @@ mod tests {
         assert_eq!(b.used(), 85);
         assert_eq!(cache.calls.load(Ordering::Relaxed), 1);
         drop(r);
+    }
+
+    #[test]
+    fn a_lowered_limit_reclaims_the_excess() {
+        let b = MemoryBudget::new(100);
+        let cache = Arc::new(Cache {
+            held: Mutex::new(Vec::new()),
+            calls: AtomicU64::new(0),
+        });
+        for _ in 0..4 {
+            let r = b.reserve(20, "cached").unwrap();
+            lock(&cache.held).push(r);
+        }
+        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(cache.clone() as Arc<dyn Reclaim>));
+        b.add_reclaimer(weak);
+        let pinned = b.reserve(20, "pinned").unwrap();
+        b.set_limit(50);
+        assert_eq!(
+            b.used(),
+            40,
+            "cached reservations enough for the excess were reclaimed"
+        );
+        b.set_limit(10);
+        assert_eq!(b.used(), 20, "all that could be, the pinned one kept");
+        b.set_limit(100);
+        assert_eq!(cache.calls.load(Ordering::Relaxed), 2);
+        drop(pinned);
     }
 }

@@ -196,6 +196,14 @@ pub trait ChunkSource: std::any::Any + Send + Sync {
     /// Reads chunk `index` (C order over `info().layout`).
     fn read_chunk(&self, index: usize) -> Result<Chunk>;
 
+    /// Reads chunk `index` for a caller that looks at only a small part of it (a sample of a
+    /// value every few pages): a source whose chunks can be had without reading all their bytes
+    /// (a map window, whose untouched pages cost nothing) should return them so. The default
+    /// reads the chunk.
+    fn read_chunk_sparse(&self, index: usize) -> Result<Chunk> {
+        self.read_chunk(index)
+    }
+
     /// Reads an arbitrary box of the array into `out` (dense C order, exactly the box's bytes).
     /// The default copies what [`read_region`](Self::read_region) returns (a second buffer of
     /// the region's size); computed sources write their results straight into `out`, and stored

@@ -270,7 +270,7 @@ where
                 if hi == lo {
                     return Ok(Vec::new());
                 }
-                let c = ctx.src.read_chunk(i)?;
+                let c = ctx.src.read_chunk_sparse(i)?;
                 let vals = c.as_slice::<T>();
                 let len = (b - a) as u128;
                 let s = (hi - lo) as u128;
