@@ -982,14 +982,23 @@ class Bench:
         return str(self.outdir / f"{wl}-{tool}.npy")
 
     def warm(self, wl, tool):
-        """Reads the workload's inputs once; returns the share of them cached in small folios
-        (see `small_folio_share`), which is logged when it is not negligible."""
+        """Reads the workload's inputs once. Inputs that an earlier tool left cached in small
+        folios (see `small_folio_share`: 5 % of regions or more; the in-RAM peers' memory
+        pressure evicts parts of them, and the holes are refilled in small folios) are evicted
+        and read back first, so that no tool runs on a cache another one fragmented. Returns the
+        share left in small folios."""
         keys = [k + "_zarr" if tool == "dask_zarr" else k for k in WORKLOADS[wl][0]]
         paths = [self.ds.path(k) for k in keys]
         touch(paths)
-        share = small_folio_share(paths)
+        # Single files only: a store's many chunk files are each read from their start, and stay
+        # partly in small folios however often they are read back.
+        files = [p for p in paths if os.path.isfile(p)]
+        share = small_folio_share(files) if files else None
         if share is not None and share >= 0.05:
-            log(f"   (inputs of {tool}: {share:.0%} of 2 MiB regions cached in small folios)")
+            fresh_cache(files)
+            was, share = share, small_folio_share(files)
+            log(f"   (inputs of {tool}: {was:.0%} of 2 MiB regions cached in small folios; "
+                f"evicted and read back: {share:.0%})")
         return share
 
     def remove(self, p):
@@ -1402,6 +1411,16 @@ def evict(path):
         os.close(fd)
 
 
+def fresh_cache(paths):
+    """Evicts the files (directories: every file in them) from the page cache and reads them
+    back, one at a time, so that they are cached the way a file is when first read."""
+    for p in paths:
+        for fp in ([p] if os.path.isfile(p) else
+                   [os.path.join(r, f) for r, _, fs in os.walk(p) for f in fs]):
+            evict(fp)
+        touch([p])
+
+
 def cold_read_throughput(path, threads):
     """Sequential read of a cold file in 8 MiB blocks: the disk's rate, the cold-data limit."""
     evict(path)
@@ -1483,12 +1502,7 @@ def bench_main(args, wls, tools, limit, cleanup):
     # (chunkheap, NumPy's memmap) take one page fault per folio, so a freshly written file can
     # cost them several times the faults of the same file read back.
     log("== page cache: each input evicted and read back once")
-    for k in needed:
-        p = ds.path(k)
-        for fp in ([p] if os.path.isfile(p) else
-                   [os.path.join(r, f) for r, _, fs in os.walk(p) for f in fs]):
-            evict(fp)
-        touch([p])
+    fresh_cache([ds.path(k) for k in needed])
 
     bench = Bench(args, binary, py, ds, cleanup)
 

@@ -1078,6 +1078,10 @@ impl ChunkSource for TempBacked {
         self.src.read_chunk(index)
     }
 
+    fn read_chunk_sparse(&self, index: usize) -> Result<crate::storage::Chunk> {
+        self.src.read_chunk_sparse(index)
+    }
+
     fn read_region(&self, region: &crate::shape::Region) -> Result<crate::storage::Buffer> {
         self.src.read_region(region)
     }

@@ -993,31 +993,50 @@ mod tests {
 
     #[test]
     fn chunks_cached_in_small_folios_are_read_with_pread_and_hold_the_same_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("small.npy");
+        let dir = mmap::disk_tempdir();
         let n = 3 << 20; // 24 MiB of f64: three 8 MiB chunks
         let vals: Vec<f64> = (0..n).map(|i| (i as f64).sqrt() - 3.0).collect();
-        let mut bytes = header_bytes(DType::F64, &[n as u64]);
-        bytes.extend_from_slice(bytemuck::cast_slice(&vals));
-        std::fs::write(&path, bytes).unwrap();
-        let src = NpySource::open_with_chunk_bytes(&path, "small", 8 << 20).unwrap();
-        let small = src.probe_cold && mmap::cache_in_small_folios(&src.file);
-        let mut got = Vec::with_capacity(n);
-        let mut sparse = Vec::with_capacity(n);
-        for i in 0..3 {
-            let c = src.read_chunk(i).unwrap();
-            // Read, not mapped, when the kernel could be asked (every chunk holds a whole
-            // 2 MiB-aligned region).
-            assert!(!small || !c.data.is_shared(), "chunk {i} was mapped");
-            got.extend_from_slice(c.as_slice::<f64>());
-            let c = src.read_chunk_sparse(i).unwrap();
-            assert!(!small || c.data.is_shared(), "sparse chunk {i} was read");
-            sparse.extend_from_slice(c.as_slice::<f64>());
-        }
-        assert_eq!(got, vals);
-        assert_eq!(sparse, vals);
-        if !small {
-            eprintln!("not asserted: the page cache cannot be evicted or asked about here");
+        for big in [false, true] {
+            let path = dir.path().join(format!("small-{big}.npy"));
+            let order = if big { '>' } else { '<' };
+            let dict =
+                format!("{{'descr': '{order}f8', 'fortran_order': False, 'shape': ({n},), }}");
+            let mut header = dict.into_bytes();
+            header.resize(128 - 10 - 1, b' ');
+            header.push(b'\n');
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            bytes.extend((header.len() as u16).to_le_bytes());
+            bytes.extend(header);
+            for v in &vals {
+                bytes.extend(if big {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                });
+            }
+            std::fs::write(&path, bytes).unwrap();
+            let src = NpySource::open_with_chunk_bytes(&path, "small", 8 << 20).unwrap();
+            let small = src.probe_cold && mmap::cache_in_small_folios(&src.file);
+            let mut got = Vec::with_capacity(n);
+            let mut sparse = Vec::with_capacity(n);
+            for i in 0..3 {
+                let c = src.read_chunk(i).unwrap();
+                // Read, not mapped, when the kernel could be asked (every chunk holds a whole
+                // 2 MiB-aligned region); a swapped chunk is a copy either way.
+                assert!(!small || !c.data.is_shared(), "chunk {i} was mapped");
+                got.extend_from_slice(c.as_slice::<f64>());
+                let c = src.read_chunk_sparse(i).unwrap();
+                assert!(
+                    !small || big || c.data.is_shared(),
+                    "sparse chunk {i} was read"
+                );
+                sparse.extend_from_slice(c.as_slice::<f64>());
+            }
+            assert_eq!(got, vals, "big-endian: {big}");
+            assert_eq!(sparse, vals, "big-endian: {big}");
+            if !small {
+                eprintln!("not asserted: the page cache cannot be evicted or asked about here");
+            }
         }
     }
 

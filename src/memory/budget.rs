@@ -104,9 +104,10 @@ impl MemoryBudget {
         *lock(&self.inner.limit)
     }
 
-    /// Changes the limit. A limit below what is reserved asks the reclaimers (pooled buffers,
-    /// clean cached chunks, spillable data) for the excess; reservations still held are kept
-    /// even if they now exceed it.
+    /// Changes the limit. A limit below what is reserved asks the reclaimers for the excess,
+    /// cheapest first: pooled buffers, then heaps, which evict clean chunks and spill dirty ones
+    /// to their temp files (synchronously, in this call). Reservations still held are kept even
+    /// if they now exceed it.
     pub fn set_limit(&self, limit: u64) {
         *lock(&self.inner.limit) = limit;
         self.inner.released.notify_all();
