@@ -801,8 +801,12 @@ impl<C> Scratch<C> {
     }
 }
 
-/// Largest number of elements counted into `u32` scratch counters before they are flushed.
+/// Largest number of elements counted into `u32` scratch counters before they are flushed (far
+/// fewer in unit tests, so that tests of a few hundred thousand values flush).
+#[cfg(not(test))]
 const FLUSH_EVERY: usize = u32::MAX as usize;
+#[cfg(test)]
+const FLUSH_EVERY: usize = 1 << 16;
 
 /// Counts every element of `src` (type `T`) with `bins`; returns `n` counts.
 fn count_all<T: Element, G: Guess>(
@@ -1713,6 +1717,37 @@ mod tests {
                 }
             }
             prop_assert_eq!(&g.counts, &want);
+        }
+    }
+
+    /// Counters flushed many times per worker (`FLUSH_EVERY` is 64 Ki values in tests), and
+    /// every kind of counter: byte tables (up to 254 bins), 4 lanes, and 1 lane past 16 Ki bins.
+    #[test]
+    fn flushes_and_every_counter_kind_match_naive() {
+        let mut state = 11u64;
+        let vals: Vec<f64> = (0..300_000)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                // Ties on a coarse grid for every fourth value, spread values otherwise.
+                if i % 4 == 0 {
+                    ((state >> 40) % 64) as f64 * 0.125 - 4.0
+                } else {
+                    (state >> 11) as f64 / (1u64 << 53) as f64 * 9.0 - 4.5
+                }
+            })
+            .collect();
+        let src = MemSource::vec(&vals, 150_000);
+        for bins in [100, 254, 300, 16_383, 16_384, 20_000, 70_000] {
+            for range in [None, Some((-3.0, 3.5))] {
+                for t in [1, 3] {
+                    let h = pool(t)
+                        .install(|| histogram(&src, bins, range, &no_progress))
+                        .unwrap();
+                    assert_eq!(h.counts, naive(&vals, &h.edges), "{bins} bins, {range:?}");
+                }
+            }
         }
     }
 

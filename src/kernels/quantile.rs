@@ -294,7 +294,11 @@ struct First {
 const LOCAL_KEYS: usize = 1024;
 
 /// Counters flushed from `u32` scratch at least this often.
+#[cfg(not(test))]
 const FLUSH_EVERY: usize = u32::MAX as usize;
+/// In unit tests, few enough that tests of a few hundred thousand values flush.
+#[cfg(test)]
+const FLUSH_EVERY: usize = 1 << 16;
 
 /// Elements keyed per block, a [`prefetch::pieces`] piece: the keys (and bucket indices) of a
 /// block are computed first in a loop of independent operations that vectorises, then counted
@@ -1286,6 +1290,36 @@ mod tests {
         for cap in [0, 64, 4096, 1 << 20] {
             check(&f, 777, &qs, cap);
             check(&i, 1234, &qs, cap);
+        }
+    }
+
+    /// The first pass's and the refinements' `u32` counters flushed many times per worker
+    /// (`FLUSH_EVERY` is 64 Ki values in tests), on the exact and the sampled paths.
+    #[test]
+    fn flushed_counters_give_exact_quantiles() {
+        let f: Vec<f64> = (0..400_000u64)
+            .map(|i| ((i * 2_654_435_761) % 400_009) as f64 * 0.001 - 150.0)
+            .collect();
+        let i: Vec<i32> = (0..400_000i64)
+            .map(|i| ((i * 40_503) % 65_521 - 30_000) as i32)
+            .collect();
+        let qs = [0.0, 0.01, 0.5, 0.75, 1.0];
+        for every in [Some(0), Some(64)] {
+            let opts = QuantileOptions {
+                sample_every: every,
+                max_candidate_bytes: Some(4096),
+                ..Default::default()
+            };
+            for t in [1, 3] {
+                let r = pool(t).install(|| {
+                    quantile(&MemSource::vec(&f, 150_000), &qs, &opts, &no_progress).unwrap()
+                });
+                same(&r.values, &naive(&f, &qs, &opts));
+                let r = pool(t).install(|| {
+                    quantile(&MemSource::vec(&i, 150_000), &qs, &opts, &no_progress).unwrap()
+                });
+                same(&r.values, &naive(&i, &qs, &opts));
+            }
         }
     }
 
