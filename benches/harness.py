@@ -983,7 +983,8 @@ class Bench:
 
     def warm(self, wl, tool):
         """Reads the workload's inputs once. Inputs that an earlier tool left cached in small
-        folios (see `small_folio_share`: 5 % of regions or more; the in-RAM peers' memory
+        folios (see `small_folio_share`: 10 % of regions or more, where a file read back once
+        shows 0-7 %, its first regions read before read-ahead grew; the in-RAM peers' memory
         pressure evicts parts of them, and the holes are refilled in small folios) are evicted
         and read back first, so that no tool runs on a cache another one fragmented. Returns the
         share left in small folios."""
@@ -994,7 +995,7 @@ class Bench:
         # partly in small folios however often they are read back.
         files = [p for p in paths if os.path.isfile(p)]
         share = small_folio_share(files) if files else None
-        if share is not None and share >= 0.05:
+        if share is not None and share >= 0.10:
             fresh_cache(files)
             was, share = share, small_folio_share(files)
             log(f"   (inputs of {tool}: {was:.0%} of 2 MiB regions cached in small folios; "
