@@ -465,7 +465,7 @@ impl ChunkSource for NpySource {
         })
     }
 
-    /// A cached chunk is mapped whatever its folios (see [`NpySource::read_run`]).
+    /// A cached chunk is mapped whatever its folios: only the pages the caller touches fault.
     fn read_chunk_sparse(&self, index: usize) -> Result<Chunk> {
         let region = self.info.layout.chunk_region(index);
         let data = self.read_run(&region, true)?;

@@ -1304,10 +1304,11 @@ mod tests {
             .map(|i| ((i * 40_503) % 65_521 - 30_000) as i32)
             .collect();
         let qs = [0.0, 0.01, 0.5, 0.75, 1.0];
-        for every in [Some(0), Some(64)] {
+        // The exact path with counting refinements (few candidates allowed), and the sampled one.
+        for (every, cap) in [(Some(0), Some(4096)), (Some(64), None)] {
             let opts = QuantileOptions {
                 sample_every: every,
-                max_candidate_bytes: Some(4096),
+                max_candidate_bytes: cap,
                 ..Default::default()
             };
             for t in [1, 3] {
@@ -1315,10 +1316,12 @@ mod tests {
                     quantile(&MemSource::vec(&f, 150_000), &qs, &opts, &no_progress).unwrap()
                 });
                 same(&r.values, &naive(&f, &qs, &opts));
+                assert_eq!(r.sampled > 0, cap.is_none(), "{r:?}");
                 let r = pool(t).install(|| {
                     quantile(&MemSource::vec(&i, 150_000), &qs, &opts, &no_progress).unwrap()
                 });
                 same(&r.values, &naive(&i, &qs, &opts));
+                assert_eq!(r.sampled > 0, cap.is_none(), "{r:?}");
             }
         }
     }
