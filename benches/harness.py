@@ -25,7 +25,8 @@ Runs with the system `python3` (standard library only). On a fresh machine it:
    subprocess per peer running this same file with `--worker`), wall time measured around the
    process and its peak RSS from GNU time's %M (/usr/bin/time; wait4()'s ru_maxrss without it);
    RSS includes the page-cache pages a memory map touched. Before each tool's runs of a workload its inputs are read once
-   (warm page cache). Then the chunkheap workloads again under `--memory-limit` (default 512MiB;
+   (warm page cache); `.npy` inputs found 10 % or more cached in small folios (an earlier
+   tool's memory pressure punched holes that were refilled so) are first evicted and read back. Then the chunkheap workloads again under `--memory-limit` (default 512MiB;
    `--memory-limit none` skips that pass);
 6. checks that every tool's answer agrees with chunkheap's (or NumPy's when chunkheap has none):
    rel. tol 1e-9 for sums and means, exact for min/max/argmax/median and sorted output, equal
@@ -1579,7 +1580,9 @@ def bench_main(args, wls, tools, limit, cleanup):
         f"faster of the first two.",
         "- Warm cache: every input was evicted from the page cache and read back once after "
         "generation (so its pages are cached as a file read from disk), and each tool's inputs "
-        "were read once just before its runs of a workload. "
+        "were read once just before its runs of a workload (first evicted and read back when 10 % "
+        "or more of their 2 MiB regions were cached in small folios; the CSV's "
+        "`inputs_in_small_folios` is the share each tool ran on). "
         f"Median of {args.runs} run(s); every run is a whole process (Python start-up and "
         "imports included for the peers; the in-process time is in the notes). Peak RSS is the "
         + ("process's own peak (GNU time %M)" if GNU_TIME else
