@@ -361,9 +361,8 @@ const FIRST_SLOTS: usize = 1 << 16;
 /// (For floats only NaN keys reach it, but the arithmetic does not rely on that.)
 const NAN_SLOT: u16 = u16::MAX;
 
-/// The first pass's per-worker counters: [`LANES`] sub-histograms per slot, indexed by a `u16`
-/// slot (no bounds checks), so runs of equal slots do not serialise on one counter.
-type FirstCounts = [[u32; LANES]; FIRST_SLOTS];
+/// Slots of the first pass's histogram for 8-bit data.
+const NARROW_SLOTS: usize = 1 << 8;
 
 /// Counts the keys' top bits of `data` into `counts` (NaN into [`NAN_SLOT`]) and returns the
 /// number of NaNs and the smallest and largest key (`u64::MAX` and 0 when every value is NaN).
@@ -375,7 +374,11 @@ type FirstCounts = [[u32; LANES]; FIRST_SLOTS];
     "x86_64+avx2+fma",
     "x86_64+avx"
 ))]
-fn first_chunk<T: QElem>(data: &[T], shift: u32, counts: &mut FirstCounts) -> (u64, u64, u64) {
+fn first_chunk<T: QElem, const N: usize>(
+    data: &[T],
+    shift: u32,
+    counts: &mut [[u32; LANES]; N],
+) -> (u64, u64, u64) {
     let (mut nan, mut lo, mut hi) = (0u64, u64::MAX, 0u64);
     let mut idx = [0u16; QBLOCK];
     for block in data.chunks(QBLOCK) {
@@ -401,13 +404,16 @@ fn first_chunk<T: QElem>(data: &[T], shift: u32, counts: &mut FirstCounts) -> (u
             }
         }
         let mut it = idx[..block.len()].chunks_exact(LANES);
+        // `N` is a power of two at least the slots' range, so the mask changes no slot (NaN's
+        // aside, where `N` is smaller than `NAN_SLOT`: see `first_pass`) and lets the index go
+        // unchecked.
         for c in &mut it {
             for (l, &i) in c.iter().enumerate() {
-                counts[usize::from(i)][l] += 1;
+                counts[usize::from(i) & (N - 1)][l] += 1;
             }
         }
         for &i in it.remainder() {
-            counts[usize::from(i)][0] += 1;
+            counts[usize::from(i) & (N - 1)][0] += 1;
         }
     }
     (nan, lo, hi)
@@ -415,7 +421,8 @@ fn first_chunk<T: QElem>(data: &[T], shift: u32, counts: &mut FirstCounts) -> (u
 
 /// Per-worker state of the first pass.
 struct FirstScratch {
-    counts: Box<FirstCounts>,
+    /// [`FIRST_SLOTS`] entries, or [`NARROW_SLOTS`] for 8-bit data.
+    counts: Box<[[u32; LANES]]>,
     pending: usize,
     _res: Reservation,
 }
@@ -424,13 +431,16 @@ fn first_pass<T: QElem>(src: &dyn ChunkSource, progress: Progress<'_>) -> Result
     let hb = T::BITS.min(16);
     let shift = T::BITS - hb;
     let slots = 1usize << hb;
-    let _res = memory::global().reserve(FIRST_SLOTS as u64 * 8, "quantile histogram")?;
+    // 8-bit keys need 256 counters, not 64 Ki (NaN, which 8-bit types cannot hold, would share
+    // the last with the largest key and be taken out of it by its count as below).
+    let n = if hb <= 8 { NARROW_SLOTS } else { FIRST_SLOTS };
+    let _res = memory::global().reserve(n as u64 * 8, "quantile histogram")?;
     let acc = Mutex::new(First {
         count: 0,
         nan: 0,
         min: u64::MAX,
         max: 0,
-        hist: vec![0; FIRST_SLOTS],
+        hist: vec![0; n],
     });
     let fold = |s: &mut FirstScratch, nan: u64, n: u64, mn: u64, mx: u64, flush: bool| {
         let mut a = acc.lock().unwrap_or_else(|e| e.into_inner());
@@ -450,11 +460,10 @@ fn first_pass<T: QElem>(src: &dyn ChunkSource, progress: Progress<'_>) -> Result
         src,
         progress,
         || {
-            let res =
-                memory::global().reserve(size_of::<FirstCounts>() as u64, "quantile scratch")?;
-            let counts: Box<[[u32; LANES]]> = vec![[0; LANES]; FIRST_SLOTS].into_boxed_slice();
+            let res = memory::global()
+                .reserve((n * size_of::<[u32; LANES]>()) as u64, "quantile scratch")?;
             Ok(FirstScratch {
-                counts: counts.try_into().expect("FIRST_SLOTS entries"),
+                counts: vec![[0; LANES]; n].into_boxed_slice(),
                 pending: 0,
                 _res: res,
             })
@@ -465,7 +474,13 @@ fn first_pass<T: QElem>(src: &dyn ChunkSource, progress: Progress<'_>) -> Result
                 if flush {
                     fold(s, 0, 0, u64::MAX, 0, true);
                 }
-                let (nan, mn, mx) = first_chunk::<T>(piece, shift, &mut s.counts);
+                let counts = &mut *s.counts;
+                let (nan, mn, mx) = if let Ok(c) = counts.try_into() {
+                    first_chunk::<T, FIRST_SLOTS>(piece, shift, c)
+                } else {
+                    let c = counts.try_into().expect("NARROW_SLOTS entries");
+                    first_chunk::<T, NARROW_SLOTS>(piece, shift, c)
+                };
                 s.pending += piece.len();
                 fold(s, nan, piece.len() as u64, mn, mx, false);
             }
@@ -477,7 +492,7 @@ fn first_pass<T: QElem>(src: &dyn ChunkSource, progress: Progress<'_>) -> Result
         },
     )?;
     let mut first = acc.into_inner().unwrap_or_else(|e| e.into_inner());
-    first.hist[usize::from(NAN_SLOT)] -= first.nan;
+    first.hist[usize::from(NAN_SLOT) & (n - 1)] -= first.nan;
     first.hist.truncate(slots);
     Ok((first, shift))
 }
