@@ -26,7 +26,8 @@ Runs with the system `python3` (standard library only). On a fresh machine it:
    process and its peak RSS from GNU time's %M (/usr/bin/time; wait4()'s ru_maxrss without it);
    RSS includes the page-cache pages a memory map touched. Before each tool's runs of a workload its inputs are read once
    (warm page cache); `.npy` inputs found 10 % or more cached in small folios (an earlier
-   tool's memory pressure punched holes that were refilled so) are first evicted and read back. Then the chunkheap workloads again under `--memory-limit` (default 512MiB;
+   tool's memory pressure punched holes that were refilled so) are first evicted and read
+   back. Then the chunkheap workloads again under `--memory-limit` (default 512MiB;
    `--memory-limit none` skips that pass);
 6. checks that every tool's answer agrees with chunkheap's (or NumPy's when chunkheap has none):
    rel. tol 1e-9 for sums and means, exact for min/max/argmax/median and sorted output, equal
@@ -423,14 +424,21 @@ class Datasets:
                 sys.exit(f"harness: generating {p} failed: {r.stderr.strip()}")
 
 
+def files_of(paths):
+    """The files named by `paths`, a directory standing for every file under it."""
+    out = []
+    for p in paths:
+        out += [p] if os.path.isfile(p) else [os.path.join(r, f) for r, _, fs in os.walk(p)
+                                               for f in fs]
+    return out
+
+
 def touch(paths):
     """Reads every file once (directories: every file in them), to warm the page cache."""
     buf = bytearray(8 * MiB)
     total = 0
     for p in paths:
-        files = [p] if os.path.isfile(p) else [os.path.join(r, f) for r, _, fs in os.walk(p)
-                                                for f in fs]
-        for fp in files:
+        for fp in files_of([p]):
             with open(fp, "rb", buffering=0) as f:
                 while True:
                     k = f.readinto(buf)
@@ -445,19 +453,15 @@ def small_folio_share(paths, regions=128):
     folios, or None where it cannot be told. `regions` regions per file, chosen at random (seeded;
     evenly spaced ones can fall in step with how the cache was filled), are each mapped afresh
     and touched at 8 places 256 KiB apart; one page fault maps a 2 MiB folio whole, small ones
-    take one each. Files
-    the kernel caches in small folios (after scattered faults through a map, or holes punched
-    by memory pressure and refilled by small reads) cost every reader through a map a fault per
-    16 pages (chunkheap reads such ranges with pread instead). Call right after `touch`, so that
-    every probed page is cached and probing reads nothing from disk."""
+    take one each. Files the kernel caches in small folios (after scattered faults through a
+    map, or holes punched by memory pressure and refilled by small reads) cost every reader
+    through a map a fault per 16 pages (chunkheap reads such ranges with pread instead). Call
+    right after `touch`, so that every probed page is cached and probing reads nothing from
+    disk."""
     if not hasattr(resource, "RUSAGE_THREAD"):
         return None
-    files = []
-    for p in paths:
-        files += [p] if os.path.isfile(p) else [os.path.join(r, f) for r, _, fs in os.walk(p)
-                                                for f in fs]
     small = probed = 0
-    for fp in files:
+    for fp in files_of(paths):
         size = os.path.getsize(fp)
         n = size // (2 * MiB)
         if n == 0:
@@ -984,8 +988,8 @@ class Bench:
 
     def warm(self, wl, tool):
         """Reads the workload's inputs once. Inputs that an earlier tool left cached in small
-        folios (see `small_folio_share`: 10 % of regions or more, where a file read back once
-        shows 0-7 %, its first regions read before read-ahead grew; the in-RAM peers' memory
+        folios (see `small_folio_share`: 10 % of regions or more, where the 0.5-4 GiB inputs read
+        back once show 1-7 %, their first regions read before read-ahead grew; the in-RAM peers' memory
         pressure evicts parts of them, and the holes are refilled in small folios) are evicted
         and read back first, so that no tool runs on a cache another one fragmented. Returns the
         share left in small folios."""
@@ -1417,8 +1421,7 @@ def fresh_cache(paths):
     """Evicts the files (directories: every file in them) from the page cache and reads them
     back, one at a time, so that they are cached the way a file is when first read."""
     for p in paths:
-        for fp in ([p] if os.path.isfile(p) else
-                   [os.path.join(r, f) for r, _, fs in os.walk(p) for f in fs]):
+        for fp in files_of([p]):
             evict(fp)
         touch([p])
 

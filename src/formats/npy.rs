@@ -456,24 +456,12 @@ impl ChunkSource for NpySource {
     }
 
     fn read_chunk(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_run(&region, false)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        self.chunk(index, false)
     }
 
     /// A cached chunk is mapped whatever its folios: only the pages the caller touches fault.
     fn read_chunk_sparse(&self, index: usize) -> Result<Chunk> {
-        let region = self.info.layout.chunk_region(index);
-        let data = self.read_run(&region, true)?;
-        Ok(Chunk {
-            region,
-            dtype: self.info.dtype,
-            data,
-        })
+        self.chunk(index, true)
     }
 
     /// A box that is one run of the file (rows of a C-order matrix, say) is read like a chunk:
@@ -506,10 +494,21 @@ impl NpySource {
         true
     }
 
+    /// Chunk `index`, read by [`read_run`](Self::read_run).
+    fn chunk(&self, index: usize, sparse: bool) -> Result<Chunk> {
+        let region = self.info.layout.chunk_region(index);
+        let data = self.read_run(&region, sparse)?;
+        Ok(Chunk {
+            region,
+            dtype: self.info.dtype,
+            data,
+        })
+    }
+
     /// Reads `region`, which must be one contiguous run of the stored elements (every chunk is),
-    /// as dense, C-ordered, native-endian elements.
-    /// `sparse` when the caller touches only a little of it: then a cached run is mapped even
-    /// where the page cache holds it in small folios, since only the pages touched fault.
+    /// as dense, C-ordered, native-endian elements. `sparse` when the caller touches only a
+    /// little of it: then a cached run is mapped even where the page cache holds it in small
+    /// folios, since only the pages touched fault.
     fn read_run(&self, region: &Region, sparse: bool) -> Result<Buffer> {
         let elem = self.info.dtype.size();
         let shape = &self.info.shape;

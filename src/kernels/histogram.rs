@@ -105,23 +105,9 @@ where
     visit_chunks(src, false, progress, init, f)
 }
 
-/// [`for_each_chunk`] for an `f` that looks at only a little of each chunk (a sample): chunks
-/// are read with [`ChunkSource::read_chunk_sparse`].
-pub(crate) fn for_each_chunk_sparse<S, I, F>(
-    src: &dyn ChunkSource,
-    progress: Progress<'_>,
-    init: I,
-    f: F,
-) -> Result<()>
-where
-    S: Send,
-    I: Fn() -> Result<S> + Sync,
-    F: Fn(&mut S, &Chunk) -> Result<()> + Sync,
-{
-    visit_chunks(src, true, progress, init, f)
-}
-
-fn visit_chunks<S, I, F>(
+/// [`for_each_chunk`], with chunks read by [`ChunkSource::read_chunk_sparse`] when `sparse` (an
+/// `f` that looks at only a little of each chunk, a sample).
+pub(crate) fn visit_chunks<S, I, F>(
     src: &dyn ChunkSource,
     sparse: bool,
     progress: Progress<'_>,

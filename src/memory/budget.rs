@@ -453,19 +453,27 @@ mod tests {
         }
     }
 
+    impl Cache {
+        /// A cache of `n` reservations of `bytes` from `b`, registered as its reclaimer.
+        fn holding(b: &MemoryBudget, n: usize, bytes: u64) -> Arc<Cache> {
+            let cache = Arc::new(Cache {
+                held: Mutex::new(Vec::new()),
+                calls: AtomicU64::new(0),
+            });
+            for _ in 0..n {
+                let r = b.reserve(bytes, "cached").unwrap();
+                lock(&cache.held).push(r);
+            }
+            let weak: Weak<dyn Reclaim> = Arc::downgrade(&(cache.clone() as Arc<dyn Reclaim>));
+            b.add_reclaimer(weak);
+            cache
+        }
+    }
+
     #[test]
     fn reclaimers_are_asked_before_waiting() {
         let b = MemoryBudget::new(100);
-        let cache = Arc::new(Cache {
-            held: Mutex::new(Vec::new()),
-            calls: AtomicU64::new(0),
-        });
-        for _ in 0..4 {
-            let r = b.reserve(25, "cached").unwrap();
-            lock(&cache.held).push(r);
-        }
-        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(cache.clone() as Arc<dyn Reclaim>));
-        b.add_reclaimer(weak);
+        let cache = Cache::holding(&b, 4, 25);
         let r = b.reserve(60, "new").unwrap();
         assert_eq!(lock(&cache.held).len(), 1, "exactly enough was reclaimed");
         assert_eq!(b.used(), 85);
@@ -476,16 +484,7 @@ mod tests {
     #[test]
     fn a_lowered_limit_reclaims_the_excess() {
         let b = MemoryBudget::new(100);
-        let cache = Arc::new(Cache {
-            held: Mutex::new(Vec::new()),
-            calls: AtomicU64::new(0),
-        });
-        for _ in 0..4 {
-            let r = b.reserve(20, "cached").unwrap();
-            lock(&cache.held).push(r);
-        }
-        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(cache.clone() as Arc<dyn Reclaim>));
-        b.add_reclaimer(weak);
+        let cache = Cache::holding(&b, 4, 20);
         let pinned = b.reserve(20, "pinned").unwrap();
         b.set_limit(50);
         assert_eq!(

@@ -25,7 +25,7 @@ use super::{
     Want, finish, group, plan_ranks, rank_plans, refine_open,
 };
 use crate::error::Result;
-use crate::kernels::histogram::{fold_chunks, for_each_chunk_sparse};
+use crate::kernels::histogram::{fold_chunks, visit_chunks};
 use crate::kernels::prefetch;
 use crate::memory;
 use crate::pipeline::Progress;
@@ -283,8 +283,9 @@ fn sample_keys<T: QElem>(
     bound: usize,
 ) -> Result<(Vec<u64>, Vec<u32>)> {
     let out = Mutex::new((Vec::with_capacity(bound), Vec::with_capacity(bound / RUN)));
-    for_each_chunk_sparse(
+    visit_chunks(
         src,
+        true,
         &|_| {},
         || Ok(()),
         |_, c| {
