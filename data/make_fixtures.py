@@ -276,6 +276,12 @@ def make_npy():
     add("npy/unaligned_f64.npy", "npy",
         f"hand-written v1.0 header; data starts at byte offset {total} (not a multiple of 8 or 16)", ua)
 
+    # A large mean with a small spread, over several 4096-value blocks: the mean's rounding
+    # (an ulp of 1e9 is 1.2e-7) must not leak into std. Its own generator, so the fixtures
+    # above keep their bytes.
+    off = 1e9 + np.random.default_rng(SEED + 1).standard_normal(20000) * 0.01
+    save_npy("f64_offset.npy", off, "1e9 + N(0, 0.01), 20000 values: std must keep ~1e-11 relative")
+
 
 # --------------------------------------------------------------------------
 # zarr
