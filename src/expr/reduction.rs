@@ -264,42 +264,85 @@ pub fn reduce_from_stats(
     })
 }
 
-/// The last whole-array statistics pass of a session, so several reductions of one source in a
-/// row (`mean(a), std(a)`; `min(a), max(a), argmax(a)`) read it once.
+/// The last whole-array statistics passes of a session (one per source, the
+/// [`PassCache::ENTRIES`] most recent), so several reductions of one source (`mean(a), std(a)`;
+/// `min(a), max(a), argmax(a)`, also with reductions of other sources between them) read it
+/// once.
 ///
-/// The entry is keyed on the identity of the source object: it holds a [`std::sync::Weak`] to
+/// An entry is keyed on the identity of the source object: it holds a [`std::sync::Weak`] to
 /// it, which keeps the allocation (not the data) alive, so no other source can take its address
 /// while the entry exists. Sources are immutable (files are only ever replaced by renaming, which
 /// leaves open sources on the old data), so an entry is never stale; writers clear it anyway.
+///
+/// It also holds what the statement being run is expected to ask of each source
+/// ([`expect`](Self::expect)), so the first pass over a source computes the figures of every
+/// reduction of it in the statement (`mean(a), max(a)`: moments and extremes in one read).
 #[derive(Default)]
 pub struct PassCache {
-    last: std::sync::Mutex<Option<(std::sync::Weak<dyn ChunkSource>, Stats)>>,
+    /// Least recently computed first.
+    last: std::sync::Mutex<Vec<(std::sync::Weak<dyn ChunkSource>, Stats)>>,
+    expected: std::sync::Mutex<Vec<(std::sync::Weak<dyn ChunkSource>, Need)>>,
 }
 
 impl PassCache {
+    /// Sources whose last pass is remembered.
+    pub const ENTRIES: usize = 16;
+
     /// The cached pass over `src` if it has the figures in `need`.
     pub fn get(&self, src: &std::sync::Arc<dyn ChunkSource>, need: Need) -> Option<Stats> {
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        match &*last {
-            Some((w, s))
-                if std::ptr::addr_eq(w.as_ptr(), std::sync::Arc::as_ptr(src))
-                    && s.need.covers(need) =>
-            {
-                Some(s.clone())
-            }
-            _ => None,
-        }
+        let p = std::sync::Arc::as_ptr(src);
+        last.iter()
+            .find(|(w, s)| std::ptr::addr_eq(w.as_ptr(), p) && s.need.covers(need))
+            .map(|(_, s)| s.clone())
     }
 
-    /// Remembers the pass `s` over `src` (replacing any other).
+    /// Remembers the pass `s` over `src` (replacing the one before over `src`, and forgetting
+    /// the least recent source's beyond [`Self::ENTRIES`]).
     pub fn put(&self, src: &std::sync::Arc<dyn ChunkSource>, s: Stats) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        *last = Some((std::sync::Arc::downgrade(src), s));
+        let p = std::sync::Arc::as_ptr(src);
+        last.retain(|(w, _)| !std::ptr::addr_eq(w.as_ptr(), p));
+        if last.len() == Self::ENTRIES {
+            last.remove(0);
+        }
+        last.push((std::sync::Arc::downgrade(src), s));
     }
 
-    /// Forgets the cached pass.
+    /// Forgets every cached pass.
     pub fn clear(&self) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Records the figures reductions about to run will want of each source (replacing what
+    /// was expected before); several entries for one source add up.
+    pub fn expect(&self, wants: &[(&std::sync::Arc<dyn ChunkSource>, Need)]) {
+        let mut merged: Vec<(std::sync::Weak<dyn ChunkSource>, Need)> = Vec::new();
+        for &(src, need) in wants {
+            let p = std::sync::Arc::as_ptr(src);
+            match merged
+                .iter_mut()
+                .find(|(w, _)| std::ptr::addr_eq(w.as_ptr(), p))
+            {
+                Some((_, n)) => *n = n.union(need),
+                None => merged.push((std::sync::Arc::downgrade(src), need)),
+            }
+        }
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = merged;
+    }
+
+    /// `need` with what is expected of `src` added (then no longer expected): the figures the
+    /// pass about to run over `src` should compute.
+    pub fn widen(&self, src: &std::sync::Arc<dyn ChunkSource>, need: Need) -> Need {
+        let mut expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        let p = std::sync::Arc::as_ptr(src);
+        match expected
+            .iter()
+            .position(|(w, _)| std::ptr::addr_eq(w.as_ptr(), p))
+        {
+            Some(i) => need.union(expected.swap_remove(i).1),
+            None => need,
+        }
     }
 }
 
@@ -891,8 +934,33 @@ mod tests {
         eval(&src, "argmax");
         assert!(cache.get(&src, Need::EXTREMES).is_some());
         assert!(cache.get(&src, Need::SUM).is_none());
+        // Passes over other sources keep it, up to `ENTRIES` sources.
+        let others: Vec<Arc<dyn ChunkSource>> = (0..PassCache::ENTRIES)
+            .map(|_| Arc::new(MemSource::vec(&v[..10], 5)) as Arc<dyn ChunkSource>)
+            .collect();
+        for (i, o) in others.iter().enumerate() {
+            cache.put(o, stats_pass(o.as_ref(), Need::SUM, &no_progress).unwrap());
+            let kept = cache.get(&src, Need::EXTREMES).is_some();
+            assert_eq!(kept, i + 1 < PassCache::ENTRIES, "after {} others", i + 1);
+        }
+        assert!(cache.get(&others[0], Need::SUM).is_some());
         cache.clear();
-        assert!(cache.get(&src, Need::EXTREMES).is_none());
+        assert!(cache.get(&others[0], Need::SUM).is_none());
+        // What a statement is expected to ask adds up per source and widens its first pass.
+        cache.expect(&[
+            (&src, Need::SUM),
+            (&other, Need::SUM),
+            (&src, Need::EXTREMES),
+        ]);
+        let both = Need::SUM.union(Need::EXTREMES);
+        assert_eq!(cache.widen(&src, Need::SUM), both);
+        assert_eq!(cache.widen(&src, Need::SUM), Need::SUM, "used up");
+        cache.expect(&[(&src, Need::MOMENTS)]);
+        assert_eq!(
+            cache.widen(&other, Need::EXTREMES),
+            Need::EXTREMES,
+            "replaced"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::generate::Dist;
 use crate::heap::{Handle, Heap, Kind};
 use crate::pipeline::Progress;
+use crate::reduce::Need;
 use crate::reduce::Scalar;
 use crate::script::ast::{BinOp as SBin, CmpOp, UnaryOp};
 use crate::script::{ArrayBackend, BinaryOp, float_repr, is_array};
@@ -249,6 +250,7 @@ impl EngineBackend {
                 let v = a.reduce_from_stats(r, &s, &crate::pipeline::no_progress)?;
                 return Ok(self.scalar_handle(heap, v));
             }
+            let need = self.passes.widen(a.source(), need);
             return self.with_progress_of(&r.name(), bytes, |p| {
                 let s = a.stats_pass(need, p)?;
                 self.passes.put(a.source(), s.clone());
@@ -600,6 +602,20 @@ impl ArrayBackend for EngineBackend {
                 "'array' object has no attribute '{name}'"
             ))),
         }
+    }
+
+    fn expect_calls(&self, _: &Heap, calls: &[(Handle, &str)]) {
+        // Whole-array reductions answered from a statistics pass: the first pass over each
+        // array computes what all of them need.
+        let arrays: Vec<(Array, Need)> = calls
+            .iter()
+            .filter_map(|(h, name)| {
+                let need = stats_need(&Reduction::from_name(name)?)?;
+                Some((self.session.deferred_handle(h).ok()?, need))
+            })
+            .collect();
+        let wants: Vec<_> = arrays.iter().map(|(a, n)| (a.source(), *n)).collect();
+        self.passes.expect(&wants);
     }
 
     fn call_function(
@@ -1088,5 +1104,82 @@ impl ChunkSource for TempBacked {
 
     fn read_region_into(&self, region: &crate::shape::Region, out: &mut [u8]) -> Result<()> {
         self.src.read_region_into(region, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::kernels::histogram::test_source::MemSource;
+    use crate::script::{Interpreter, SharedBuffer};
+    use crate::storage::{Chunk, SourceInfo};
+
+    /// A source counting the chunks read through it.
+    struct Counting(MemSource, AtomicUsize);
+
+    impl ChunkSource for Counting {
+        fn info(&self) -> &SourceInfo {
+            self.0.info()
+        }
+        fn read_chunk(&self, index: usize) -> Result<Chunk> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.read_chunk(index)
+        }
+    }
+
+    /// Every whole-array reduction of one array in a statement comes from one pass over it
+    /// (moments, extremes and sum together), with the figures separate statements give.
+    #[test]
+    fn a_statement_reads_each_array_once() {
+        let heap = Heap::new().unwrap();
+        let backend = Arc::new(EngineBackend::new(heap.clone(), None));
+        let mut v: Vec<f64> = (0..10_000)
+            .map(|i| ((i * 7919) % 1000) as f64 * 0.37 - 150.5)
+            .collect();
+        v[4321] = f64::NAN;
+        let (counting, other) = (
+            Arc::new(Counting(MemSource::vec(&v, 1000), AtomicUsize::new(0))),
+            Arc::new(Counting(MemSource::vec(&v, 500), AtomicUsize::new(0))),
+        );
+        let a = backend.session().wrap(counting.clone());
+        let b = backend.session().wrap(other.clone());
+        let out = SharedBuffer::default();
+        let mut it = Interpreter::new(heap, backend.clone(), Box::new(out.clone()));
+        it.set_global("a", a.handle()).unwrap();
+        it.set_global("b", b.handle()).unwrap();
+        let calls = [
+            "nanmin(a)",
+            "a.max()",
+            "nansum(a)",
+            "nanmean(a)",
+            "nanstd(b)",
+            "nanstd(a)",
+            "nanargmax(a)",
+            "nanvar(a, ddof=1)",
+            "b.min()",
+        ];
+        it.run(&format!("print({})\n", calls.join(", ")), "one.chs", &[])
+            .unwrap();
+        let together = out.contents();
+        // Ten chunks of `a`, twenty of `b`: one pass each.
+        assert_eq!(counting.1.load(Ordering::Relaxed), 10);
+        assert_eq!(other.1.load(Ordering::Relaxed), 20);
+        let apart: Vec<String> = calls.iter().map(|c| format!("print({c})\n")).collect();
+        let out2 = SharedBuffer::default();
+        let heap = Heap::new().unwrap();
+        let backend = Arc::new(EngineBackend::new(heap.clone(), None));
+        let mut it = Interpreter::new(heap, backend.clone(), Box::new(out2.clone()));
+        it.set_global("a", backend.session().wrap(counting.clone()).handle())
+            .unwrap();
+        it.set_global("b", backend.session().wrap(other.clone()).handle())
+            .unwrap();
+        it.run(&apart.concat(), "apart.chs", &[]).unwrap();
+        assert_eq!(
+            together.trim_end(),
+            out2.contents().replace('\n', " ").trim_end()
+        );
+        assert!(counting.1.load(Ordering::Relaxed) > 20, "separate passes");
     }
 }

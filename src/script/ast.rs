@@ -399,4 +399,52 @@ impl Expr {
     pub fn new(pos: Pos, kind: ExprKind) -> Expr {
         Expr { pos, kind }
     }
+
+    /// Calls `f` on this expression and then on every expression inside it, depth first in
+    /// source order (both branches of a conditional included).
+    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Expr)) {
+        f(self);
+        match &self.kind {
+            ExprKind::None
+            | ExprKind::Bool(_)
+            | ExprKind::Int(_)
+            | ExprKind::Float(_)
+            | ExprKind::Str(_)
+            | ExprKind::Name(_) => {}
+            ExprKind::List(v) | ExprKind::Tuple(v) => v.iter().for_each(|e| e.walk(f)),
+            ExprKind::Dict(kv) => kv.iter().for_each(|(k, v)| {
+                k.walk(f);
+                v.walk(f);
+            }),
+            ExprKind::Unary { operand, .. } => operand.walk(f),
+            ExprKind::Binary { left, right, .. } | ExprKind::BoolOp { left, right, .. } => {
+                left.walk(f);
+                right.walk(f);
+            }
+            ExprKind::Compare { left, rest } => {
+                left.walk(f);
+                rest.iter().for_each(|(_, e)| e.walk(f));
+            }
+            ExprKind::IfExp { test, body, orelse } => {
+                test.walk(f);
+                body.walk(f);
+                orelse.walk(f);
+            }
+            ExprKind::Call { func, args, kwargs } => {
+                func.walk(f);
+                args.iter().for_each(|e| e.walk(f));
+                kwargs.iter().for_each(|(_, e)| e.walk(f));
+            }
+            ExprKind::Attribute { value, .. } => value.walk(f),
+            ExprKind::Subscript { value, index } => {
+                value.walk(f);
+                index.walk(f);
+            }
+            ExprKind::Slice { lower, upper, step } => {
+                for e in [lower, upper, step].into_iter().flatten() {
+                    e.walk(f);
+                }
+            }
+        }
+    }
 }

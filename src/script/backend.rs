@@ -89,6 +89,14 @@ pub trait ArrayBackend: Send + Sync {
     fn str(&self, heap: &Heap, array: &Handle) -> Result<String> {
         self.repr(heap, array)
     }
+
+    /// Told before a statement runs which calls of the form `name(array)` or `array.name()` it
+    /// holds (without an `axis`), when it holds two or more: a backend may then compute what
+    /// all of them need in one pass over each array (`mean(a), std(a), max(a)`). A hint must
+    /// never change a result; the default ignores it.
+    fn expect_calls(&self, heap: &Heap, calls: &[(Handle, &str)]) {
+        let _ = (heap, calls);
+    }
 }
 
 /// A backend without arrays: every hook says the operation is not available (for scripts that

@@ -454,12 +454,43 @@ impl Interpreter {
         r.map_err(|e| self.locate(e, s.pos))
     }
 
+    /// Tells the backend about the calls `f(x)` and `x.f()` on a bound array name `x` (no other
+    /// arguments but `ddof`) in `e`, when there are two or more: see
+    /// [`ArrayBackend::expect_calls`].
+    fn announce_calls(&self, e: &Expr) {
+        let mut calls: Vec<(Handle, &str)> = Vec::new();
+        e.walk(&mut |e| {
+            let ExprKind::Call { func, args, kwargs } = &e.kind else {
+                return;
+            };
+            if kwargs.iter().any(|(k, _)| k != "ddof") {
+                return;
+            }
+            let (name, target) = match (&func.kind, args.as_slice()) {
+                (ExprKind::Name(f), [x]) => (f, x),
+                (ExprKind::Attribute { value, name }, []) => (name, &**value),
+                _ => return,
+            };
+            if let ExprKind::Name(x) = &target.kind
+                && let Ok(h) = self.load(x)
+                && is_array(h.kind())
+            {
+                calls.push((h, name));
+            }
+        });
+        if calls.len() >= 2 {
+            self.backend.expect_calls(&self.heap, &calls);
+        }
+    }
+
     fn exec_inner(&mut self, s: &Stmt) -> R<Flow> {
         match &s.kind {
             StmtKind::Expr(e) => {
+                self.announce_calls(e);
                 self.eval(e)?;
             }
             StmtKind::Assign { targets, value } => {
+                self.announce_calls(value);
                 let v = self.eval(value)?;
                 for t in targets {
                     self.assign(t, &v)?;
@@ -512,7 +543,10 @@ impl Interpreter {
             StmtKind::Pass | StmtKind::Global(_) => {}
             StmtKind::Return(v) => {
                 let v = match v {
-                    Some(e) => self.eval(e)?,
+                    Some(e) => {
+                        self.announce_calls(e);
+                        self.eval(e)?
+                    }
                     None => self.none.clone(),
                 };
                 return Ok(Flow::Return(v));

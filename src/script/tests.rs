@@ -1736,6 +1736,14 @@ fn describe(heap: &Heap, h: &Handle) -> String {
 }
 
 impl ArrayBackend for TestArrays {
+    fn expect_calls(&self, heap: &Heap, calls: &[(Handle, &str)]) {
+        let calls: Vec<String> = calls
+            .iter()
+            .map(|(h, f)| format!("{f}({:?})", values(heap, h).unwrap()))
+            .collect();
+        self.note(format!("expect {}", calls.join(" ")));
+    }
+
     fn binary(&self, heap: &Heap, op: BinaryOp, lhs: &Handle, rhs: &Handle) -> Result<Handle> {
         let (a, b) = (values(heap, lhs)?, values(heap, rhs)?);
         if op == BinaryOp::Compare(CmpOp::In) {
@@ -1938,6 +1946,41 @@ print(a[::2])
     // `len` and `sum` with an array argument were offered to the backend first.
     assert!(log.contains(&"function len".to_string()), "{log:?}");
     assert!(log.contains(&"function sum".to_string()), "{log:?}");
+}
+
+/// Before a statement with two or more `f(x)` / `x.f()` calls on array names runs, the backend
+/// is told which (so it can serve them from one pass); calls with other arguments, on
+/// expressions or on non-arrays are left out, and one call alone is not announced.
+#[test]
+fn statements_announce_their_calls_on_array_names() {
+    let (mut it, _out, backend) = array_interp();
+    it.run(
+        r#"
+a = arange(2)
+b = a * 3
+n = 4
+m = mean(a)
+print(min(a), a.sum(), mean(b, ddof=1), mean(a, axis=0), mean(a + 1), len([n]), max(n, 2))
+def f(x):
+    return x.sum(), max(x)
+t = f(b)
+s = [1, 2]
+x = max(s) + min(s)
+"#,
+        "calls.chs",
+        &[],
+    )
+    .unwrap();
+    let log = backend.log.lock().unwrap().clone();
+    let expects: Vec<&String> = log.iter().filter(|l| l.starts_with("expect")).collect();
+    assert_eq!(
+        expects,
+        [
+            "expect min([0.0, 1.0]) sum([0.0, 1.0]) mean([0.0, 3.0])",
+            "expect sum([0.0, 3.0]) max([0.0, 3.0])",
+        ],
+        "{log:?}"
+    );
 }
 
 #[test]
