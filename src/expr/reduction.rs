@@ -314,21 +314,28 @@ impl PassCache {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Records the figures reductions about to run will want of each source (replacing what
-    /// was expected before); several entries for one source add up.
+    /// Records the figures reductions about to run will want of each source, added to what is
+    /// already expected (until [`forget_expected`](Self::forget_expected)).
     pub fn expect(&self, wants: &[(&std::sync::Arc<dyn ChunkSource>, Need)]) {
-        let mut merged: Vec<(std::sync::Weak<dyn ChunkSource>, Need)> = Vec::new();
+        let mut expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
         for &(src, need) in wants {
             let p = std::sync::Arc::as_ptr(src);
-            match merged
+            match expected
                 .iter_mut()
                 .find(|(w, _)| std::ptr::addr_eq(w.as_ptr(), p))
             {
                 Some((_, n)) => *n = n.union(need),
-                None => merged.push((std::sync::Arc::downgrade(src), need)),
+                None => expected.push((std::sync::Arc::downgrade(src), need)),
             }
         }
-        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = merged;
+    }
+
+    /// Forgets what was expected.
+    pub fn forget_expected(&self) {
+        self.expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// `need` with what is expected of `src` added (then no longer expected): the figures the
@@ -955,11 +962,15 @@ mod tests {
         let both = Need::SUM.union(Need::EXTREMES);
         assert_eq!(cache.widen(&src, Need::SUM), both);
         assert_eq!(cache.widen(&src, Need::SUM), Need::SUM, "used up");
-        cache.expect(&[(&src, Need::MOMENTS)]);
+        // Later announcements add to what is still expected, until it is forgotten.
+        cache.expect(&[(&other, Need::MOMENTS)]);
+        assert_eq!(cache.widen(&other, Need::EXTREMES), Need::ALL, "added up");
+        cache.expect(&[(&other, Need::SUM)]);
+        cache.forget_expected();
         assert_eq!(
             cache.widen(&other, Need::EXTREMES),
             Need::EXTREMES,
-            "replaced"
+            "forgotten"
         );
     }
 

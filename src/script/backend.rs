@@ -92,11 +92,16 @@ pub trait ArrayBackend: Send + Sync {
 
     /// Told before a statement runs which calls of the form `name(array)` or `array.name()` it
     /// holds (without an `axis`), when it holds two or more: a backend may then compute what
-    /// all of them need in one pass over each array (`mean(a), std(a), max(a)`). A hint must
-    /// never change a result; the default ignores it.
+    /// all of them need in one pass over each array (`mean(a), std(a), max(a)`). Statements
+    /// run inside it (a function's) add theirs, until [`statement_done`](Self::statement_done).
+    /// A hint must never change a result; the default ignores it.
     fn expect_calls(&self, heap: &Heap, calls: &[(Handle, &str)]) {
         let _ = (heap, calls);
     }
+
+    /// The outermost statement that announced calls has ended: nothing announced is expected
+    /// any more.
+    fn statement_done(&self) {}
 }
 
 /// A backend without arrays: every hook says the operation is not available (for scripts that

@@ -124,6 +124,8 @@ pub struct Interpreter {
     frames: Vec<Frame>,
     pub(crate) recursion_limit: usize,
     nest: usize,
+    /// Whether the outermost statement running has announced calls to the backend.
+    announced: bool,
     sources: HashMap<String, Arc<Vec<String>>>,
 }
 
@@ -150,6 +152,7 @@ impl Interpreter {
             frames: Vec::new(),
             recursion_limit: DEFAULT_RECURSION_LIMIT,
             nest: 0,
+            announced: false,
             sources: HashMap::new(),
             heap,
         }
@@ -451,13 +454,20 @@ impl Interpreter {
             }
             Err(e) => Err(e),
         };
+        // The end of an outermost statement: what it announced (itself, or the statements of
+        // the functions and blocks it ran) is no longer expected.
+        if self.nest == 0 && self.announced {
+            self.announced = false;
+            self.backend.statement_done();
+        }
         r.map_err(|e| self.locate(e, s.pos))
     }
 
-    /// Tells the backend about the calls `f(x)` and `x.f()` on a bound array name `x` (no other
+    /// Tells the backend about the calls `f(x)` and `x.f()` on an array variable `x` (no other
     /// arguments but `ddof`) in `e`, when there are two or more: see
-    /// [`ArrayBackend::expect_calls`].
-    fn announce_calls(&self, e: &Expr) {
+    /// [`ArrayBackend::expect_calls`]. Only variables are looked up (no builtin or error
+    /// object is made for other names).
+    fn announce_calls(&mut self, e: &Expr) {
         let mut calls: Vec<(Handle, &str)> = Vec::new();
         e.walk(&mut |e| {
             let ExprKind::Call { func, args, kwargs } = &e.kind else {
@@ -472,6 +482,7 @@ impl Interpreter {
                 _ => return,
             };
             if let ExprKind::Name(x) = &target.kind
+                && self.is_bound(x)
                 && let Ok(h) = self.load(x)
                 && is_array(h.kind())
             {
@@ -480,6 +491,7 @@ impl Interpreter {
         });
         if calls.len() >= 2 {
             self.backend.expect_calls(&self.heap, &calls);
+            self.announced = true;
         }
     }
 
@@ -496,13 +508,17 @@ impl Interpreter {
                     self.assign(t, &v)?;
                 }
             }
-            StmtKind::AugAssign { target, op, value } => self.aug_assign(target, *op, value)?,
+            StmtKind::AugAssign { target, op, value } => {
+                self.announce_calls(value);
+                self.aug_assign(target, *op, value)?
+            }
             StmtKind::Del(targets) => {
                 for t in targets {
                     self.delete(t)?;
                 }
             }
             StmtKind::If { test, body, orelse } => {
+                self.announce_calls(test);
                 let t = self.eval(test)?;
                 let b = self.truth(&t).map_err(|e| self.locate(e, test.pos))?;
                 drop(t);
@@ -573,6 +589,7 @@ impl Interpreter {
                 self.store(&def.name, f)?;
             }
             StmtKind::Assert { test, msg } => {
+                self.announce_calls(test);
                 let t = self.eval(test)?;
                 if !self.truth(&t).map_err(|e| self.locate(e, test.pos))? {
                     let m = match msg {

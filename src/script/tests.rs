@@ -1744,6 +1744,10 @@ impl ArrayBackend for TestArrays {
         self.note(format!("expect {}", calls.join(" ")));
     }
 
+    fn statement_done(&self) {
+        self.note("done".into());
+    }
+
     fn binary(&self, heap: &Heap, op: BinaryOp, lhs: &Handle, rhs: &Handle) -> Result<Handle> {
         let (a, b) = (values(heap, lhs)?, values(heap, rhs)?);
         if op == BinaryOp::Compare(CmpOp::In) {
@@ -1966,18 +1970,33 @@ def f(x):
 t = f(b)
 s = [1, 2]
 x = max(s) + min(s)
+if mean(a) > a.sum():
+    pass
+u = 0
+u += mean(b) + b.sum()
 "#,
         "calls.chs",
         &[],
     )
     .unwrap();
     let log = backend.log.lock().unwrap().clone();
-    let expects: Vec<&String> = log.iter().filter(|l| l.starts_with("expect")).collect();
+    // Each outermost statement that announced (itself or in the function it called) is
+    // followed by its end.
+    let expects: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("expect") || *l == "done")
+        .collect();
     assert_eq!(
         expects,
         [
             "expect min([0.0, 1.0]) sum([0.0, 1.0]) mean([0.0, 3.0])",
+            "done",
             "expect sum([0.0, 3.0]) max([0.0, 3.0])",
+            "done",
+            "expect mean([0.0, 1.0]) sum([0.0, 1.0])",
+            "done",
+            "expect mean([0.0, 3.0]) sum([0.0, 3.0])",
+            "done",
         ],
         "{log:?}"
     );
