@@ -870,25 +870,10 @@ fn finish<T: Num>(g: Partial<T>, r: &Reduction, out: DType, shape: Vec<u64>) -> 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::kernels::histogram::test_source::MemSource;
+    use crate::kernels::histogram::test_source::{Counting, MemSource};
     use crate::pipeline::no_progress;
-    use crate::storage::{Chunk, SourceInfo};
-
-    /// A source counting the chunks read through it.
-    struct Counting(MemSource, AtomicUsize);
-
-    impl ChunkSource for Counting {
-        fn info(&self) -> &SourceInfo {
-            self.0.info()
-        }
-        fn read_chunk(&self, index: usize) -> Result<Chunk> {
-            self.1.fetch_add(1, Ordering::Relaxed);
-            self.0.read_chunk(index)
-        }
-    }
 
     fn red(name: &str) -> Reduction {
         Reduction::from_name(name).unwrap()
@@ -899,7 +884,7 @@ mod tests {
         let v: Vec<f64> = (0..10_000)
             .map(|i| ((i * 7919) % 1000) as f64 - 500.5)
             .collect();
-        let counting = Arc::new(Counting(MemSource::vec(&v, 1000), AtomicUsize::new(0)));
+        let counting = Arc::new(Counting::new(MemSource::vec(&v, 1000)));
         let src: Arc<dyn ChunkSource> = counting.clone();
         let other: Arc<dyn ChunkSource> = Arc::new(MemSource::vec(&v, 1000));
         let cache = PassCache::default();
@@ -923,7 +908,7 @@ mod tests {
             );
             got
         };
-        let reads = || counting.1.load(Ordering::Relaxed);
+        let reads = || counting.reads();
         eval(&src, "mean");
         let after_mean = reads();
         eval(&src, "std");

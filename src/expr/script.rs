@@ -1113,25 +1113,10 @@ impl ChunkSource for TempBacked {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::kernels::histogram::test_source::MemSource;
+    use crate::kernels::histogram::test_source::{Counting, MemSource};
     use crate::script::{Interpreter, SharedBuffer};
-    use crate::storage::{Chunk, SourceInfo};
-
-    /// A source counting the chunks read through it.
-    struct Counting(MemSource, AtomicUsize);
-
-    impl ChunkSource for Counting {
-        fn info(&self) -> &SourceInfo {
-            self.0.info()
-        }
-        fn read_chunk(&self, index: usize) -> Result<Chunk> {
-            self.1.fetch_add(1, Ordering::Relaxed);
-            self.0.read_chunk(index)
-        }
-    }
 
     /// Every whole-array reduction of one array in a statement comes from one pass over it
     /// (moments, extremes and sum together; chunks of several blocks, so the one-pass squared
@@ -1145,8 +1130,8 @@ mod tests {
             .collect();
         v[4321] = f64::NAN;
         let (counting, other) = (
-            Arc::new(Counting(MemSource::vec(&v, 10_000), AtomicUsize::new(0))),
-            Arc::new(Counting(MemSource::vec(&v, 6_000), AtomicUsize::new(0))),
+            Arc::new(Counting::new(MemSource::vec(&v, 10_000))),
+            Arc::new(Counting::new(MemSource::vec(&v, 6_000))),
         );
         let a = backend.session().wrap(counting.clone());
         let b = backend.session().wrap(other.clone());
@@ -1169,10 +1154,10 @@ mod tests {
             .unwrap();
         let together = out.contents();
         // Three chunks of `a`, five of `b`: one pass each.
-        assert_eq!(counting.1.load(Ordering::Relaxed), 3);
-        assert_eq!(other.1.load(Ordering::Relaxed), 5);
+        assert_eq!(counting.reads(), 3);
+        assert_eq!(other.reads(), 5);
         // A function's statements add to what the statement calling it announced.
-        let third = Arc::new(Counting(MemSource::vec(&v, 6_000), AtomicUsize::new(0)));
+        let third = Arc::new(Counting::new(MemSource::vec(&v, 6_000)));
         let c = backend.session().wrap(third.clone());
         it.set_global("c", c.handle()).unwrap();
         it.run(
@@ -1181,7 +1166,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(third.1.load(Ordering::Relaxed), 5, "one pass over c");
+        assert_eq!(third.reads(), 5, "one pass over c");
         let apart: Vec<String> = calls.iter().map(|c| format!("print({c})\n")).collect();
         let out2 = SharedBuffer::default();
         let heap = Heap::new().unwrap();
@@ -1197,9 +1182,6 @@ mod tests {
             out2.contents().replace('\n', " ").trim_end()
         );
         // (Apart, the reductions took several passes: the comparison is with other passes.)
-        assert!(
-            counting.1.load(Ordering::Relaxed) >= 3 + 3 * 3,
-            "separate passes"
-        );
+        assert!(counting.reads() >= 3 + 3 * 3, "separate passes");
     }
 }

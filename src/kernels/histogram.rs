@@ -1373,6 +1373,32 @@ pub(crate) mod test_source {
             })
         }
     }
+
+    /// A [`MemSource`] counting the chunks read through it (field 1), for tests that check
+    /// how many passes a computation takes.
+    pub(crate) struct Counting(pub MemSource, pub std::sync::atomic::AtomicUsize);
+
+    impl Counting {
+        /// `src`, no chunk read yet.
+        pub(crate) fn new(src: MemSource) -> Counting {
+            Counting(src, std::sync::atomic::AtomicUsize::new(0))
+        }
+
+        /// Chunks read so far.
+        pub(crate) fn reads(&self) -> usize {
+            self.1.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    impl ChunkSource for Counting {
+        fn info(&self) -> &SourceInfo {
+            self.0.info()
+        }
+        fn read_chunk(&self, index: usize) -> Result<Chunk> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.read_chunk(index)
+        }
+    }
 }
 
 #[cfg(test)]
