@@ -25,8 +25,9 @@
 //! at half that speed here: its scattered writes are slow in this VM.) Otherwise runs of half the
 //! room are gathered, sorted in parallel and appended to an anonymous temporary file (in [`SortOptions::temp_dir`] or the
 //! system temp dir; unlinked from the start, so nothing is left behind on error or crash) by a
-//! helper thread while the next run is gathered in the other buffer. Runs are then merged with a
-//! loser tree through per-run read buffers that share the run buffers' share of the budget. When
+//! helper thread while the next run is gathered in the other buffer. Runs are then merged
+//! (`merge.rs`) through per-run read buffers in rounds, each merging in parallel everything the
+//! buffers hold below the smallest last buffered key, by branch-free loser trees. When
 //! there are more runs than that memory allows readers for, groups of runs are merged into longer
 //! runs in a new file first (a merge pass), and the older file is closed (deleted) once the pass
 //! is done. Output chunks are filled in order and handed to a writer thread (encode + write)
@@ -706,9 +707,8 @@ fn plan<E>(ctx: &Ctx<'_>, n: u64, out_layout: &ChunkLayout, out_elem: usize) -> 
     };
     let run_elems = run_elems.max(1) as usize;
     let merge_bytes = cap.max(need);
-    let fan_in = (merge_bytes / MIN_MERGE_BUF)
-        .saturating_sub(1)
-        .clamp(2, MAX_FAN_IN) as usize;
+    // A merge gives half its memory to the runs' read buffers and half to its output block.
+    let fan_in = (merge_bytes / (2 * MIN_MERGE_BUF)).clamp(2, MAX_FAN_IN) as usize;
     Ok(Plan {
         run_elems,
         two_buffers,
@@ -963,118 +963,6 @@ fn join_spill<E>(
         if let Some((s, _)) = second.as_mut() {
             *s = buf;
         }
-    }
-    Ok(())
-}
-
-/// Reads a run through a buffer.
-struct RunReader<E> {
-    run: Run,
-    read: u64,
-    buf: Vec<E>,
-}
-
-impl<E: Pod> RunReader<E> {
-    /// Refills the buffer with the run's next elements; false at the end of the run.
-    fn refill(&mut self) -> Result<bool> {
-        let m = (self.run.len - self.read).min(self.buf.capacity() as u64) as usize;
-        if m == 0 {
-            return Ok(false);
-        }
-        self.buf.clear();
-        self.buf.resize(m, E::zeroed());
-        let off = (self.run.start + self.read) * size_of::<E>() as u64;
-        let f = &self.run.file;
-        f.file
-            .read_exact_at(bytemuck::cast_slice_mut(&mut self.buf), off)
-            .map_err(|e| Error::io(&f.dir, "read sort spill file", e))?;
-        self.read += m as u64;
-        Ok(true)
-    }
-}
-
-/// K-way merges sorted `runs` with a loser tree, emitting blocks in order; `mem` bytes are split
-/// between the runs' read buffers and one output block (all reserved in `budget`).
-fn merge<E: Pod + Ord + Send + Sync>(
-    runs: Vec<Run>,
-    mem: u64,
-    budget: &MemoryBudget,
-    emit: &mut dyn FnMut(&[E]) -> Result<()>,
-) -> Result<()> {
-    let k = runs.len();
-    if k == 0 {
-        return Ok(());
-    }
-    let per = (mem / (k as u64 + 1) / size_of::<E>() as u64).max(1) as usize;
-    let mut readers = Vec::with_capacity(k);
-    let mut reservations = Vec::with_capacity(k + 1);
-    for run in runs {
-        let (buf, res) = reserved_vec::<E>(budget, per, "sort merge buffer")?;
-        reservations.push(res);
-        readers.push(RunReader { run, read: 0, buf });
-    }
-    let (mut block, res) = reserved_vec::<E>(budget, per, "sort merge buffer")?;
-    reservations.push(res);
-    // Each run's current element and its position in the run's buffer. An exhausted run's head
-    // is the all-ones key, which no element exceeds. Exactly `total` elements are emitted, so a
-    // sentinel only wins a tie with a real all-ones key, whose bits it shares: the output is the
-    // same (equal keys are identical, which is also why ties may go either way).
-    let total: u64 = readers.iter().map(|r| r.run.len).sum();
-    let mut sentinel = E::zeroed();
-    bytemuck::bytes_of_mut(&mut sentinel).fill(0xff);
-    let mut heads = vec![sentinel; k];
-    let mut pos = vec![0usize; k];
-    for (h, r) in heads.iter_mut().zip(readers.iter_mut()) {
-        if r.refill()? {
-            *h = r.buf[0];
-        }
-    }
-    // Loser tree over leaves k..2k (node j's children are 2j and 2j + 1): `tree[j]` is the run
-    // that lost the match at node j; `w` the overall winner.
-    let mut tree = vec![0usize; k];
-    let mut win = vec![0usize; 2 * k];
-    for (i, w) in win[k..].iter_mut().enumerate() {
-        *w = i;
-    }
-    for j in (1..k).rev() {
-        let (a, b) = (win[2 * j], win[2 * j + 1]);
-        let (w, l) = if heads[b] < heads[a] { (b, a) } else { (a, b) };
-        tree[j] = l;
-        win[j] = w;
-    }
-    let mut w = if k == 1 { 0 } else { win[1] };
-    for _ in 0..total {
-        block.push(heads[w]);
-        if block.len() == per {
-            emit(&block)?;
-            block.clear();
-        }
-        pos[w] += 1;
-        let r = &mut readers[w];
-        let mut hw = if pos[w] < r.buf.len() {
-            r.buf[pos[w]]
-        } else if r.refill()? {
-            pos[w] = 0;
-            r.buf[0]
-        } else {
-            sentinel
-        };
-        heads[w] = hw;
-        // Replay the matches on the path from run w's leaf to the root.
-        let mut j = (k + w) / 2;
-        while j >= 1 {
-            let t = tree[j];
-            let ht = heads[t];
-            if ht < hw {
-                tree[j] = w;
-                w = t;
-                hw = ht;
-            }
-            j /= 2;
-        }
-    }
-    if !block.is_empty() {
-        emit(&block)?;
     }
     Ok(())
 }
@@ -1458,7 +1346,10 @@ fn top_k_typed<T: SortKey>(
 }
 
 mod grouped;
+mod merge;
 mod simd;
+
+use merge::merge;
 
 use simd::SortSlice;
 
