@@ -45,7 +45,7 @@ const STAGE: usize = 8 << 20;
 
 /// A staging buffer's size: [`STAGE`] and one block more, so [`DirectFile::write_with`] can
 /// stage a whole default-sized chunk (8 MiB) at any offset within its first block.
-const STAGE_BYTES: usize = STAGE + BLOCK as usize;
+pub const STAGE_BYTES: usize = STAGE + BLOCK as usize;
 
 /// Threads that wait on the device, so the threads computing chunks do not: two writes in flight
 /// keep the device busy while the next ones are being staged.

@@ -21,7 +21,9 @@ use rayon::prelude::*;
 
 use super::{Run, reserved_vec};
 use crate::error::{Error, Result};
+use crate::kernels::prefetch;
 use crate::memory::MemoryBudget;
+use crate::storage::direct::BLOCK;
 
 /// Merged elements below which a round is merged on one thread.
 const PAR_ROUND: usize = 1 << 16;
@@ -30,47 +32,151 @@ const PIECES_PER_THREAD: usize = 4;
 /// Keys sampled from each slice to choose a round's splitters.
 const SAMPLES_PER_SLICE: usize = 32;
 
-/// Reads a run through a buffer: `buf[pos..]` are the run's next unmerged elements.
+/// A byte buffer whose first byte is aligned to `align` (a power of two), in safe code: a vector
+/// `align` bytes longer than needed, used from its first aligned byte.
+struct AlignedBytes {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn new(len: usize, align: usize) -> AlignedBytes {
+        let bytes = vec![0u8; len + align];
+        let start = bytes.as_ptr().align_offset(align);
+        AlignedBytes { bytes, start, len }
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+
+    fn get_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
+}
+
+/// Reads a run through a buffer. Byte `i` of `data` is byte `base + i` of the spill file; the
+/// run's unmerged elements are `data[lo..hi]`. When the file is read with `O_DIRECT`, `base` and
+/// every read are [`BLOCK`]-aligned (a read may take bytes of the neighbouring runs, which are
+/// never looked at); otherwise `align` is the element's alignment and reads are exact.
 struct RunReader<E> {
     run: Run,
-    /// Elements of the run read into buffers so far.
-    read: u64,
-    buf: Vec<E>,
-    pos: usize,
+    data: AlignedBytes,
+    base: u64,
+    lo: usize,
+    /// Bytes of `data` read from the file.
+    filled: usize,
+    /// Where the run ends in the file (bytes).
+    end: u64,
+    align: usize,
+    /// Elements the buffer holds when full.
     cap: usize,
+    _e: std::marker::PhantomData<E>,
 }
 
 impl<E: Pod> RunReader<E> {
+    fn new(run: Run, cap: usize) -> RunReader<E> {
+        let esize = size_of::<E>();
+        let (align, len) = Self::layout(cap, run.file.direct.is_some());
+        let start = run.start * esize as u64;
+        let base = start / align as u64 * align as u64;
+        RunReader {
+            end: start + run.len * esize as u64,
+            run,
+            data: AlignedBytes::new(len, align),
+            base,
+            lo: (start - base) as usize,
+            filled: 0,
+            align,
+            cap,
+            _e: std::marker::PhantomData,
+        }
+    }
+
+    /// The alignment of reads and the buffer's length for `cap` elements: two alignment units
+    /// more, so that however the unmerged elements sit in their first unit, a buffer less than
+    /// half full has room for a whole unit.
+    fn layout(cap: usize, direct: bool) -> (usize, usize) {
+        let align = if direct {
+            BLOCK as usize
+        } else {
+            align_of::<E>().max(8)
+        };
+        (
+            align,
+            (cap * size_of::<E>()).next_multiple_of(align) + 2 * align,
+        )
+    }
+
+    /// Bytes the buffer takes (for the budget).
+    fn bytes(cap: usize, direct: bool) -> u64 {
+        let (align, len) = Self::layout(cap, direct);
+        (len + align) as u64
+    }
+
+    /// End of the run's bytes in `data`.
+    fn hi(&self) -> usize {
+        ((self.end - self.base) as usize)
+            .min(self.filled)
+            .max(self.lo)
+    }
+
     fn left_unread(&self) -> bool {
-        self.read < self.run.len
+        self.base + (self.filled as u64) < self.end
     }
 
     fn buffered(&self) -> &[E] {
-        &self.buf[self.pos..]
+        bytemuck::cast_slice(&self.data.get()[self.lo..self.hi()])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.lo += n * size_of::<E>();
     }
 
     /// Whether the buffer should be topped up before the next round.
     fn wants_refill(&self) -> bool {
-        let have = self.buf.len() - self.pos;
+        let have = (self.hi() - self.lo) / size_of::<E>();
         self.left_unread() && (have == 0 || have * 2 < self.cap)
     }
 
-    /// Moves the unmerged elements to the front and fills the rest of the buffer from the run.
+    /// Moves the unmerged elements to the front (keeping the alignment) and fills the rest of
+    /// the buffer from the run.
     fn refill(&mut self) -> Result<()> {
-        self.buf.drain(..self.pos);
-        self.pos = 0;
-        let have = self.buf.len();
-        let m = (self.run.len - self.read).min((self.cap - have) as u64) as usize;
-        if m == 0 {
-            return Ok(());
-        }
-        self.buf.resize(have + m, E::zeroed());
-        let off = (self.run.start + self.read) * size_of::<E>() as u64;
+        let keep = self.lo.min(self.filled) / self.align * self.align;
+        let filled = self.filled;
+        self.data.get_mut().copy_within(keep..filled, 0);
+        self.base += keep as u64;
+        self.lo -= keep;
+        self.filled -= keep;
+        let want = (self.end - self.base).next_multiple_of(self.align as u64);
+        let to = (self.data.len as u64).min(want) as usize / self.align * self.align;
         let f = &self.run.file;
-        f.file
-            .read_exact_at(bytemuck::cast_slice_mut(&mut self.buf[have..]), off)
-            .map_err(|e| Error::io(&f.dir, "read sort spill file", e))?;
-        self.read += m as u64;
+        while self.filled < to {
+            let at = self.base + self.filled as u64;
+            let buf = &mut self.data.get_mut()[self.filled..to];
+            let got = match &f.direct {
+                Some(d) => match d.read_at(buf, at) {
+                    // A file system that takes direct writes but not these reads.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => f.file.read_at(buf, at),
+                    r => r,
+                },
+                None => f.file.read_at(buf, at),
+            };
+            match got {
+                Ok(0) => break,
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&f.dir, "read sort spill file", e)),
+            }
+        }
+        if self.base + (self.filled as u64) < self.end && self.hi() == self.lo {
+            return Err(Error::Invalid(format!(
+                "{}: sort spill file ended early (at byte {})",
+                f.dir.display(),
+                self.base + self.filled as u64
+            )));
+        }
         Ok(())
     }
 }
@@ -88,23 +194,23 @@ pub(super) fn merge<E: Pod + Ord + Send + Sync>(
     if k == 0 {
         return Ok(());
     }
-    let per = (mem / (2 * k as u64) / size_of::<E>() as u64).max(1) as usize;
+    // Each reader's buffer, with its alignment slack, in half the memory.
+    let direct = runs.iter().any(|r| r.file.direct.is_some());
+    let slack = RunReader::<E>::bytes(0, direct);
+    let per = ((mem / (2 * k as u64)).saturating_sub(slack) / size_of::<E>() as u64).max(1);
+    let per = per as usize;
     let mut readers = Vec::with_capacity(k);
     let mut reservations = Vec::with_capacity(k + 1);
     for run in runs {
-        let (buf, res) = reserved_vec::<E>(budget, per, "sort merge buffer")?;
-        reservations.push(res);
-        readers.push(RunReader {
-            run,
-            read: 0,
-            buf,
-            pos: 0,
-            cap: per,
-        });
+        let bytes = RunReader::<E>::bytes(per, run.file.direct.is_some());
+        reservations.push(budget.reserve(bytes, "sort merge buffer")?);
+        readers.push(RunReader::new(run, per));
     }
-    let (mut out, res) = reserved_vec::<E>(budget, per * k, "sort merge buffer")?;
+    // A round merges at most what the buffers hold.
+    let most: usize = readers.iter().map(|r| r.data.len / size_of::<E>()).sum();
+    let (mut out, res) = reserved_vec::<E>(budget, most, "sort merge buffer")?;
     reservations.push(res);
-    out.resize(per * k, E::zeroed());
+    out.resize(most, E::zeroed());
     loop {
         readers
             .par_iter_mut()
@@ -115,7 +221,7 @@ pub(super) fn merge<E: Pod + Ord + Send + Sync>(
         let bound = readers
             .iter()
             .filter(|r| r.left_unread())
-            .filter_map(|r| r.buf.last().copied())
+            .filter_map(|r| r.buffered().last().copied())
             .min();
         let slices: Vec<&[E]> = readers
             .iter()
@@ -136,7 +242,7 @@ pub(super) fn merge<E: Pod + Ord + Send + Sync>(
         merge_slices(&slices, &mut out[..m]);
         emit(&out[..m])?;
         for (r, t) in readers.iter_mut().zip(taken) {
-            r.pos += t;
+            r.consume(t);
         }
     }
 }
@@ -272,6 +378,9 @@ fn merge_tree<E: Pod + Ord>(slices: &[&[E]], out: &mut [E]) {
         *o = hw;
         pos[w] += 1;
         hw = head(w, pos[w]);
+        if let Some(s) = slices.get(w).and_then(|s| s.get(pos[w]..pos[w] + 1)) {
+            prefetch::ahead(s);
+        }
         let mut j = (kp + w) >> 1;
         for _ in 0..levels {
             let (lk, lr) = (lose_key[j], lose_run[j]);

@@ -488,9 +488,11 @@ proptest! {
         lens in prop::collection::vec(0usize..300, 1..13),
         seed in any::<u64>(),
         per in 1u64..40,
+        direct in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let file = new_spill_file(dir.path()).unwrap();
+        let total: u64 = lens.iter().map(|&l| l as u64 * 8).sum();
+        let (file, writer) = new_spill_file(dir.path(), total, direct).unwrap();
         let mut stats = SpillStats::default();
         let mut at = 0u64;
         let mut runs = Vec::new();
@@ -502,9 +504,10 @@ proptest! {
             v.sort_unstable();
             all.extend_from_slice(&v);
             let start = at;
-            spill(&file, &mut at, &v, &mut stats).unwrap();
+            spill(&writer, &mut at, &v, &mut stats).unwrap();
             runs.push(Run { file: file.clone(), start, len: len as u64 });
         }
+        writer.finish().unwrap();
         all.sort_unstable();
         let budget = MemoryBudget::new(1 << 20);
         let mem = per * 8 * (lens.len() as u64 + 1);
