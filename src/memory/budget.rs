@@ -69,10 +69,15 @@ pub fn default_limit() -> u64 {
     physical_memory().map_or(4 << 30, |m| m / 2)
 }
 
-/// The process-wide budget every reader, writer and heap object draws from.
+/// The process-wide budget every reader, writer and heap object draws from. Creating it also
+/// has the C allocator give large blocks mappings of their own, returned to the system when
+/// freed, so the resident memory of freed buffers does not add to the budgeted one.
 pub fn global() -> &'static MemoryBudget {
     static GLOBAL: OnceLock<MemoryBudget> = OnceLock::new();
-    GLOBAL.get_or_init(|| MemoryBudget::new(default_limit()))
+    GLOBAL.get_or_init(|| {
+        crate::storage::mmap::unmap_large_frees();
+        MemoryBudget::new(default_limit())
+    })
 }
 
 impl MemoryBudget {
