@@ -1240,6 +1240,99 @@ mod tests {
         }
     }
 
+    /// `x * 3 + y`, fused, over two sources chunked differently (the expression takes one
+    /// layout, so tiles straddle the other's chunks).
+    fn fused<T: Element>(x: &[T], y: &[T], cx: u64, cy: u64) -> crate::expr::lazy::Src {
+        use crate::expr::lazy::{ConstValue, Node, Src};
+        use crate::expr::ops::BinOp;
+        let xs: Src = std::sync::Arc::new(MemSource::vec(x, cx));
+        let ys: Src = std::sync::Arc::new(MemSource::vec(y, cy));
+        let three = Node::constant(T::DTYPE, ConstValue::Int(3));
+        let x3 = Node::binary(BinOp::Mul, &xs, &three).unwrap();
+        Node::binary(BinOp::Add, &x3, &ys).unwrap()
+    }
+
+    /// [`check`] for fused expressions: every specialised pass of `stats_of_expr_for` equals its
+    /// full pass restricted to its figures, whatever the thread count; and the full pass agrees
+    /// with [`stats`] of the materialised values (`want`): counts, extremes and their positions
+    /// exactly, sums and squared deviations to rounding.
+    fn check_fused(node: &crate::expr::lazy::Src, want: &Stats) {
+        let node = crate::expr::lazy::as_node(node).expect("an expression node");
+        let full = stats_of_expr(node, &no_progress).unwrap();
+        for n in [1, 2, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                assert_eq!(
+                    stats_of_expr(node, &no_progress).unwrap(),
+                    full,
+                    "threads {n}"
+                );
+                for need in NEEDS {
+                    let s = stats_of_expr_for(node, need, &no_progress).unwrap();
+                    assert_eq!(s, restricted(&full, need), "{need:?}, threads {n}");
+                }
+            });
+        }
+        assert_eq!(
+            (full.count, full.nan_count, full.argmin, full.argmax),
+            (want.count, want.nan_count, want.argmin, want.argmax)
+        );
+        assert_eq!((&full.min, &full.max), (&want.min, &want.max));
+        match (&full.sum, &want.sum) {
+            (Scalar::F64(a), Scalar::F64(b)) => {
+                let tol = 1e-12 * (1.0 + full.count as f64) * (1.0 + b.abs());
+                assert!(
+                    (a - b).abs() <= tol || (a.is_nan() && b.is_nan()),
+                    "{a} vs {b}"
+                );
+            }
+            (a, b) => assert_eq!(a, b),
+        }
+        let (a, b) = (full.m2, want.m2);
+        assert!(
+            (a - b).abs() <= 1e-9 * (1.0 + b.abs()) || (a.is_nan() && b.is_nan()),
+            "m2 {a} vs {b}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn fused_passes_match_full_stats_f64(
+            x in floats(),
+            seed in any::<u64>(),
+            cx in 1u64..9000,
+            cy in 1u64..9000,
+        ) {
+            let y: Vec<f64> = noise(x.len(), seed).iter().map(|v| v * 100.0).collect();
+            let vals: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a * 3.0 + b).collect();
+            let want = stats(&MemSource::vec(&vals, cx)).unwrap();
+            check_fused(&fused(&x, &y, cx, cy), &want);
+        }
+
+        #[test]
+        fn fused_passes_match_full_stats_ints(
+            x in prop::collection::vec(-1_000_000i64..1_000_000, 0..10_000),
+            seed in any::<u64>(),
+            cx in 1u64..5000,
+            cy in 1u64..5000,
+        ) {
+            let y: Vec<i64> = noise(x.len(), seed).iter().map(|v| (v * 1e6) as i64).collect();
+            let vals: Vec<i64> = x.iter().zip(&y).map(|(a, b)| a * 3 + b).collect();
+            let want = stats(&MemSource::vec(&vals, cx)).unwrap();
+            check_fused(&fused(&x, &y, cx, cy), &want);
+            let x: Vec<i32> = x.iter().map(|&v| v as i32).collect();
+            let y: Vec<i32> = y.iter().map(|&v| v as i32).collect();
+            let vals: Vec<i32> = x.iter().zip(&y).map(|(a, b)| a * 3 + b).collect();
+            let want = stats(&MemSource::vec(&vals, cx)).unwrap();
+            check_fused(&fused(&x, &y, cx, cy), &want);
+        }
+    }
+
     #[test]
     fn needs_cover_and_normalise() {
         assert!(Need::ALL.covers(Need::MOMENTS));
