@@ -276,6 +276,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     interrupt::install();
+    // Freed large buffers leave RSS at once, so peak RSS tracks the memory budget.
+    chunkheap::memory::return_large_frees_to_system();
     if let Some(n) = cli.threads {
         if n == 0 {
             bail!("--threads must be at least 1");

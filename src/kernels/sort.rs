@@ -25,9 +25,11 @@
 //! at half that speed here: its scattered writes are slow in this VM.) Otherwise runs of half the
 //! room are gathered, sorted in parallel and appended to an anonymous temporary file (in [`SortOptions::temp_dir`] or the
 //! system temp dir; unlinked from the start, so nothing is left behind on error or crash) by a
-//! helper thread while the next run is gathered in the other buffer. Runs are then merged
-//! (`merge.rs`) through per-run read buffers in rounds, each merging in parallel everything the
-//! buffers hold below the smallest last buffered key, by branch-free loser trees. When
+//! helper thread while the next run is gathered in the other buffer; a large sort's spill files
+//! bypass the page cache (`O_DIRECT`) both ways. Runs are then merged (`merge.rs`) through
+//! per-run read buffers in rounds, each merging in parallel everything the buffers hold up to
+//! and including the smallest last buffered key of a run not yet read to its end, by
+//! branch-free loser trees. When
 //! there are more runs than that memory allows readers for, groups of runs are merged into longer
 //! runs in a new file first (a merge pass), and the older file is closed (deleted) once the pass
 //! is done. Output chunks are filled in order and handed to a writer thread (encode + write)
@@ -40,7 +42,8 @@
 //! **Memory:** run buffers, merge buffers, output chunks and top-k candidates are reserved in
 //! [`SortOptions::budget`] (default: [`memory::global`]) before they are allocated; input chunks
 //! are reserved by their source as always. The plan leaves room for one input chunk per worker
-//! and three output chunks.
+//! and three output chunks, and, when spill files bypass the page cache (only under the global
+//! budget, which their writer's staging buffers are reserved in), for one staging buffer.
 
 use std::fmt;
 use std::fs::File;
@@ -161,9 +164,11 @@ impl fmt::Display for SortReport {
     }
 }
 
-/// Smallest read buffer per run during a merge.
+/// Smallest read buffer per run during a merge (its share of the output block comes on top; a
+/// direct read buffer also holds up to three 4 KiB blocks of alignment slack).
 const MIN_MERGE_BUF: u64 = 16 << 10;
-/// Most runs merged at once (beyond this a heap step costs more than another pass saves).
+/// Most runs merged at once (beyond this a loser tree's replay costs more than another pass
+/// saves).
 const MAX_FAN_IN: u64 = 512;
 /// Elements per rayon task when converting.
 const PAR_MIN: usize = 1 << 14;
@@ -682,7 +687,7 @@ struct Plan {
     direct_spill: bool,
 }
 
-fn plan<E>(ctx: &Ctx<'_>, n: u64, out_layout: &ChunkLayout, out_elem: usize) -> Result<Plan> {
+fn plan<E: Pod>(ctx: &Ctx<'_>, n: u64, out_layout: &ChunkLayout, out_elem: usize) -> Result<Plan> {
     let esize = size_of::<E>() as u64;
     let limit = ctx.budget.limit();
     let inflight = ctx.input_in_flight();
@@ -706,8 +711,11 @@ fn plan<E>(ctx: &Ctx<'_>, n: u64, out_layout: &ChunkLayout, out_elem: usize) -> 
     // must find room in the budget while the run buffers hold the rest.
     let stage = direct::STAGE_BYTES as u64;
     let spills = total > ctx.opts.run_bytes.map_or(left, |r| r.min(left));
-    let direct_spill =
-        spills && total >= direct::DIRECT_MIN_BYTES && direct::enabled() && left >= need + stage;
+    let direct_spill = spills
+        && ctx.is_global()
+        && total >= direct_spill_min()
+        && direct::enabled()
+        && left >= need + stage;
     let left = if direct_spill { left - stage } else { left };
     let cap = ctx.opts.run_bytes.map_or(left, |r| r.min(left)).max(esize);
     // In memory if it fits; otherwise runs of half the room, so one is gathered while the
@@ -720,7 +728,8 @@ fn plan<E>(ctx: &Ctx<'_>, n: u64, out_layout: &ChunkLayout, out_elem: usize) -> 
     let run_elems = run_elems.max(1) as usize;
     let merge_bytes = cap.max(need);
     // A merge gives half its memory to the runs' read buffers and half to its output block.
-    let fan_in = (merge_bytes / (2 * MIN_MERGE_BUF)).clamp(2, MAX_FAN_IN) as usize;
+    let per_run = (2 * MIN_MERGE_BUF).max(merge::min_reader_bytes::<E>(direct_spill));
+    let fan_in = (merge_bytes / per_run).clamp(2, MAX_FAN_IN) as usize;
     Ok(Plan {
         run_elems,
         two_buffers,
@@ -728,6 +737,16 @@ fn plan<E>(ctx: &Ctx<'_>, n: u64, out_layout: &ChunkLayout, out_elem: usize) -> 
         fan_in,
         direct_spill,
     })
+}
+
+/// Spill files at least this large bypass the page cache ([`direct::DIRECT_MIN_BYTES`]; tests
+/// lower it to reach the direct path with small inputs).
+fn direct_spill_min() -> u64 {
+    #[cfg(test)]
+    if let Some(v) = tests::DIRECT_SPILL_MIN.with(|v| v.get()) {
+        return v;
+    }
+    direct::DIRECT_MIN_BYTES
 }
 
 /// A sorted run: `len` elements at element offset `start` of a spill file.
@@ -742,6 +761,8 @@ struct SpillFile {
     file: File,
     /// The same file opened for `O_DIRECT` reads, when it is written that way.
     direct: Option<File>,
+    /// Set when a direct read was refused: reads go through `file` from then on.
+    direct_failed: std::sync::atomic::AtomicBool,
     dir: PathBuf,
 }
 
@@ -795,6 +816,7 @@ fn new_spill_file(
     let file = Arc::new(SpillFile {
         file,
         direct: reader,
+        direct_failed: Default::default(),
         dir: dir.to_path_buf(),
     });
     let writer = SpillWriter {

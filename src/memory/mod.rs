@@ -11,7 +11,7 @@ mod budget;
 
 pub use budget::{
     MemoryBudget, Reclaim, Reservation, default_limit, global, human as human_bytes,
-    physical_memory,
+    physical_memory, return_large_frees_to_system,
 };
 
 /// For tests that change the process-wide [`global`] budget: run outside the child this starts,

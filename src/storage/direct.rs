@@ -43,7 +43,7 @@ pub const BLOCK: u64 = 4096;
 /// Bytes copied into a staging buffer and written per `pwrite` by [`DirectFile::write_at`].
 const STAGE: usize = 8 << 20;
 
-/// A staging buffer's size: [`STAGE`] and one block more, so [`DirectFile::write_with`] can
+/// A staging buffer's size: the bytes staged per write (8 MiB) and one block more, so [`DirectFile::write_with`] can
 /// stage a whole default-sized chunk (8 MiB) at any offset within its first block.
 pub const STAGE_BYTES: usize = STAGE + BLOCK as usize;
 

@@ -59,8 +59,8 @@ pub(crate) const OWN_MAPPING_MIN: usize = 256 << 10;
 /// and, once freed, stay resident while other allocations are mapped anew: the memory budget
 /// counts the live buffers, but RSS also counts the freed ones. On the machine of
 /// `benches/RESULTS.md`, sorting 512 MiB under a 256 MiB budget peaked at 286 MB of RSS that
-/// way and at 230 MB with the fixed threshold (2-4 % slower), and an argsort of 512 MiB under
-/// 128 MiB at 176 MB against 134 MB. Other C libraries keep their defaults.
+/// way and at 241 MB with the fixed threshold (2-4 % slower), and an argsort of 512 MiB under
+/// 128 MiB at 176 MB against 143 MB. Other C libraries keep their defaults.
 pub(crate) fn unmap_large_frees() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

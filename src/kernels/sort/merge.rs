@@ -15,6 +15,7 @@
 
 use std::hint::select_unpredictable;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytemuck::Pod;
 use rayon::prelude::*;
@@ -57,9 +58,11 @@ impl AlignedBytes {
 }
 
 /// Reads a run through a buffer. Byte `i` of `data` is byte `base + i` of the spill file; the
-/// run's unmerged elements are `data[lo..hi]`. When the file is read with `O_DIRECT`, `base` and
-/// every read are [`BLOCK`]-aligned (a read may take bytes of the neighbouring runs, which are
-/// never looked at); otherwise `align` is the element's alignment and reads are exact.
+/// run's unmerged elements are `data[lo..hi]`. `base` and every read are aligned to `align`:
+/// [`BLOCK`] when the file is read with `O_DIRECT`, else the element's alignment (at least 8
+/// bytes). Reads are rounded out to it, so they may take bytes of the neighbouring runs, which
+/// are never looked at. Every key size (1 to 16 bytes) divides the alignment, so elements stay
+/// aligned in `data`.
 struct RunReader<E> {
     run: Run,
     data: AlignedBytes,
@@ -115,11 +118,12 @@ impl<E: Pod> RunReader<E> {
         (len + align) as u64
     }
 
-    /// End of the run's bytes in `data`.
+    /// End of the run's whole elements in `data`.
     fn hi(&self) -> usize {
-        ((self.end - self.base) as usize)
+        let end = ((self.end - self.base) as usize)
             .min(self.filled)
-            .max(self.lo)
+            .max(self.lo);
+        self.lo + (end - self.lo) / size_of::<E>() * size_of::<E>()
     }
 
     fn left_unread(&self) -> bool {
@@ -152,29 +156,55 @@ impl<E: Pod> RunReader<E> {
         let want = (self.end - self.base).next_multiple_of(self.align as u64);
         let to = (self.data.len as u64).min(want) as usize / self.align * self.align;
         let f = &self.run.file;
+        let mut direct = f.direct.as_ref().filter(|_| !f.direct_failed.load(Relaxed));
         while self.filled < to {
             let at = self.base + self.filled as u64;
             let buf = &mut self.data.get_mut()[self.filled..to];
-            let got = match &f.direct {
-                Some(d) => match d.read_at(buf, at) {
-                    // A file system that takes direct writes but not these reads.
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => f.file.read_at(buf, at),
-                    r => r,
-                },
+            let got = match direct {
+                Some(d) => {
+                    debug_assert!(
+                        at.is_multiple_of(BLOCK)
+                            && buf.len().is_multiple_of(BLOCK as usize)
+                            && (buf.as_ptr() as usize).is_multiple_of(BLOCK as usize),
+                        "unaligned direct read"
+                    );
+                    match d.read_at(buf, at) {
+                        // A file system that takes direct writes but not these reads: the
+                        // ordinary handle from now on, for every reader of the file.
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                            f.direct_failed.store(true, Relaxed);
+                            direct = None;
+                            continue;
+                        }
+                        r => r,
+                    }
+                }
                 None => f.file.read_at(buf, at),
             };
             match got {
                 Ok(0) => break,
-                Ok(n) => self.filled += n,
+                Ok(n) => {
+                    #[cfg(test)]
+                    if direct.is_some() {
+                        super::tests::DIRECT_READS.fetch_add(1, Relaxed);
+                    }
+                    self.filled += n;
+                    // A short direct read is the end of the file (the next offset would be
+                    // unaligned).
+                    if direct.is_some() && !n.is_multiple_of(self.align) {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io(&f.dir, "read sort spill file", e)),
             }
         }
-        if self.base + (self.filled as u64) < self.end && self.hi() == self.lo {
+        let at = self.base + self.filled as u64;
+        if self.filled < to && at < self.end {
             return Err(Error::Invalid(format!(
-                "{}: sort spill file ended early (at byte {})",
+                "{}: sort spill file ended early (at byte {at}, the run goes to byte {})",
                 f.dir.display(),
-                self.base + self.filled as u64
+                self.end
             )));
         }
         Ok(())
@@ -182,8 +212,9 @@ impl<E: Pod> RunReader<E> {
 }
 
 /// K-way merges sorted `runs`, emitting their elements in order in blocks; `mem` bytes are split
-/// between the runs' read buffers (half) and the round's output block (half), all reserved in
-/// `budget`.
+/// between the runs' read buffers with their alignment slack (half) and the round's output block
+/// (as long as the buffers together), all reserved in `budget`. `mem` must give each run at
+/// least [`min_reader_bytes`] (the plan's fan-in sees to it); below that the buffers exceed it.
 pub(super) fn merge<E: Pod + Ord + Send + Sync>(
     runs: Vec<Run>,
     mem: u64,
@@ -194,11 +225,13 @@ pub(super) fn merge<E: Pod + Ord + Send + Sync>(
     if k == 0 {
         return Ok(());
     }
-    // Each reader's buffer, with its alignment slack, in half the memory.
+    // Each reader's buffer, with its alignment slack, in half the memory (a whole number of
+    // alignment units: a buffer never holds more elements than `out` has room for).
     let direct = runs.iter().any(|r| r.file.direct.is_some());
     let slack = RunReader::<E>::bytes(0, direct);
-    let per = ((mem / (2 * k as u64)).saturating_sub(slack) / size_of::<E>() as u64).max(1);
-    let per = per as usize;
+    let unit = RunReader::<E>::layout(0, direct).0 as u64;
+    let share = (mem / (2 * k as u64)).saturating_sub(slack) / unit * unit;
+    let per = (share / size_of::<E>() as u64).max(1) as usize;
     let mut readers = Vec::with_capacity(k);
     let mut reservations = Vec::with_capacity(k + 1);
     for run in runs {
@@ -247,8 +280,16 @@ pub(super) fn merge<E: Pod + Ord + Send + Sync>(
     }
 }
 
+/// The least memory a merge should have per run: one alignment unit of elements plus the
+/// alignment slack, for the read buffer and again for its share of the output block.
+pub(super) fn min_reader_bytes<E: Pod>(direct: bool) -> u64 {
+    let (unit, _) = RunReader::<E>::layout(0, direct);
+    2 * (RunReader::<E>::bytes(0, direct) + unit as u64)
+}
+
 /// Merges the sorted `slices` into `out` (exactly their total length), in parallel pieces when
-/// there is enough to share.
+/// there is enough to share. Equal keys must be identical bits (sort keys; argsort pairs are
+/// all distinct): ties are broken in any order.
 pub(super) fn merge_slices<E: Pod + Ord + Send + Sync>(slices: &[&[E]], out: &mut [E]) {
     merge_slices_from(slices, out, PAR_ROUND);
 }
