@@ -268,7 +268,10 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("chunkheap: error: {e:#}");
+            // Not `eprintln!`, which panics (status 101, nothing said) when stderr cannot be
+            // written, as on a full disk: the failure's own status is the message left.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "chunkheap: error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -283,3 +283,18 @@ fn memory_limit_and_stats_flags() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(bad));
     }
 }
+
+/// An error still exits with status 1 when stderr cannot be written (a full disk under a log
+/// file): writing the message must not panic (status 101).
+#[test]
+fn an_error_with_stderr_on_a_full_device_still_exits_1() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chunkheap"))
+        .args(["stats", "/nonexistent/chunkheap-missing.npy"])
+        .stderr(full)
+        .output()
+        .expect("running chunkheap");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
