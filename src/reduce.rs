@@ -1153,18 +1153,23 @@ mod tests {
     fn check<T: Element>(values: &[T], chunk: u64) {
         let src = MemSource::vec(values, chunk);
         let full = stats(&src).unwrap();
+        on_threads(|n| {
+            assert_eq!(stats(&src).unwrap(), full, "threads {n}");
+            for need in NEEDS {
+                let s = stats_for(&src, need, &no_progress).unwrap();
+                assert_eq!(s, restricted(&full, need), "{need:?}, threads {n}");
+            }
+        });
+    }
+
+    /// Runs `f(n)` inside pools of 1, 2 and 7 threads.
+    fn on_threads(f: impl Fn(usize) + Sync) {
         for n in [1, 2, 7] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
                 .build()
                 .unwrap();
-            pool.install(|| {
-                assert_eq!(stats(&src).unwrap(), full, "threads {n}");
-                for need in NEEDS {
-                    let s = stats_for(&src, need, &no_progress).unwrap();
-                    assert_eq!(s, restricted(&full, need), "{need:?}, threads {n}");
-                }
-            });
+            pool.install(|| f(n));
         }
     }
 
@@ -1259,23 +1264,17 @@ mod tests {
     fn check_fused(node: &crate::expr::lazy::Src, want: &Stats) {
         let node = crate::expr::lazy::as_node(node).expect("an expression node");
         let full = stats_of_expr(node, &no_progress).unwrap();
-        for n in [1, 2, 7] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                assert_eq!(
-                    stats_of_expr(node, &no_progress).unwrap(),
-                    full,
-                    "threads {n}"
-                );
-                for need in NEEDS {
-                    let s = stats_of_expr_for(node, need, &no_progress).unwrap();
-                    assert_eq!(s, restricted(&full, need), "{need:?}, threads {n}");
-                }
-            });
-        }
+        on_threads(|n| {
+            assert_eq!(
+                stats_of_expr(node, &no_progress).unwrap(),
+                full,
+                "threads {n}"
+            );
+            for need in NEEDS {
+                let s = stats_of_expr_for(node, need, &no_progress).unwrap();
+                assert_eq!(s, restricted(&full, need), "{need:?}, threads {n}");
+            }
+        });
         assert_eq!(
             (full.count, full.nan_count, full.argmin, full.argmax),
             (want.count, want.nan_count, want.argmin, want.argmax)

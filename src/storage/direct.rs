@@ -67,9 +67,9 @@ pub fn enabled() -> bool {
     )
 }
 
-/// A 4 KiB-aligned byte buffer in safe code: a vector one block longer than needed, used from
-/// its first aligned byte.
-struct Aligned {
+/// An aligned byte buffer in safe code: a vector one alignment unit longer than needed, used
+/// from its first aligned byte ([`BLOCK`]-aligned for `O_DIRECT` unless asked otherwise).
+pub(crate) struct Aligned {
     bytes: Vec<u8>,
     start: usize,
     len: usize,
@@ -77,16 +77,26 @@ struct Aligned {
 
 impl Aligned {
     fn new(len: usize) -> Aligned {
-        let bytes = vec![0u8; len + BLOCK as usize];
-        let start = bytes.as_ptr().align_offset(BLOCK as usize);
+        Aligned::with_align(len, BLOCK as usize)
+    }
+
+    /// `len` zeroed bytes starting at a multiple of `align` (a power of two).
+    pub(crate) fn with_align(len: usize, align: usize) -> Aligned {
+        let bytes = vec![0u8; len + align];
+        let start = bytes.as_ptr().align_offset(align);
         Aligned { bytes, start, len }
     }
 
-    fn get(&self) -> &[u8] {
+    /// Usable bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn get(&self) -> &[u8] {
         &self.bytes[self.start..self.start + self.len]
     }
 
-    fn get_mut(&mut self) -> &mut [u8] {
+    pub(crate) fn get_mut(&mut self) -> &mut [u8] {
         &mut self.bytes[self.start..self.start + self.len]
     }
 }

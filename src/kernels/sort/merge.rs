@@ -24,7 +24,7 @@ use super::{Run, reserved_vec};
 use crate::error::{Error, Result};
 use crate::kernels::prefetch;
 use crate::memory::MemoryBudget;
-use crate::storage::direct::BLOCK;
+use crate::storage::direct::{Aligned, BLOCK};
 
 /// Merged elements below which a round is merged on one thread.
 const PAR_ROUND: usize = 1 << 16;
@@ -32,30 +32,6 @@ const PAR_ROUND: usize = 1 << 16;
 const PIECES_PER_THREAD: usize = 4;
 /// Keys sampled from each slice to choose a round's splitters.
 const SAMPLES_PER_SLICE: usize = 32;
-
-/// A byte buffer whose first byte is aligned to `align` (a power of two), in safe code: a vector
-/// `align` bytes longer than needed, used from its first aligned byte.
-struct AlignedBytes {
-    bytes: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBytes {
-    fn new(len: usize, align: usize) -> AlignedBytes {
-        let bytes = vec![0u8; len + align];
-        let start = bytes.as_ptr().align_offset(align);
-        AlignedBytes { bytes, start, len }
-    }
-
-    fn get(&self) -> &[u8] {
-        &self.bytes[self.start..self.start + self.len]
-    }
-
-    fn get_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start..self.start + self.len]
-    }
-}
 
 /// Reads a run through a buffer. Byte `i` of `data` is byte `base + i` of the spill file; the
 /// run's unmerged elements are `data[lo..hi]`. `base` and every read are aligned to `align`:
@@ -65,7 +41,7 @@ impl AlignedBytes {
 /// aligned in `data`.
 struct RunReader<E> {
     run: Run,
-    data: AlignedBytes,
+    data: Aligned,
     base: u64,
     lo: usize,
     /// Bytes of `data` read from the file.
@@ -87,7 +63,7 @@ impl<E: Pod> RunReader<E> {
         RunReader {
             end: start + run.len * esize as u64,
             run,
-            data: AlignedBytes::new(len, align),
+            data: Aligned::with_align(len, align),
             base,
             lo: (start - base) as usize,
             filled: 0,
@@ -154,7 +130,7 @@ impl<E: Pod> RunReader<E> {
         self.lo -= keep;
         self.filled -= keep;
         let want = (self.end - self.base).next_multiple_of(self.align as u64);
-        let to = (self.data.len as u64).min(want) as usize / self.align * self.align;
+        let to = (self.data.len() as u64).min(want) as usize / self.align * self.align;
         let f = &self.run.file;
         let mut direct = f.direct.as_ref().filter(|_| !f.direct_failed.load(Relaxed));
         while self.filled < to {
@@ -240,7 +216,7 @@ pub(super) fn merge<E: Pod + Ord + Send + Sync>(
         readers.push(RunReader::new(run, per));
     }
     // A round merges at most what the buffers hold.
-    let most: usize = readers.iter().map(|r| r.data.len / size_of::<E>()).sum();
+    let most: usize = readers.iter().map(|r| r.data.len() / size_of::<E>()).sum();
     let (mut out, res) = reserved_vec::<E>(budget, most, "sort merge buffer")?;
     reservations.push(res);
     out.resize(most, E::zeroed());
