@@ -34,11 +34,15 @@ fn page_size() -> u64 {
 const HUGE_PAGE: usize = 2 << 20;
 
 /// Asks the kernel to back the whole 2 MiB pages inside `len` bytes at `ptr` (an allocation of
-/// ours not yet touched) with transparent huge pages, where THP is in `madvise` mode. Fresh
-/// memory in this VM costs a fault per 4 KiB page on first touch (about 1-2 GB/s); one fault per
-/// 2 MiB makes large buffers (a packed matmul operand, sort runs) cheap to first touch. Advice
-/// only: failure, or a kernel without THP, changes nothing.
+/// ours not yet touched) with transparent huge pages, where THP is in `madvise` mode and
+/// [`huge_pages_pay`] says they are cheaper to first touch. Fresh memory costs a fault per
+/// 4 KiB page on first touch; one fault per 2 MiB made large buffers (a packed matmul operand,
+/// sort runs) cheaper on the project's first VM: 8192² matmul 16.5 -> 15.6 s, 512 MiB sort
+/// 3.29 -> 2.81 s. Advice only: failure, or a kernel without THP, changes nothing.
 pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
+    if !huge_pages_pay() {
+        return;
+    }
     let start = (ptr as usize).next_multiple_of(HUGE_PAGE);
     let end = (ptr as usize + len) / HUGE_PAGE * HUGE_PAGE;
     if end <= start {
@@ -48,6 +52,37 @@ pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
     // pages, so page-aligned as madvise requires). MADV_HUGEPAGE changes neither the mapping nor
     // its contents, only how the kernel backs it; the result is ignored because it is advice.
     let _ = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+}
+
+/// Whether fresh transparent huge pages are worth asking for: not in a virtual machine whose
+/// balloon device reports free memory to the host (virtio's `VIRTIO_BALLOON_F_REPORTING`).
+/// Linux reports free blocks of 2 MiB and up, and the host takes their memory back, so every
+/// huge page is a reported block that the host must back again, 4 KiB at a time, on first
+/// touch; 4 KiB pages come from smaller free blocks, which are never reported. On the Zen 5
+/// VM of `benches/RESULTS.md` (reporting on), first touching 512 MiB took 0.65-1.05 s with the
+/// advice and 0.16-0.66 s without, and with the advice an 8192² matmul took 5.25-5.36 s against
+/// 4.73-4.87 s (sys time 1.3-1.6 s against 0.4 s). Asked once per process.
+fn huge_pages_pay() -> bool {
+    static PAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAY.get_or_init(|| !balloon_reports_free_pages(Path::new("/sys/bus/virtio/devices")))
+}
+
+/// Whether a virtio balloon under `devices` (sysfs: a directory per device, with `device`, the
+/// virtio device id, and `features`, the negotiated feature bits as a string of `0`/`1`, bit 0
+/// first) negotiated free page reporting (feature bit 5). Unreadable entries count as no.
+fn balloon_reports_free_pages(devices: &Path) -> bool {
+    const BALLOON: u32 = 5;
+    const F_REPORTING: usize = 5;
+    let Ok(entries) = std::fs::read_dir(devices) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let read = |name: &str| std::fs::read_to_string(e.path().join(name)).unwrap_or_default();
+        let id = read("device");
+        let id = id.trim().trim_start_matches("0x");
+        u32::from_str_radix(id, 16).is_ok_and(|d| d == BALLOON)
+            && read("features").as_bytes().get(F_REPORTING) == Some(&b'1')
+    })
 }
 
 /// Allocations of this many bytes or more get a mapping of their own from the C allocator.
@@ -359,6 +394,31 @@ impl MmapWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_page_reporting_is_read_from_the_balloon_features() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = |name: &str, id: &str, features: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("device"), format!("{id}\n")).unwrap();
+            std::fs::write(d.join("features"), format!("{features}\n")).unwrap();
+        };
+        assert!(!balloon_reports_free_pages(&dir.path().join("missing")));
+        // A block device with bit 5 set is not a balloon.
+        dev("virtio0", "0x0002", "00100110");
+        assert!(!balloon_reports_free_pages(dir.path()));
+        // A balloon without reporting (stats and deflate-on-OOM only).
+        dev("virtio1", "0x0005", "01100000");
+        assert!(!balloon_reports_free_pages(dir.path()));
+        // The features of this project's Firecracker VM: reporting on.
+        dev(
+            "virtio2",
+            "0x0005",
+            "0110010100000000000000000000000010000000",
+        );
+        assert!(balloon_reports_free_pages(dir.path()));
+    }
 
     #[test]
     fn windows_over_small_folios_are_refused() {
