@@ -24,7 +24,11 @@ Runs with the system `python3` (standard library only). On a fresh machine it:
 5. runs every workload `--runs` times per tool, each run a whole process (chunkheap, or a Python
    subprocess per peer running this same file with `--worker`), wall time measured around the
    process and its peak RSS from GNU time's %M (/usr/bin/time; wait4()'s ru_maxrss without it);
-   RSS includes the page-cache pages a memory map touched. Before each tool's runs of a workload its inputs are read once
+   RSS includes the page-cache pages a memory map touched. Each chunkheap run of a workload bound
+   by reading page-cached inputs (READ_BOUND) is paired with one pass of the page-cache read
+   probe just before it, and its fraction of the read limit is also given against that probe
+   (median over runs), since the shared machine's memory bandwidth drifts within a run. Before
+   each tool's runs of a workload its inputs are read once
    (warm page cache); `.npy` inputs found 10 % or more cached in small folios (an earlier
    tool's memory pressure punched holes that were refilled so) are first evicted and read
    back. Then the chunkheap workloads again under `--memory-limit` (default 512MiB;
@@ -70,6 +74,10 @@ CHUNKHEAP_COMMANDS = {
 }
 
 # What each workload reads (dataset keys), what it produces, and a short description.
+# Workloads bound by reading their page-cached inputs: each chunkheap run of these is paired with
+# a read probe just before it (see `Bench.paired_probe`).
+READ_BOUND = {"stats", "sum", "mean_std", "sum_expr", "hist", "minmax", "median", "axis_mean"}
+
 WORKLOADS = {
     "stats": (["a"], "values", "stats: sum, mean, std, min, max, argmin, argmax, NaN count"),
     "sum": (["a"], "values", "sum(a)"),
@@ -1025,15 +1033,17 @@ class Bench:
         out = self.out_path(wl, "chunkheap" if limit is None else "chunkheap-lim")
         glob = ["--progress", "never"] + (["--memory-limit", limit] if limit else [])
         small = self.warm(wl, "chunkheap")
-        chosen, walls, rsss, last, errors = None, [], [], None, []
+        chosen, walls, rsss, last, errors, probes = None, [], [], None, [], []
         for alt in CHUNKHEAP_COMMANDS[wl]:
             cmds = [[self.bin] + glob + [a.format(**self.fmt(wl, out)) for a in c] for c in alt]
             self.remove(out)
+            probe = self.paired_probe(wl)
             res = self._run_seq(cmds)
             if res[0] is None:
                 errors.append(res[1:])
                 continue
             chosen = cmds
+            probes.append(probe)
             walls.append(res[0])
             rsss.append(res[1])
             last = res[2]
@@ -1054,6 +1064,7 @@ class Bench:
             return row
         for _ in range(self.args.runs - 1):
             self.remove(out)
+            probes.append(self.paired_probe(wl))
             res = self._run_seq(chosen)
             if res[0] is None:
                 row.update(status="failed", notes=res[1][:160])
@@ -1064,6 +1075,7 @@ class Bench:
             rsss.append(res[1])
             last = res[2]
         row.update(status="ok", runs=walls, median_s=statistics.median(walls), rss=max(rsss),
+                   probes=probes if None not in probes else None,
                    cmd=" ; ".join(" ".join(c[1:]) for c in chosen), stdout=last,
                    out=out if WORKLOADS[wl][1] == "file" else None,
                    answer=chunkheap_answer(wl, last))
@@ -1073,6 +1085,20 @@ class Bench:
             f"-> {last.strip()[:100]!r}")
         self.rows.append(row)
         return row
+
+    def paired_probe(self, wl):
+        """For a workload bound by reading its page-cached inputs: the page-cache read
+        throughput of its first input with all threads (as the limits section measures it, one
+        pass), measured right before a chunkheap run, so that the run's fraction of the read
+        limit compares two reads seconds apart. This shared machine's memory bandwidth moves
+        between states for minutes at a time (2-thread reads of the same cached file at 42-44
+        GB/s in one minute, 60 in the next); a limit taken once, as the best of 3, and set
+        against a median taken minutes later says more about the moment than about the code.
+        None for other workloads."""
+        if wl not in READ_BOUND:
+            return None
+        return pread_throughput(self.ds.path(WORKLOADS[wl][0][0]), os.cpu_count() or 1,
+                                repeats=1)
 
     def _run_seq(self, cmds):
         wall, rss, out = 0.0, 0, ""
@@ -1230,6 +1256,12 @@ def finish_rows(rows, bench, limits):
                  and x["status"] == "ok" and not x["tool"].startswith("chunkheap")]
         r["ratio"] = r["median_s"] / min(peers) if peers else None
         r["frac"] = r["gbps"] / read_all if read_all else None
+        if r.get("probes"):
+            # Each run against the probe just before it, then the median of those fractions.
+            nbytes = bench.input_bytes(r["workload"])
+            r["frac_paired"] = statistics.median(
+                nbytes / w / 1e9 / p for w, p in zip(r["runs"], r["probes"]))
+            r["probe_gbps"] = statistics.median(r["probes"])
         if r["workload"] == "write_expr":
             # Its limit is the write: output bytes (one input's size) against the write probe.
             out_gbps = bench.input_bytes(r["workload"]) / 2 / r["median_s"] / 1e9
@@ -1264,7 +1296,7 @@ def markdown(rows, bench, limits, header_lines):
     for line in header_lines:
         w(line + "\n")
     w("\n| workload | tool | median s | GB/s of input | peak RSS MiB | ratio to best peer "
-      "| of page-cache read limit (write limit for write_expr) | answer | notes |\n")
+      "| of page-cache read limit (write limit for write_expr); paired | answer | notes |\n")
     w("|---|---|---:|---:|---:|---:|---:|---|---|\n")
     for r in rows:
         if r["status"] != "ok":
@@ -1273,6 +1305,9 @@ def markdown(rows, bench, limits, header_lines):
             continue
         ratio = f"{r['ratio']:.2f}x" if r.get("ratio") else ""
         frac = f"{100 * r['frac']:.0f} %" if r.get("frac") else ""
+        if r.get("frac_paired"):
+            frac += (f"; {100 * r['frac_paired']:.0f} % of the probe before each run "
+                     f"(median {r['probe_gbps']:.1f} GB/s)")
         w(f"| {r['workload']} | {r['tool']} | {r['median_s']:.3f} | {r['gbps']:.2f} | "
           f"{r['rss'] / MiB:.0f} | {ratio} | {frac} | {md_escape(check_cell(r))} | "
           f"{md_escape(r.get('notes', ''))} |\n")
@@ -1285,7 +1320,8 @@ def md_escape(s):
 
 def write_csv(path, rows):
     cols = ["workload", "tool", "status", "median_s", "runs_s", "gbps", "peak_rss_mib",
-            "ratio_to_best_peer", "frac_of_read_limit", "check", "check_note", "notes", "answer",
+            "ratio_to_best_peer", "frac_of_read_limit", "frac_of_paired_read",
+            "paired_read_gbps", "check", "check_note", "notes", "answer",
             "cmd", "inputs_in_small_folios"]
     with open(path, "w", newline="") as f:
         wr = csv.writer(f)
@@ -1300,6 +1336,8 @@ def write_csv(path, rows):
                 f"{r['rss'] / MiB:.1f}" if ok else "",
                 f"{r['ratio']:.4f}" if ok and r.get("ratio") else "",
                 f"{r['frac']:.4f}" if ok and r.get("frac") else "",
+                f"{r['frac_paired']:.4f}" if ok and r.get("frac_paired") else "",
+                ";".join(f"{x:.3f}" for x in r.get("probes") or []),
                 {True: "ok", False: "MISMATCH", None: ""}[r.get("check")],
                 r.get("check_note", ""), r.get("notes", ""), short_answer(r.get("answer")),
                 r.get("cmd", ""),
@@ -1593,7 +1631,10 @@ def bench_main(args, wls, tools, limit, cleanup):
            f"{harness_rss() / MiB:.0f} MiB, as a floor)")
         + " and counts mapped page-cache pages. GB/s = input bytes / median "
         "time. Ratio = time / the best peer's time for that workload (below 1: faster than "
-        f"every peer). The read-limit fraction uses the {threads}-thread page-cache figure.",
+        f"every peer). The read-limit fraction uses the {threads}-thread page-cache figure; "
+        "for the read-bound workloads, each chunkheap run is also paired with the same read "
+        "probe (one pass) just before it, and \"paired\" is the median over runs of each run's "
+        "GB/s over its probe's (the CSV's `paired_read_gbps` lists the probes).",
         "- chunkheap uses all cores; NumPy and pyarrow reductions one thread (BLAS threads for "
         "matmul); numexpr and Dask their default thread pools.",
     ]
