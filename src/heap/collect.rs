@@ -216,13 +216,13 @@ impl Heap {
             .iter()
             .filter_map(|&id| {
                 let o = st.obj_mut(id);
-                if o.finalized {
+                if o.finalized || !o.has_finalizer {
                     return None;
                 }
-                o.finalizer.take().map(|f| {
-                    o.finalized = true;
-                    (id, f)
-                })
+                o.has_finalizer = false;
+                o.finalized = true;
+                let f = st.finalizers.remove(&id).expect("a flagged finalizer");
+                Some((id, f))
             })
             .collect();
         if !finalize.is_empty() {
@@ -291,9 +291,9 @@ impl Heap {
                 && slot
                     .obj
                     .as_ref()
-                    .is_some_and(|o| o.track.is_some_and(|(g, _)| g <= generation));
+                    .is_some_and(|o| o.track().is_some_and(|(g, _)| g <= generation));
             if live {
-                if st.obj(id).track.map(|t| t.0) != Some(target) {
+                if st.obj(id).track().map(|t| t.0) != Some(target) {
                     promoted += 1;
                 }
                 st.move_to(id, target);
@@ -407,7 +407,7 @@ impl Heap {
         let mut st = self.state();
         for g in 0..3 {
             for id in std::mem::take(&mut st.gens[g]) {
-                st.obj_mut(id).track = None;
+                st.obj_mut(id).set_track(None);
                 st.track(id, 3);
             }
         }
@@ -418,7 +418,7 @@ impl Heap {
     pub fn unfreeze(&self) {
         let mut st = self.state();
         for id in std::mem::take(&mut st.gens[3]) {
-            st.obj_mut(id).track = None;
+            st.obj_mut(id).set_track(None);
             st.track(id, 2);
         }
     }

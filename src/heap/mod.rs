@@ -38,7 +38,7 @@ use crate::storage::{Buffer, ChunkSource};
 
 pub use collect::{GcEvent, GcPhase, GenStats};
 pub use object::{ChunkCell, Kind};
-use object::{ChunkCellInner, ChunkState, ObjId, Payload};
+use object::{ChunkCellInner, ChunkState, ExprData, FunctionData, ObjId, Payload};
 
 /// A finalizer: runs once, with a handle to the dying object (storing that handle somewhere
 /// resurrects the object).
@@ -56,17 +56,44 @@ pub struct HeapConfig {
     pub temp_dir: Option<PathBuf>,
 }
 
+/// An object: 56 bytes, so that with its tag a slot fills 64 (the collector's passes walk the
+/// slots of whole generations; at 144 bytes they took twice the memory traffic).
 pub(crate) struct Obj {
     rc: usize,
     payload: Payload,
-    /// `Some((generation, position in that generation's list))` for tracked containers;
-    /// generation 3 is the permanent (frozen) generation.
-    track: Option<(usize, usize)>,
-    finalizer: Option<Finalizer>,
-    finalized: bool,
     gc_refs: i64,
+    /// Position in its generation's list, when tracked.
+    pos: u32,
+    /// Its generation, 0-2 or 3 (the permanent, frozen one), for a tracked container;
+    /// [`UNTRACKED`] otherwise.
+    generation: u8,
     /// Scratch marks used during a collection.
     mark: u8,
+    /// Its finalizer has been taken to run.
+    finalized: bool,
+    /// A finalizer waits for it in [`State::finalizers`] (rare, so kept out of the slot).
+    has_finalizer: bool,
+}
+
+/// [`Obj::generation`] of an object no generation tracks.
+const UNTRACKED: u8 = u8::MAX;
+
+impl Obj {
+    /// `Some((generation, position in that generation's list))` for a tracked container.
+    fn track(&self) -> Option<(usize, usize)> {
+        (self.generation != UNTRACKED).then_some((self.generation as usize, self.pos as usize))
+    }
+
+    /// Sets (or, with `None`, clears) the generation and position.
+    fn set_track(&mut self, t: Option<(usize, usize)>) {
+        match t {
+            Some((g, pos)) => {
+                self.generation = g as u8;
+                self.pos = u32::try_from(pos).expect("fewer objects than ids");
+            }
+            None => self.generation = UNTRACKED,
+        }
+    }
 }
 
 struct Slot {
@@ -78,6 +105,8 @@ struct Slot {
 pub(crate) struct State {
     slots: Vec<Slot>,
     free: Vec<ObjId>,
+    /// Finalizers waiting for their objects (whose `has_finalizer` is set).
+    finalizers: HashMap<ObjId, Finalizer>,
     /// Generations 0, 1, 2 and the permanent generation 3.
     gens: [Vec<ObjId>; 4],
     count: [u64; 3],
@@ -183,20 +212,22 @@ impl State {
     fn track(&mut self, id: ObjId, generation: usize) {
         let pos = self.gens[generation].len();
         self.gens[generation].push(id);
-        self.obj_mut(id).track = Some((generation, pos));
+        self.obj_mut(id).set_track(Some((generation, pos)));
     }
 
     fn untrack(&mut self, id: ObjId) {
-        if let Some((g, pos)) = self.obj_mut(id).track.take() {
+        let o = self.obj_mut(id);
+        if let Some((g, pos)) = o.track() {
+            o.set_track(None);
             self.gens[g].swap_remove(pos);
             if let Some(&moved) = self.gens[g].get(pos) {
-                self.obj_mut(moved).track = Some((g, pos));
+                self.obj_mut(moved).set_track(Some((g, pos)));
             }
         }
     }
 
     fn move_to(&mut self, id: ObjId, generation: usize) {
-        if self.obj(id).track.is_some_and(|(g, _)| g != generation) {
+        if self.obj(id).track().is_some_and(|(g, _)| g != generation) {
             self.untrack(id);
             self.track(id, generation);
         }
@@ -217,11 +248,11 @@ impl State {
             if o.rc > 0 {
                 continue;
             }
-            if !o.finalized
-                && let Some(f) = o.finalizer.take()
-            {
+            if !o.finalized && o.has_finalizer {
+                o.has_finalizer = false;
                 o.finalized = true;
                 o.rc = 1;
+                let f = self.finalizers.remove(&id).expect("a flagged finalizer");
                 out.finalize.push((id, f));
                 continue;
             }
@@ -244,7 +275,9 @@ impl State {
         }
         out.objects += 1;
         out.bytes += payload_bytes(&o.payload);
-        if let Some(f) = o.finalizer {
+        if o.has_finalizer
+            && let Some(f) = self.finalizers.remove(&id)
+        {
             // Attached to the garbage while its finalizers ran: it cannot run without its object,
             // and must not be dropped under the lock (it may own handles).
             out.orphans.push(f);
@@ -257,11 +290,12 @@ impl State {
         let obj = Obj {
             rc: 1,
             payload,
-            track: None,
-            finalizer: None,
-            finalized: false,
             gc_refs: 0,
+            pos: 0,
+            generation: UNTRACKED,
             mark: 0,
+            finalized: false,
+            has_finalizer: false,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -375,6 +409,7 @@ impl Heap {
             state: Mutex::new(State {
                 slots: Vec::new(),
                 free: Vec::new(),
+                finalizers: HashMap::new(),
                 gens: Default::default(),
                 count: [0; 3],
                 threshold: [700, 10, 10],
@@ -486,11 +521,11 @@ impl Heap {
     /// A lazy expression node `op(args...)`.
     pub fn expr(&self, op: &str, args: &[&Handle]) -> Handle {
         self.alloc(
-            Payload::Expr {
+            Payload::Expr(Box::new(ExprData {
                 op: op.to_string(),
                 args: args.iter().map(|h| h.id).collect(),
                 source: None,
-            },
+            })),
             args,
         )
     }
@@ -500,11 +535,11 @@ impl Heap {
     /// evaluable `source`.
     pub fn expr_array(&self, op: &str, args: &[&Handle], source: Arc<dyn ChunkSource>) -> Handle {
         self.alloc(
-            Payload::Expr {
+            Payload::Expr(Box::new(ExprData {
                 op: op.to_string(),
                 args: args.iter().map(|h| h.id).collect(),
                 source: Some(source),
-            },
+            })),
             args,
         )
     }
@@ -624,9 +659,9 @@ impl Heap {
         self.check(h);
         match &self.state().obj(h.id).payload {
             Payload::Array(s) => Ok(s.clone()),
-            Payload::Expr {
-                source: Some(s), ..
-            } => Ok(s.clone()),
+            Payload::Expr(e) if e.source.is_some() => {
+                Ok(e.source.clone().expect("checked just above"))
+            }
             p => Err(Error::Invalid(format!(
                 "object #{} is a {}, not an array",
                 h.id,
@@ -712,7 +747,8 @@ impl Heap {
     pub fn clear(&self, h: &Handle) -> Result<()> {
         self.mutate(h, |st, freed| {
             let ids = match &mut st.obj_mut(h.id).payload {
-                Payload::List(v) | Payload::Expr { args: v, .. } => std::mem::take(v),
+                Payload::List(v) => std::mem::take(v),
+                Payload::Expr(e) => std::mem::take(&mut e.args),
                 Payload::Dict(v) => std::mem::take(v).into_iter().map(|e| e.1).collect(),
                 _ => return Err(Heap::not_a(st, h.id, "list, dict or expression")),
             };
@@ -851,7 +887,8 @@ impl Heap {
             let o = st.obj_mut(h.id);
             // A newly attached finalizer runs once too, even on an object finalized before.
             o.finalized = false;
-            o.finalizer.replace(f)
+            o.has_finalizer = true;
+            st.finalizers.insert(h.id, f)
         };
         // Dropped outside the lock: it may own handles whose drop re-enters the heap.
         drop(old);
@@ -1018,11 +1055,11 @@ impl Heap {
         refs: &[&Handle],
     ) -> Handle {
         self.alloc(
-            Payload::Function {
+            Payload::Function(Box::new(FunctionData {
                 name: name.to_string(),
                 code,
                 refs: refs.iter().map(|h| h.id).collect(),
-            },
+            })),
             refs,
         )
     }
@@ -1031,7 +1068,7 @@ impl Heap {
     pub fn function_code(&self, h: &Handle) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         self.check(h);
         match &self.state().obj(h.id).payload {
-            Payload::Function { code, .. } => Some(code.clone()),
+            Payload::Function(f) => Some(f.code.clone()),
             _ => None,
         }
     }
@@ -1040,21 +1077,21 @@ impl Heap {
     pub fn function_name(&self, h: &Handle) -> Option<String> {
         self.check(h);
         match &self.state().obj(h.id).payload {
-            Payload::Function { name, .. } => Some(name.clone()),
+            Payload::Function(f) => Some(f.name.clone()),
             _ => None,
         }
     }
 
     /// A slice object `start:stop:step` (`None` for an omitted part).
     pub fn slice(&self, parts: [Option<i64>; 3]) -> Handle {
-        self.alloc(Payload::Slice(parts), &[])
+        self.alloc(Payload::Slice(Box::new(parts)), &[])
     }
 
     /// The parts of a slice object.
     pub fn as_slice(&self, h: &Handle) -> Option<[Option<i64>; 3]> {
         self.check(h);
-        match self.state().obj(h.id).payload {
-            Payload::Slice(p) => Some(p),
+        match &self.state().obj(h.id).payload {
+            Payload::Slice(p) => Some(**p),
             _ => None,
         }
     }
@@ -1174,7 +1211,7 @@ impl Handle {
 
     /// True if the cycle collector tracks this object (containers only).
     pub fn is_tracked(&self) -> bool {
-        self.heap.state().obj(self.id).track.is_some()
+        self.heap.state().obj(self.id).track().is_some()
     }
 
     /// A weak handle to the same object.

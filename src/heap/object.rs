@@ -96,20 +96,27 @@ pub(crate) enum Payload {
     Dict(Vec<(String, ObjId)>),
     Array(Arc<dyn ChunkSource>),
     Chunk(Arc<ChunkCell>),
-    /// A lazy expression: its operation, operand objects, and (for array expressions) the
-    /// evaluable source.
-    Expr {
-        op: String,
-        args: Vec<ObjId>,
-        source: Option<Arc<dyn ChunkSource>>,
-    },
-    Function {
-        name: String,
-        code: Arc<dyn Any + Send + Sync>,
-        refs: Vec<ObjId>,
-    },
-    Slice([Option<i64>; 3]),
+    /// A lazy expression (boxed, as are the other rare variants wider than a `Vec`, so that a
+    /// payload is 32 bytes and a heap slot 64: the collector walks every slot of a generation).
+    Expr(Box<ExprData>),
+    Function(Box<FunctionData>),
+    Slice(Box<[Option<i64>; 3]>),
     Module(String),
+}
+
+/// A lazy expression's operation, operand objects, and (for array expressions) the evaluable
+/// source.
+pub(crate) struct ExprData {
+    pub(crate) op: String,
+    pub(crate) args: Vec<ObjId>,
+    pub(crate) source: Option<Arc<dyn ChunkSource>>,
+}
+
+/// A callable's name, code (opaque to the heap) and the objects it holds.
+pub(crate) struct FunctionData {
+    pub(crate) name: String,
+    pub(crate) code: Arc<dyn Any + Send + Sync>,
+    pub(crate) refs: Vec<ObjId>,
 }
 
 impl Payload {
@@ -125,8 +132,8 @@ impl Payload {
             Payload::Dict(_) => Kind::Dict,
             Payload::Array(_) => Kind::Array,
             Payload::Chunk(_) => Kind::Chunk,
-            Payload::Expr { .. } => Kind::Expr,
-            Payload::Function { .. } => Kind::Function,
+            Payload::Expr(_) => Kind::Expr,
+            Payload::Function(_) => Kind::Function,
             Payload::Slice(_) => Kind::Slice,
             Payload::Module(_) => Kind::Module,
         }
@@ -135,10 +142,9 @@ impl Payload {
     /// The ids this object refers to (with repetition: one per reference).
     pub(crate) fn referents(&self) -> Vec<ObjId> {
         match self {
-            Payload::List(v)
-            | Payload::Tuple(v)
-            | Payload::Expr { args: v, .. }
-            | Payload::Function { refs: v, .. } => v.clone(),
+            Payload::List(v) | Payload::Tuple(v) => v.clone(),
+            Payload::Expr(e) => e.args.clone(),
+            Payload::Function(f) => f.refs.clone(),
             Payload::Dict(v) => v.iter().map(|e| e.1).collect(),
             _ => Vec::new(),
         }
@@ -147,10 +153,9 @@ impl Payload {
     /// Calls `f` for every referent without allocating.
     pub(crate) fn for_each_referent(&self, mut f: impl FnMut(ObjId)) {
         match self {
-            Payload::List(v)
-            | Payload::Tuple(v)
-            | Payload::Expr { args: v, .. }
-            | Payload::Function { refs: v, .. } => v.iter().for_each(|&i| f(i)),
+            Payload::List(v) | Payload::Tuple(v) => v.iter().for_each(|&i| f(i)),
+            Payload::Expr(e) => e.args.iter().for_each(|&i| f(i)),
+            Payload::Function(func) => func.refs.iter().for_each(|&i| f(i)),
             Payload::Dict(v) => v.iter().for_each(|e| f(e.1)),
             _ => {}
         }
@@ -168,14 +173,16 @@ impl Payload {
                 .iter()
                 .find(|e| e.1 == target)
                 .map(|e| format!("[{:?}]", e.0)),
-            Payload::Expr { op, args, .. } => args
+            Payload::Expr(e) => e
+                .args
                 .iter()
                 .position(|&i| i == target)
-                .map(|p| format!("{op} arg {p}")),
-            Payload::Function { name, refs, .. } => refs
+                .map(|p| format!("{} arg {p}", e.op)),
+            Payload::Function(f) => f
+                .refs
                 .iter()
                 .position(|&i| i == target)
-                .map(|p| format!("{name} ref {p}")),
+                .map(|p| format!("{} ref {p}", f.name)),
             _ => None,
         }
     }

@@ -893,3 +893,11 @@ fn handles_from_another_heap_are_refused() {
         "a foreign handle must not read another object's value"
     );
 }
+
+#[test]
+fn a_slot_fills_one_cache_line() {
+    // The collector's passes walk the slots of whole generations: their size is its memory
+    // traffic (144 bytes per slot took twice the time of 64 for 1M objects in rings).
+    assert_eq!(std::mem::size_of::<super::Obj>(), 56);
+    assert!(std::mem::size_of::<super::Slot>() <= 64);
+}
