@@ -215,6 +215,35 @@ impl State {
         self.obj_mut(id).set_track(Some((generation, pos)));
     }
 
+    /// Panics unless every generation's list and its objects' recorded positions agree, and
+    /// every tracked object is in one list (a test oracle for the collector's bookkeeping).
+    #[cfg(test)]
+    pub(crate) fn check_tracking(&self) {
+        let mut listed = 0;
+        for (g, list) in self.gens.iter().enumerate() {
+            for (i, &id) in list.iter().enumerate() {
+                assert_eq!(self.obj(id).track(), Some((g, i)), "object #{id}");
+                listed += 1;
+            }
+        }
+        let tracked = self
+            .slots
+            .iter()
+            .filter(|s| s.obj.as_ref().is_some_and(|o| o.track().is_some()))
+            .count();
+        assert_eq!(listed, tracked, "tracked objects outside every list");
+        let flagged = self
+            .slots
+            .iter()
+            .filter(|s| s.obj.as_ref().is_some_and(|o| o.has_finalizer))
+            .count();
+        assert_eq!(
+            flagged,
+            self.finalizers.len(),
+            "finalizers without flags or flags without"
+        );
+    }
+
     fn untrack(&mut self, id: ObjId) {
         let o = self.obj_mut(id);
         if let Some((g, pos)) = o.track() {

@@ -541,6 +541,9 @@ enum Op {
     Collect(usize),
     Spill(usize),
     Reload(usize),
+    /// Attaches a finalizer (which only counts its run), so that collections take the path
+    /// that runs finalizers with the lock released.
+    Finalize(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -553,6 +556,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..3).prop_map(Op::Collect),
         1 => any::<usize>().prop_map(Op::Spill),
         1 => any::<usize>().prop_map(Op::Reload),
+        1 => any::<usize>().prop_map(Op::Finalize),
     ]
 }
 
@@ -616,6 +620,8 @@ proptest! {
         let mut m = Model::default();
         let mut hs: Vec<(usize, Handle)> = Vec::new(); // (model id, handle)
         let mut objs: Vec<Option<WeakHandle>> = Vec::new();
+        // (model id, runs of a finalizer attached to it), in the order attached.
+        let mut runs: Vec<(usize, Arc<AtomicUsize>)> = Vec::new();
         for op in ops {
             match op {
                 Op::Alloc(list) => {
@@ -681,6 +687,10 @@ proptest! {
                         prop_assert_eq!(hp.chunk_state(h).unwrap(), "spilled");
                     }
                 }
+                Op::Finalize(i) if !hs.is_empty() => {
+                    let (id, h) = &hs[i % hs.len()];
+                    runs.push((*id, counted(h)));
+                }
                 Op::Reload(i) if !hs.is_empty() => {
                     let (ia, h) = &hs[i % hs.len()];
                     if !m.is_list[*ia] {
@@ -692,6 +702,7 @@ proptest! {
             // Garbage in cycles may linger until a collection; what is alive in the model after
             // refcounting must be alive in the heap, and vice versa after a full collection.
             prop_assert_eq!(hp.live_objects(), m.live());
+            hp.state().check_tracking();
             for (i, w) in objs.iter().enumerate() {
                 if let Some(w) = w {
                     prop_assert_eq!(!w.is_gone(), m.alive[i], "object {}", i);
@@ -703,6 +714,12 @@ proptest! {
         m.refcount_sweep();
         hp.collect(2).unwrap();
         prop_assert_eq!(hp.live_objects(), 0);
+        hp.state().check_tracking();
+        // Every object's last finalizer ran exactly once; one replaced before it never ran.
+        for (k, (id, r)) in runs.iter().enumerate() {
+            let last = runs[k + 1..].iter().all(|(other, _)| other != id);
+            prop_assert_eq!(r.load(Ordering::SeqCst), usize::from(last), "object {}", id);
+        }
         prop_assert_eq!(std::fs::read_dir(hp.spill_dir()).unwrap().count(), 0);
     }
 }
