@@ -27,8 +27,20 @@ use std::cell::Cell;
 use super::{Freed, Handle, Heap, ObjId, State, run_finalizer};
 
 thread_local! {
-    /// True while this thread runs a collection (its finalizers and callbacks included).
-    static IN_COLLECTION: Cell<bool> = const { Cell::new(false) };
+    /// The heap (the address of its shared state) whose collection this thread is running, its
+    /// finalizers and callbacks included; 0 for none.
+    static COLLECTING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as running a heap's collection until dropped, a panicking callback's
+/// unwinding included, and then restores the mark it replaced: a finalizer of heap A may
+/// collect heap B, which nests.
+struct CollectingMark(usize);
+
+impl Drop for CollectingMark {
+    fn drop(&mut self) {
+        COLLECTING.with(|c| c.set(self.0));
+    }
 }
 use crate::error::{Error, Result};
 
@@ -191,9 +203,9 @@ impl Heap {
                 "invalid generation {generation} (expected 0, 1 or 2)"
             )));
         }
-        // A collection requested from a finalizer or callback of the collection running on this
-        // thread is absorbed by it (as in CPython); other threads wait their turn.
-        if IN_COLLECTION.with(Cell::get) {
+        // A collection requested from a finalizer or callback of this heap's collection running
+        // on this thread is absorbed by it (as in CPython); other threads wait their turn.
+        if COLLECTING.with(Cell::get) == self.key() {
             return Ok(0);
         }
         let _one = self
@@ -220,10 +232,13 @@ impl Heap {
     }
 
     fn collect_locked(&self, generation: usize) -> u64 {
-        IN_COLLECTION.with(|f| f.set(true));
-        let n = self.collect_inner(generation);
-        IN_COLLECTION.with(|f| f.set(false));
-        n
+        let _mark = CollectingMark(COLLECTING.with(|c| c.replace(self.key())));
+        self.collect_inner(generation)
+    }
+
+    /// This heap's identity for [`COLLECTING`]: the address of its shared state.
+    fn key(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.inner) as usize
     }
 
     fn collect_inner(&self, generation: usize) -> u64 {
@@ -343,8 +358,10 @@ impl Heap {
             }
         } else {
             // The lock was held throughout: the young generations now hold exactly the
-            // survivors (the garbage left them above, and freeing it only freed objects whose
-            // last reference it held, none of them reachable survivors). Append them whole.
+            // survivors. The garbage left them above; freeing it may also free a young survivor
+            // whose only holder was an older object that only the garbage held (a root here,
+            // since references from older generations are not subtracted), but `untrack` took
+            // that one out of its list. Append the lists whole.
             for g in 0..=generation {
                 if g != target {
                     let list = std::mem::take(&mut st.gens[g]);

@@ -912,6 +912,60 @@ fn handles_from_another_heap_are_refused() {
 }
 
 #[test]
+fn a_panicking_callback_does_not_disable_later_collections() {
+    // Found by a reviewing subagent: the thread's "collecting" mark stayed set after a callback
+    // panicked, and every later collect() on the thread returned 0 without collecting.
+    let hp = heap();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let a2 = armed.clone();
+    hp.add_callback(move |_| {
+        if a2.swap(false, Ordering::SeqCst) {
+            panic!("callback");
+        }
+    });
+    let hp2 = hp.clone();
+    assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hp2.collect(0))).is_err());
+    let l = hp.list(&[]);
+    hp.list_append(&l, &l).unwrap();
+    drop(l);
+    assert_eq!(hp.collect(2).unwrap(), 1);
+    hp.clear_callbacks();
+    assert_eq!(hp.live_objects(), 0);
+}
+
+#[test]
+fn a_finalizer_can_collect_another_heap() {
+    // Only a collection of the same heap is absorbed by the one running on this thread.
+    let a = heap();
+    let b = heap();
+    let l = b.list(&[]);
+    b.list_append(&l, &l).unwrap();
+    drop(l);
+    let got = Arc::new(AtomicUsize::new(99));
+    let (b2, got2) = (b.clone(), got.clone());
+    let x = a.list(&[]);
+    a.list_append(&x, &x).unwrap();
+    let a2 = a.clone();
+    a.set_finalizer(
+        &x,
+        Box::new(move |_| {
+            // Absorbed: heap A is collecting on this thread.
+            assert_eq!(a2.collect(2).unwrap(), 0);
+            got2.store(b2.collect(2).unwrap() as usize, Ordering::SeqCst);
+        }),
+    );
+    drop(x);
+    assert_eq!(a.collect(2).unwrap(), 1);
+    assert_eq!(
+        got.load(Ordering::SeqCst),
+        1,
+        "heap B's collection was absorbed by A's"
+    );
+    assert_eq!(b.live_objects(), 0);
+}
+
+#[cfg(target_pointer_width = "64")]
+#[test]
 fn a_slot_fills_one_cache_line() {
     // The collector's passes walk the slots of whole generations: their size is its memory
     // traffic (144 bytes per slot took twice the time of 64 for 1M objects in rings).
