@@ -693,17 +693,16 @@ impl Heap {
     /// The source of an array object.
     pub fn array_source(&self, h: &Handle) -> Result<Arc<dyn ChunkSource>> {
         self.check(h);
-        match &self.state().obj(h.id).payload {
-            Payload::Array(s) => Ok(s.clone()),
-            Payload::Expr(e) if e.source.is_some() => {
-                Ok(e.source.clone().expect("checked just above"))
-            }
-            p => Err(Error::Invalid(format!(
-                "object #{} is a {}, not an array",
-                h.id,
-                p.kind()
-            ))),
-        }
+        let st = self.state();
+        let p = &st.obj(h.id).payload;
+        let source = match p {
+            Payload::Array(s) => Some(s),
+            Payload::Expr(e) => e.source.as_ref(),
+            _ => None,
+        };
+        source.cloned().ok_or_else(|| {
+            Error::Invalid(format!("object #{} is a {}, not an array", h.id, p.kind()))
+        })
     }
 
     fn mutate<R>(
