@@ -74,10 +74,6 @@ CHUNKHEAP_COMMANDS = {
 }
 
 # What each workload reads (dataset keys), what it produces, and a short description.
-# Workloads bound by reading their page-cached inputs: each chunkheap run of these is paired with
-# a read probe just before it (see `Bench.paired_probe`).
-READ_BOUND = {"stats", "sum", "mean_std", "sum_expr", "hist", "minmax", "median", "axis_mean"}
-
 WORKLOADS = {
     "stats": (["a"], "values", "stats: sum, mean, std, min, max, argmin, argmax, NaN count"),
     "sum": (["a"], "values", "sum(a)"),
@@ -91,6 +87,10 @@ WORKLOADS = {
     "axis_mean": (["m"], "file", "mean(m, axis=1) of (N/1024, 1024) to .npy"),
     "matmul": (["x", "y"], "file", "x @ y (n x n f64) to .npy"),
 }
+
+# Workloads bound by reading their page-cached inputs: each chunkheap run of these is paired with
+# a read probe just before it (see `Bench.paired_probe`).
+READ_BOUND = {"stats", "sum", "mean_std", "sum_expr", "hist", "minmax", "median", "axis_mean"}
 
 # Peers and the workloads each has. Dask on Zarr covers the 1-D workloads on a/b.
 PEERS = {
