@@ -94,8 +94,8 @@ impl State {
     /// outside the set; every object of `set` ends unmarked.
     fn unreachable_in(&mut self, set: &[ObjId]) -> Vec<ObjId> {
         for &id in set {
-            let o = self.obj_mut(id);
-            o.gc_refs = o.rc as i64;
+            let rc = self.rc(id);
+            self.obj_mut(id).gc_refs = rc as i64;
         }
         // One scratch vector for referent lists (no allocation per object).
         let mut refs = Vec::new();
@@ -297,7 +297,7 @@ impl Heap {
             }
             st = self.state();
             for &id in &unreachable {
-                st.obj_mut(id).rc -= 1;
+                st.counts.decref(id);
             }
             // Resurrection: whatever is now referenced from outside the set survives.
             st.mark_all(&unreachable, MARK_CANDIDATE);

@@ -13,14 +13,17 @@
 //!   evicts clean chunks (re-read from their source later) and spills dirty ones to temp files.
 //!
 //! # Thread safety
-//! [`Heap`] and [`Handle`] are `Send + Sync`. The object graph (counts, containers, generations)
-//! sits behind one mutex, held only for short, allocation-free bookkeeping; finalizers,
+//! [`Heap`] and [`Handle`] are `Send + Sync`. The object graph (containers, generations) sits
+//! behind one mutex, held only for short, allocation-free bookkeeping. Reference counts are
+//! atomics beside it (`counts.rs`): cloning a handle, and dropping one that is not the last
+//! reference, never take the lock; only a decrement that may reach zero does. Finalizers,
 //! callbacks, payload drops (which release memory and delete spill files) and chunk I/O run with
 //! it released. Each chunk's data has its own lock, so kernels on rayon workers read and write
 //! different chunks concurrently, and the memory reclaimer skips chunks that are in use (pinned).
 //! One collection runs at a time.
 
 mod collect;
+mod counts;
 mod object;
 
 #[cfg(test)]
@@ -37,6 +40,7 @@ use crate::memory::{self, MemoryBudget, Reclaim};
 use crate::storage::{Buffer, ChunkSource};
 
 pub use collect::{GcEvent, GcPhase, GenStats};
+use counts::Counts;
 pub use object::{ChunkCell, Kind};
 use object::{ChunkCellInner, ChunkState, ExprData, FunctionData, ObjId, Payload};
 
@@ -56,10 +60,10 @@ pub struct HeapConfig {
     pub temp_dir: Option<PathBuf>,
 }
 
-/// An object: 56 bytes, so that with its tag a slot fills 64 (the collector's passes walk the
-/// slots of whole generations; at 144 bytes they took twice the memory traffic).
+/// An object: 48 bytes, so that with its tag a slot is 56 (the collector's passes walk the
+/// slots of whole generations; at 144 bytes they took twice the memory traffic). Its reference
+/// count is kept apart, in [`Counts`], where handles change it without the lock.
 pub(crate) struct Obj {
-    rc: usize,
     payload: Payload,
     gc_refs: i64,
     /// Position in its generation's list, when tracked.
@@ -116,10 +120,14 @@ pub(crate) struct State {
     long_lived_pending: u64,
     stats: [GenStats; 3],
     live: usize,
+    /// The reference counts (shared with [`HeapInner::counts`]).
+    counts: Arc<Counts>,
 }
 
 pub(crate) struct HeapInner {
     state: Mutex<State>,
+    /// The reference counts, for handles to change without the state lock.
+    counts: Arc<Counts>,
     budget: MemoryBudget,
     spill_dir: tempfile::TempDir,
     _live: crate::storage::atomic::LiveTemp,
@@ -263,7 +271,12 @@ impl State {
     }
 
     fn incref(&mut self, id: ObjId) {
-        self.obj_mut(id).rc += 1;
+        self.counts.incref(id);
+    }
+
+    /// The object's reference count.
+    fn rc(&self, id: ObjId) -> usize {
+        self.counts.load(id)
     }
 
     /// Drops one reference; frees objects whose count reaches zero (iteratively, so long chains
@@ -272,22 +285,19 @@ impl State {
     fn decref(&mut self, id: ObjId, out: &mut Freed) {
         // The common case, a count that stays above zero, allocates nothing (the work list cost
         // a third of a handle's clone + drop).
-        let o = self.obj_mut(id);
-        if o.rc > 1 {
-            o.rc -= 1;
+        if self.counts.decref_unless_last(id) {
             return;
         }
         let mut work = vec![id];
         while let Some(id) = work.pop() {
-            let o = self.obj_mut(id);
-            o.rc -= 1;
-            if o.rc > 0 {
+            if self.counts.decref(id) > 0 {
                 continue;
             }
+            let o = self.obj_mut(id);
             if !o.finalized && o.has_finalizer {
                 o.has_finalizer = false;
                 o.finalized = true;
-                o.rc = 1;
+                self.counts.set(id, 1);
                 let f = self.finalizers.remove(&id).expect("a flagged finalizer");
                 out.finalize.push((id, f));
                 continue;
@@ -324,7 +334,6 @@ impl State {
     fn insert(&mut self, payload: Payload) -> ObjId {
         let container = payload.kind().is_container();
         let obj = Obj {
-            rc: 1,
             payload,
             gc_refs: 0,
             pos: 0,
@@ -339,13 +348,16 @@ impl State {
                 id
             }
             None => {
+                let id = ObjId::try_from(self.slots.len()).expect("fewer objects than ids");
+                self.counts.ensure(id);
                 self.slots.push(Slot {
                     tag: 0,
                     obj: Some(obj),
                 });
-                (self.slots.len() - 1) as ObjId
+                id
             }
         };
+        self.counts.set(id, 1);
         self.live += 1;
         if container {
             self.track(id, 0);
@@ -441,7 +453,9 @@ impl Heap {
             .prefix("chunkheap-spill-")
             .tempdir_in(&dir)
             .map_err(|e| Error::io(&dir, "create spill directory in", e))?;
+        let counts = Arc::new(Counts::new());
         let inner = Arc::new(HeapInner {
+            counts: counts.clone(),
             state: Mutex::new(State {
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -454,6 +468,7 @@ impl Heap {
                 long_lived_pending: 0,
                 stats: Default::default(),
                 live: 0,
+                counts,
             }),
             budget: budget.clone(),
             _live: crate::storage::atomic::LiveTemp::register(spill_dir.path()),
@@ -738,7 +753,7 @@ impl Heap {
                     Ok(())
                 }
                 _ => {
-                    st.obj_mut(item.id).rc -= 1;
+                    st.counts.decref(item.id);
                     Err(Heap::not_a(st, list.id, "list"))
                 }
             }
@@ -991,7 +1006,7 @@ impl Heap {
                 })
                 .unwrap_or(0);
             let probe = usize::from(id == h.id);
-            st.obj(id).rc.saturating_sub(internal + probe)
+            st.rc(id).saturating_sub(internal + probe)
         };
         let describe = |id: ObjId| format!("{}#{id}", st.obj(id).payload.kind());
         let mut prev: HashMap<ObjId, ObjId> = HashMap::new();
@@ -1241,7 +1256,7 @@ impl Handle {
 
     /// The object's reference count (handles plus references from other objects).
     pub fn refcount(&self) -> usize {
-        self.heap.state().obj(self.id).rc
+        self.heap.inner.counts.load(self.id)
     }
 
     /// True if the cycle collector tracks this object (containers only).
@@ -1267,7 +1282,8 @@ impl Handle {
 
 impl Clone for Handle {
     fn clone(&self) -> Handle {
-        self.heap.state().incref(self.id);
+        // Without the lock: this handle is counted, so the object stays (see `counts.rs`).
+        self.heap.inner.counts.incref(self.id);
         Handle {
             heap: self.heap.clone(),
             id: self.id,
@@ -1277,6 +1293,10 @@ impl Clone for Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // Without the lock unless this may be the last reference.
+        if self.heap.inner.counts.decref_unless_last(self.id) {
+            return;
+        }
         let mut freed = Freed::default();
         self.heap.state().decref(self.id, &mut freed);
         freed.finish(&self.heap);
