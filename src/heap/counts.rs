@@ -18,6 +18,12 @@
 //!   counted handle to it (a clone) or under the lock (taken from a container, a weak upgrade),
 //!   so an object some handle reaches is never judged unreachable; a handle dropped after its
 //!   count was read only makes the collector keep garbage one collection longer.
+//! - [`Counts::set`] is a plain store, outside the chain of read-modify-writes: it is only used
+//!   on a count no handle holds (a fresh slot, or a count of 0 that a finalizer's handle will
+//!   own). Payloads are only touched under the state lock, so the orderings below are more
+//!   than correctness needs; they are kept so that a count alone orders what its holders did.
+//! - A handle must not be dropped while its thread holds the state lock: a last reference
+//!   takes the lock (and deadlocks), where any drop used to. No code does so.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
