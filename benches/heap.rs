@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the managed heap, each beside a baseline run in the same process:
-//! handle clone + drop against `Arc` clone + drop (on one thread, and on two at once), and a full collection of 1 million tracked
-//! containers in rings of 10 (compare with `benches/cpython_gc.py`, which times the same in
-//! CPython).
+//! handle clone + drop against `Arc` clone + drop (on one thread, and on two at once), and a
+//! full collection of 1 million tracked containers in rings of 10 (compare with
+//! `benches/cpython_gc.py`, which times the same in CPython).
 //!
 //! `cargo bench --bench heap` and `python3 benches/cpython_gc.py`
 
