@@ -20,10 +20,13 @@
 //! There, a block whose every guess lies farther from an integer than a proven error bound
 //! (`margin`, about 10^-12 bins for 100 bins over (-6, 6)) takes the guess's floor as the bin and
 //! skips the corrections; a block with a value near an edge (or NaN) is binned again with them.
-//! The slots of a block of 512 values are counted after the block is binned: up to 254 bins as
-//! byte indices into eight 256-entry tables (eight indices per load, no bounds checks), up to
+//! The slots of a block of 512 values are counted after the block is binned: up to 126 bins as
+//! pairs of byte indices, one increment per pair in a table of `slots²` counters; up to 254 bins
+//! as byte indices into eight 256-entry tables (eight indices per load, no bounds checks); up to
 //! 16 Ki bins into 4 interleaved sub-histograms, so runs of equal bins do not serialise on one
 //! counter.
+//! The binning loops fetch the data ahead into L2 only ([`prefetch::pieces_to_l2`]): the L1 is
+//! left to the counters.
 //! Integers and bools are converted to `f64` (NumPy converts bools to `uint8` first).
 //!
 //! **Binning (2-D)** follows `np.histogramdd`: `searchsorted(edges, v, side='right')`, values on
@@ -555,7 +558,7 @@ trait Tally: Send {
     fn drain_into(&mut self, total: &mut [u64]);
 }
 
-/// Up to 256 slots: byte indices counted into eight tables of 256 counters, value `j` of each
+/// Up to 256 slots (used above [`PairTable::SLOTS`]): byte indices counted into eight tables of 256 counters, value `j` of each
 /// 8 going to table `j`. Eight slot indices are read with one 8-byte load and taken apart by
 /// shifts, and a byte indexes a 256-entry table with no bounds check, so counting costs little
 /// more than its load-add-store; eight tables keep runs of equal slots from serialising on one
@@ -607,6 +610,96 @@ impl Tally for ByteTables {
                 *acc += u64::from(*c);
                 *c = 0;
             }
+        }
+    }
+}
+
+/// Up to 128 slots: the byte indices of a block taken two at a time, and each pair `(a, b)`
+/// counted once, at `a + slots * b` in a table of `slots²` counters (an odd last index goes to a
+/// table of single counts). That halves the load-add-stores of [`ByteTables`], which cost as
+/// much as the binning itself: the pair indices of a block are made first, 32 per vector
+/// instruction sequence, then counted with one increment each. Equal pairs follow each other
+/// rarely (for 100 bins of normal data, about once in 2000), so one table does not serialise the
+/// way one table of single counts would. The drain gives each pair's count to both its slots.
+/// In a scratch benchmark on the Zen 4 VM (one thread, data in L2), binning and counting 100
+/// bins of normal data took 0.45 ns per value this way against 0.54 with byte tables; uniform
+/// data and constant data gained as much. Over 4 GiB with the range given (2 threads), the
+/// whole histogram took 0.16-0.19 s against 0.19-0.22 s with byte tables.
+struct PairTable {
+    /// `slots²` pair counters, in a table of [`PairTable::LEN`] so the masked index needs no bounds
+    /// check.
+    pairs: Box<[u32; PairTable::LEN]>,
+    /// Counts of single indices (blocks of odd length).
+    singles: Box<[u32; 256]>,
+    slots: usize,
+}
+
+impl PairTable {
+    /// Most slots the table holds (every pair index `a + slots * b` fits 14 bits).
+    const SLOTS: usize = 128;
+    /// Counters in the table.
+    const LEN: usize = 1 << 14;
+    /// Bytes a table allocates.
+    const BYTES: usize = Self::LEN * 4 + 256 * 4;
+
+    fn new(slots: usize) -> PairTable {
+        assert!(slots <= Self::SLOTS);
+        PairTable {
+            pairs: vec![0; Self::LEN]
+                .into_boxed_slice()
+                .try_into()
+                .expect("LEN"),
+            singles: Box::new([0; 256]),
+            slots,
+        }
+    }
+}
+
+impl Tally for PairTable {
+    type Idx = u8;
+
+    #[inline(always)]
+    fn idx(bits: u64) -> u8 {
+        bits as u8
+    }
+
+    #[inline(always)]
+    fn slot(i: u8) -> usize {
+        usize::from(i)
+    }
+
+    #[inline(always)]
+    fn count(&mut self, idx: &[u8]) {
+        // Every index is below `slots <= 128`, so `a + slots * b < 2^14` and the mask changes
+        // nothing; it only lets the compiler drop the bounds check.
+        let s = self.slots as u16;
+        let mut pi = [0u16; BLOCK / 2];
+        for chunk in idx.chunks(BLOCK) {
+            let n = chunk.len() / 2;
+            for (o, c) in pi.iter_mut().zip(chunk.chunks_exact(2)) {
+                *o = u16::from(c[0]) + u16::from(c[1]) * s;
+            }
+            let t = &mut *self.pairs;
+            for &k in &pi[..n] {
+                t[usize::from(k) & (Self::LEN - 1)] += 1;
+            }
+            if chunk.len() % 2 == 1 {
+                self.singles[usize::from(chunk[chunk.len() - 1])] += 1;
+            }
+        }
+    }
+
+    fn drain_into(&mut self, total: &mut [u64]) {
+        let s = self.slots;
+        for (b, row) in self.pairs[..s * s].chunks_exact_mut(s).enumerate() {
+            for (a, c) in row.iter_mut().enumerate() {
+                let c = std::mem::take(c);
+                total[a] += u64::from(c);
+                total[b] += u64::from(c);
+            }
+        }
+        for (acc, c) in total.iter_mut().zip(self.singles.iter_mut()) {
+            *acc += u64::from(std::mem::take(c));
         }
     }
 }
@@ -692,7 +785,7 @@ fn count_slice<T: Element, G: Guess, C: Tally>(data: &[T], b: &Bins<'_, G>, coun
         let m = b.margin.unwrap_or(0.0);
         for block in data.chunks(BLOCK) {
             let mut at = 0;
-            for piece in prefetch::pieces(block) {
+            for piece in prefetch::pieces_to_l2(block) {
                 let out = &mut idx[at..at + piece.len()];
                 at += piece.len();
                 let mut near = 0u32;
@@ -727,7 +820,7 @@ fn count_slice<T: Element, G: Guess, C: Tally>(data: &[T], b: &Bins<'_, G>, coun
     }
     for block in data.chunks(BLOCK) {
         let mut at = 0;
-        for piece in prefetch::pieces(block) {
+        for piece in prefetch::pieces_to_l2(block) {
             let out = &mut idx[at..at + piece.len()];
             at += piece.len();
             // Phase 1: NumPy's guess, clamped to a valid bin, or the discard slot for values
@@ -801,7 +894,16 @@ fn count_all<T: Element, G: Guess>(
     progress: Progress<'_>,
 ) -> Result<Vec<u64>> {
     let slots = bins.pairs.len() + 1; // n bins + two discard slots (see `count_slice`)
-    if slots <= ByteTables::SLOTS {
+    if slots <= PairTable::SLOTS {
+        count_with::<T, G, _>(
+            src,
+            bins,
+            slots,
+            progress,
+            || PairTable::new(slots),
+            PairTable::BYTES,
+        )
+    } else if slots <= ByteTables::SLOTS {
         count_with::<T, G, _>(src, bins, slots, progress, ByteTables::new, 8 << 10)
     } else if slots * 4 * 4 <= 256 << 10 {
         let len = slots * 4;
@@ -1794,9 +1896,60 @@ mod tests {
             t.drain_into(&mut d);
             assert_eq!(c, d);
         }
+        if n + 2 <= PairTable::SLOTS {
+            // So does the pair table.
+            let mut t = PairTable::new(n + 2);
+            count_slice::<f64, G, _>(data, &b, &mut t);
+            let mut d = vec![0u64; n + 2];
+            t.drain_into(&mut d);
+            assert_eq!(c, d);
+        }
         let mut out: Vec<u32> = c[1..=n].iter().map(|&c| c as u32).collect();
         out.push((c[0] + c[n + 1]) as u32);
         out
+    }
+
+    /// The pair table counts what the byte tables count, for odd and even lengths, every slot
+    /// count it takes, and runs of one slot.
+    #[test]
+    fn pair_table_counts_as_byte_tables() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for slots in [1, 2, 3, 17, 102, 127, PairTable::SLOTS] {
+            for len in [0, 1, 2, 7, 511, 512, 513, 1000, 4097] {
+                let idx: Vec<u8> = (0..len)
+                    .map(|i| {
+                        if i % 97 < 40 {
+                            (slots - 1) as u8
+                        } else {
+                            (next() % slots as u64) as u8
+                        }
+                    })
+                    .collect();
+                let mut p = PairTable::new(slots);
+                let mut b = ByteTables::new();
+                for piece in idx.chunks(BLOCK) {
+                    p.count(piece);
+                    b.count(piece);
+                }
+                // A second round counts the whole slice at once: the drain must have zeroed the
+                // counters, and the pair table must take more than a block.
+                for round in 0..2 {
+                    let (mut got, mut want) = (vec![0u64; slots], vec![0u64; slots]);
+                    p.drain_into(&mut got);
+                    b.drain_into(&mut want);
+                    assert_eq!(got, want, "{slots} slots, {len} indices, round {round}");
+                    assert_eq!(got.iter().sum::<u64>(), len as u64);
+                    p.count(&idx);
+                    b.count(&idx);
+                }
+            }
+        }
     }
 
     /// Ranges with edges `i * step + start` where [`scaled_is_exact`] holds, as `(edges, step)`.

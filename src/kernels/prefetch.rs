@@ -42,6 +42,41 @@ pub(crate) fn ahead<T: bytemuck::Pod>(piece: &[T]) {
     );
 }
 
+/// How far ahead [`pieces_to_l2`] fetches.
+pub(crate) const L2_DISTANCE: usize = 8 << 10;
+
+/// Like [`ahead`], but fetches the lines [`L2_DISTANCE`] bytes on into the L2 cache only, leaving
+/// the L1 to the kernel's own tables (the L1's stream prefetcher brings the lines on from L2).
+/// On the Zen 4 VM, a 100-bin histogram with an explicit range over 4 GiB (2 threads, its
+/// counters a 41 KiB table) took 0.17-0.19 s this way against 0.21-0.27 s with [`ahead`]; in a
+/// scratch benchmark on one thread over 1 GiB, binning ran at 13.4-14 GB/s fetching 6-32 KiB
+/// ahead into L2 (T1 or T2 hints alike) against 9.3-10 GB/s fetching 1-16 KiB ahead into L1
+/// (or with the non-temporal hint), and 7.5 GB/s with no prefetch (17 GB/s with the data in L2).
+#[inline(always)]
+pub(crate) fn ahead_to_l2<T: bytemuck::Pod>(piece: &[T]) {
+    let start = piece.as_ptr().cast::<u8>().wrapping_add(L2_DISTANCE);
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..size_of_val(piece)).step_by(64) {
+        // SAFETY: as in `fetch`: a prefetch needs only SSE, reads nothing into the program,
+        // cannot fault and changes no memory, so any address is allowed.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
+                start.wrapping_add(off).cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = start;
+}
+
+/// Like [`pieces`], with each piece's lines [`L2_DISTANCE`] on fetched by [`ahead_to_l2`]: for
+/// kernels whose own working set fills the L1.
+#[inline(always)]
+pub(crate) fn pieces_to_l2<T: bytemuck::Pod>(data: &[T]) -> impl Iterator<Item = &[T]> {
+    let per = (PIECE_BYTES / size_of::<T>().max(1)).max(1);
+    data.chunks(per).inspect(|p| ahead_to_l2(p))
+}
+
 /// Asks the CPU to bring the lines of `data` itself into the cache: for data a kernel will read
 /// only after a long stretch of work (a GEMM micro-kernel's output tile, say).
 #[inline(always)]
