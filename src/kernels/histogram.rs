@@ -25,7 +25,7 @@
 //! as byte indices into eight 256-entry tables (eight indices per load, no bounds checks); up to
 //! 16 Ki bins into 4 interleaved sub-histograms, so runs of equal bins do not serialise on one
 //! counter.
-//! The binning loops fetch the data ahead into L2 only ([`prefetch::pieces_to_l2`]): the L1 is
+//! The binning loops fetch the data ahead into L2 only (`prefetch::pieces_to_l2`): the L1 is
 //! left to the counters.
 //! Integers and bools are converted to `f64` (NumPy converts bools to `uint8` first).
 //!
