@@ -26,7 +26,8 @@
 //! 16 Ki bins into 4 interleaved sub-histograms, so runs of equal bins do not serialise on one
 //! counter.
 //! The binning loops fetch the data ahead into L2 only (`prefetch::pieces_to_l2`): the L1 is
-//! left to the counters.
+//! left to the counters (over 4 GiB on the Zen 4 VM this was faster or no slower for every
+//! counter kind: 10, 100, 200, 1000 and 20 000 bins were measured).
 //! Integers and bools are converted to `f64` (NumPy converts bools to `uint8` first).
 //!
 //! **Binning (2-D)** follows `np.histogramdd`: `searchsorted(edges, v, side='right')`, values on
@@ -558,9 +559,9 @@ trait Tally: Send {
     fn drain_into(&mut self, total: &mut [u64]);
 }
 
-/// Up to 256 slots (used above [`PairTable::SLOTS`]): byte indices counted into eight tables of 256 counters, value `j` of each
-/// 8 going to table `j`. Eight slot indices are read with one 8-byte load and taken apart by
-/// shifts, and a byte indexes a 256-entry table with no bounds check, so counting costs little
+/// Up to 256 slots (used above [`PairTable::SLOTS`]): byte indices counted into eight tables of
+/// 256 counters, value `j` of each 8 going to table `j`. Eight slot indices are read with one
+/// 8-byte load and taken apart by shifts, and a byte indexes a 256-entry table with no bounds check, so counting costs little
 /// more than its load-add-store; eight tables keep runs of equal slots from serialising on one
 /// counter. In a scratch benchmark on the Zen 5 VM (100 bins of normal data, one thread, data in
 /// L2), binning and counting took 0.34 ns per value this way against 0.50 with `u64` indices
@@ -1785,7 +1786,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(96))]
         #[test]
         fn matches_naive(vals in values(), chunk in prop_oneof![1u64..70, 400u64..1300],
-                         bins in prop_oneof![1usize..40, 250usize..260, 1000usize..1100],
+                         bins in prop_oneof![1usize..40, 120usize..135, 250usize..260, 1000usize..1100],
                          dt in 0usize..5, explicit in any::<bool>(),
                          lo in -3.0..1.0f64, w in 0.0..4.0f64) {
             let range = explicit.then_some((lo, lo + w));
