@@ -998,14 +998,26 @@ impl EngineBackend {
                     }
                 };
                 let bytes = x.size() * x.dtype().size() as u64;
+                // An autodetected range comes from the extremes of a pass already made over the
+                // array (`min(a)`, `max(a)`, `stats`...) when there is one: one pass, not two.
+                let known = match range {
+                    None => self.passes.get(x.source(), Need::EXTREMES),
+                    Some(_) => None,
+                };
                 let hist = self.with_progress_of("histogram", bytes, |p| {
-                    self.session.install(|| {
-                        crate::kernels::histogram::histogram(
+                    self.session.install(|| match &known {
+                        Some(s) => crate::kernels::histogram::histogram_with_stats(
+                            x.source().as_ref(),
+                            bins as usize,
+                            s,
+                            p,
+                        ),
+                        None => crate::kernels::histogram::histogram(
                             x.source().as_ref(),
                             bins as usize,
                             range,
                             p,
-                        )
+                        ),
                     })
                 })?;
                 let counts: Vec<i64> = hist.counts.iter().map(|&c| c as i64).collect();

@@ -46,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::kernels::prefetch;
 use crate::memory::{self, Reservation};
 use crate::pipeline::Progress;
+use crate::reduce::{Scalar, Stats};
 use crate::shape::shape_str;
 use crate::storage::{Chunk, ChunkSource};
 
@@ -1002,15 +1003,76 @@ pub fn histogram(
         check_range(lo, hi)?;
     }
     let dtype = src.info().dtype;
-    crate::with_dtype!(dtype, T => histogram_typed::<T>(src, bins, range, progress))
+    crate::with_dtype!(dtype, T => histogram_typed::<T>(src, bins, range, None, progress))
+}
+
+/// [`histogram`] with the range autodetected from `stats`, a statistics pass already made over
+/// `src` (with [`Need::extremes`](crate::reduce::Need)), instead of a first pass of its own: one
+/// pass over the data instead of two, and the same counts and edges (NaN in the data is the same
+/// error). A batch script's `histogram(a)` takes the pass a `min(a)`, `max(a)` or `stats(a)`
+/// before it made.
+///
+/// # Errors
+/// As [`histogram`]; also when `stats` lacks the extremes or is of another dtype or shape than
+/// `src` (it must be `src`'s).
+pub fn histogram_with_stats(
+    src: &dyn ChunkSource,
+    bins: usize,
+    stats: &Stats,
+    progress: Progress<'_>,
+) -> Result<Histogram> {
+    if bins < 1 {
+        return Err(Error::Invalid(format!(
+            "histogram bins must be a positive integer, not {bins}"
+        )));
+    }
+    let info = src.info();
+    if !stats.need.extremes || stats.dtype != info.dtype || stats.shape != info.shape {
+        return Err(Error::Invalid(format!(
+            "{}: the statistics given for the histogram's range are not this array's \
+             ({} {} with{} extremes, not {} {})",
+            info.name,
+            stats.dtype,
+            shape_str(&stats.shape),
+            if stats.need.extremes { "" } else { "out" },
+            info.dtype,
+            shape_str(&info.shape)
+        )));
+    }
+    let dtype = info.dtype;
+    crate::with_dtype!(dtype, T => {
+        let e = Extremes::<T> {
+            min: stats.min.map(scalar_as::<T>),
+            max: stats.max.map(scalar_as::<T>),
+            nan: stats.nan_count > 0,
+        };
+        histogram_typed::<T>(src, bins, None, Some(e), progress)
+    })
+}
+
+/// A statistics pass's exact value as the element type it was read from.
+fn scalar_as<T: Element>(s: Scalar) -> T {
+    match s {
+        Scalar::Bool(b) => T::from_index(u64::from(b)),
+        // Two's complement: `i as u64` then `as` the integer type gives back every i64 and u64.
+        Scalar::Int(i) => T::from_index(i as u64),
+        Scalar::F32(x) => T::from_f64(f64::from(x)),
+        Scalar::F64(x) => T::from_f64(x),
+    }
 }
 
 fn histogram_typed<T: Num>(
     src: &dyn ChunkSource,
     n: usize,
     range: Option<(f64, f64)>,
+    known: Option<Extremes<T>>,
     progress: Progress<'_>,
 ) -> Result<Histogram> {
+    // The data's extremes for an autodetected range: given, or found in a first pass.
+    let extremes = || match known {
+        Some(e) => Ok(e),
+        None => extremes::<T>(src, progress),
+    };
     let nf = n as f64;
     // An empty array without a range uses (0, 1), like an explicit range.
     let range = match range {
@@ -1042,7 +1104,7 @@ fn histogram_typed<T: Num>(
             run::<T, _>(src, guess, edges, klo, khi, DType::F32, progress)
         }
         (DType::F32, None) => {
-            let e = extremes::<T>(src, progress)?;
+            let e = extremes()?;
             let (lo, hi) = finite_extremes(&src.info().name, &e)?;
             // Range and edges in float32 arithmetic (np.float32 scalars throughout).
             let (lo, hi) = (lo as f32, hi as f32);
@@ -1081,7 +1143,7 @@ fn histogram_typed<T: Num>(
             run::<T, _>(src, guess, edges, lo, hi, DType::F64, progress)
         }
         (DType::F64, None) => {
-            let e = extremes::<T>(src, progress)?;
+            let e = extremes()?;
             let (lo, hi) = widen_pair(finite_extremes(&src.info().name, &e)?);
             let guess = GuessF64 {
                 first: lo,
@@ -1094,7 +1156,7 @@ fn histogram_typed<T: Num>(
         (_, None) => {
             // Integers: the range is the integer minimum and maximum; the width is their exact
             // difference (NumPy's unsigned subtract), as f64.
-            let e = extremes::<T>(src, progress)?;
+            let e = extremes()?;
             let (Some(mn), Some(mx)) = (e.min, e.max) else {
                 unreachable!("a non-empty integer array has extremes")
             };
@@ -1908,6 +1970,63 @@ mod tests {
         let mut out: Vec<u32> = c[1..=n].iter().map(|&c| c as u32).collect();
         out.push((c[0] + c[n + 1]) as u32);
         out
+    }
+
+    /// A histogram whose range comes from a statistics pass is the one that finds the range
+    /// itself, for every kind of element (integers past 2^53 included), NaN (the same error),
+    /// constant data and several bin counts; statistics of another array are refused.
+    #[test]
+    fn histogram_with_stats_is_the_histogram() {
+        use crate::expr::reduction::stats_pass;
+        use crate::reduce::Need;
+        fn check<T: Element>(name: &str, vals: &[T]) {
+            let src = MemSource::vec(vals, 777);
+            let st = stats_pass(&src, Need::EXTREMES, &no_progress).unwrap();
+            for bins in [1, 7, 100, 200, 3000] {
+                let want = histogram(&src, bins, None, &no_progress);
+                let got = histogram_with_stats(&src, bins, &st, &no_progress);
+                match (want, got) {
+                    (Ok(w), Ok(g)) => assert_eq!(w, g, "{name}, {bins} bins"),
+                    (Err(w), Err(g)) => {
+                        assert_eq!(w.to_string(), g.to_string(), "{name}, {bins} bins")
+                    }
+                    (w, g) => panic!("{name}, {bins} bins: {w:?} against {g:?}"),
+                }
+            }
+        }
+        let normal: Vec<f64> = (0..20_000)
+            .map(|i| ((i * 7919) % 20_011) as f64 / 3001.0 - 3.3)
+            .collect();
+        check("f64", &normal);
+        let mut with_nan = normal.clone();
+        with_nan[12_345] = f64::NAN;
+        check("f64 with NaN", &with_nan);
+        let mut with_inf = normal.clone();
+        with_inf[5] = f64::INFINITY;
+        check("f64 with inf", &with_inf);
+        check("constant f64", &[2.5f64; 1000]);
+        let f32s: Vec<f32> = normal.iter().map(|&x| x as f32 * 1.37).collect();
+        check("f32", &f32s);
+        let big: Vec<i64> = (0..5000i64)
+            .map(|i| (1i64 << 62) - (i * 1_000_003) * if i % 2 == 0 { 1 } else { -1 })
+            .collect();
+        check("i64 past 2^53", &big);
+        let ubig: Vec<u64> = (0..5000u64).map(|i| u64::MAX - i * 999_983).collect();
+        check("u64 past 2^53", &ubig);
+        let small: Vec<i8> = (0..3000).map(|i| (i % 251 - 125) as i8).collect();
+        check("i8", &small);
+        let bools: Vec<Bool> = (0..3000).map(|i| Bool(u8::from(i % 3 == 0))).collect();
+        check("bool", &bools);
+        check("constant u16", &[7u16; 100]);
+        // Statistics of another array are refused.
+        let src = MemSource::vec(&normal, 777);
+        let other = MemSource::vec(&f32s, 777);
+        let st = stats_pass(&other, Need::EXTREMES, &no_progress).unwrap();
+        let e = histogram_with_stats(&src, 10, &st, &no_progress).unwrap_err();
+        assert!(e.to_string().contains("not this array's"), "{e}");
+        let st = stats_pass(&src, Need::SUM, &no_progress).unwrap();
+        let e = histogram_with_stats(&src, 10, &st, &no_progress).unwrap_err();
+        assert!(e.to_string().contains("without extremes"), "{e}");
     }
 
     /// The pair table counts what the byte tables count, for odd and even lengths, every slot

@@ -471,3 +471,60 @@ fn example_scripts_run_and_match_numpy_semantics() {
         run_ok(&["run", &ex(name)]);
     }
 }
+
+/// A script's `histogram(a)` after `max(a)` takes its range from the pass `max` made: the same
+/// counts and edges as without it, for floats and integers; and a NaN still gives NumPy's error.
+#[test]
+fn histogram_after_a_reduction_reuses_its_extremes() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = make(dir.path(), "x.npy", "300000", &["--dist", "normal"]);
+    let i = make(
+        dir.path(),
+        "i.npy",
+        "100000",
+        &["--dtype", "i64", "--range", "-1000,1000"],
+    );
+    let script = dir.path().join("h.py");
+    std::fs::write(
+        &script,
+        format!(
+            "for p in [{x:?}, {i:?}]:\n    a = load(p)\n    print(histogram(a, 30))\n    \
+             print(max(a), min(a))\n    print(histogram(a, 30))\n    print(histogram(a, 7))\n"
+        ),
+    )
+    .unwrap();
+    let out = run_ok(&["run", script.to_str().unwrap()]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 8, "{out}");
+    for k in [0, 4] {
+        assert!(lines[k].contains("array("), "{out}");
+        assert_eq!(lines[k], lines[k + 2], "{out}");
+        assert_ne!(lines[k], lines[k + 3], "{out}");
+    }
+    let fresh = dir.path().join("h7.py");
+    std::fs::write(
+        &fresh,
+        format!("for p in [{x:?}, {i:?}]:\n    print(histogram(load(p), 7))\n"),
+    )
+    .unwrap();
+    let want = run_ok(&["run", fresh.to_str().unwrap()]);
+    let want: Vec<&str> = want.lines().collect();
+    assert_eq!(want, [lines[3], lines[7]], "{out}");
+    // NaN: the error NumPy gives, whether or not the range comes from an earlier pass.
+    let n = dir.path().join("n.npy");
+    let nan = dir.path().join("nan.py");
+    std::fs::write(
+        &nan,
+        format!(
+            "a = load({x:?})\nsave(where(a > 3, float('nan'), a), {:?})\nb = load({:?})\nm = max(b)\n\
+             print(histogram(b, 5))\n",
+            n.to_str().unwrap(),
+            n.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let r = run(&["run", nan.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("not finite"), "{err}");
+}
