@@ -999,7 +999,8 @@ impl EngineBackend {
                 };
                 let bytes = x.size() * x.dtype().size() as u64;
                 // An autodetected range comes from the extremes of a pass already made over the
-                // array (`min(a)`, `max(a)`, `stats`...) when there is one: one pass, not two.
+                // array (`min(a)`, `max(a)`, `argmin(a)`, `argmax(a)`) when there is one: one
+                // pass, not two.
                 let known = match range {
                     None => self.passes.get(x.source(), Need::EXTREMES),
                     Some(_) => None,

@@ -1,6 +1,7 @@
 //! Histograms with NumPy's exact semantics: [`histogram`] (`np.histogram(a, bins=N, range=..)`)
 //! and [`histogram2d`] (`np.histogram2d(x, y, bins=(NX, NY), range=..)`), in one streaming
-//! parallel pass over the chunks (two when the range is found from the data).
+//! parallel pass over the chunks (two when the range is found from the data, one again with
+//! [`histogram_with_stats`], which takes the data's extremes from an earlier statistics pass).
 //!
 //! **Edges** are `np.linspace(lo, hi, bins + 1)` computed as NumPy computes them: in `float32`
 //! arithmetic for `f32` data with an autodetected range, in `float64` (then rounded to `float32`)
@@ -1009,8 +1010,10 @@ pub fn histogram(
 /// [`histogram`] with the range autodetected from `stats`, a statistics pass already made over
 /// `src` (with [`Need::extremes`](crate::reduce::Need)), instead of a first pass of its own: one
 /// pass over the data instead of two, and the same counts and edges (NaN in the data is the same
-/// error). A batch script's `histogram(a)` takes the pass a `min(a)`, `max(a)` or `stats(a)`
-/// before it made.
+/// error). One difference: where the data's maximum is a zero and both `0.0` and `-0.0` occur,
+/// the two passes may pick different zeros, so the last edge may differ in sign (NumPy's own
+/// choice between them is unspecified). A batch script's `histogram(a)` takes the pass a
+/// `min(a)`, `max(a)`, `argmin(a)` or `argmax(a)` before it made.
 ///
 /// # Errors
 /// As [`histogram`]; also when `stats` lacks the extremes or is of another dtype or shape than
@@ -1027,7 +1030,11 @@ pub fn histogram_with_stats(
         )));
     }
     let info = src.info();
-    if !stats.need.extremes || stats.dtype != info.dtype || stats.shape != info.shape {
+    if !stats.need.extremes
+        || stats.dtype != info.dtype
+        || stats.shape != info.shape
+        || stats.count + stats.nan_count != info.numel()
+    {
         return Err(Error::Invalid(format!(
             "{}: the statistics given for the histogram's range are not this array's \
              ({} {} with{} extremes, not {} {})",
@@ -2018,6 +2025,49 @@ mod tests {
         let bools: Vec<Bool> = (0..3000).map(|i| Bool(u8::from(i % 3 == 0))).collect();
         check("bool", &bools);
         check("constant u16", &[7u16; 100]);
+        let mixed: Vec<i64> = (0..4000i64).map(|i| (i * 7_919) % 8_191 - 4_000).collect();
+        check(
+            "i16",
+            &cast::<i16>(&mixed.iter().map(|&v| v as f64).collect::<Vec<_>>()),
+        );
+        check(
+            "i32",
+            &mixed.iter().map(|&v| v as i32 * 1000).collect::<Vec<_>>(),
+        );
+        check(
+            "u8",
+            &mixed.iter().map(|&v| (v & 0xff) as u8).collect::<Vec<_>>(),
+        );
+        check(
+            "u32",
+            &mixed
+                .iter()
+                .map(|&v| (v + 5000) as u32 * 777)
+                .collect::<Vec<_>>(),
+        );
+        check(
+            "negative i64",
+            &mixed.iter().map(|&v| v - (1 << 60)).collect::<Vec<_>>(),
+        );
+        let mut with_ninf = normal.clone();
+        with_ninf[77] = f64::NEG_INFINITY;
+        check("f64 with -inf", &with_ninf);
+        check("all NaN", &[f64::NAN; 50]);
+        check("empty f64", &[] as &[f64]);
+        // Zeros of both signs as the maximum: the counts agree and the edges are equal as
+        // numbers (which zero each pass keeps as the maximum may differ, see the doc).
+        let zeros: Vec<f64> = (0..1000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    -0.0
+                } else if i % 3 == 1 {
+                    0.0
+                } else {
+                    -(i as f64)
+                }
+            })
+            .collect();
+        check("zeros of both signs", &zeros);
         // Statistics of another array are refused.
         let src = MemSource::vec(&normal, 777);
         let other = MemSource::vec(&f32s, 777);
