@@ -36,7 +36,7 @@ pub(crate) const DISTANCE: usize = 2 << 10;
 /// to process, without knowing what follows.
 #[inline(always)]
 pub(crate) fn ahead<T: bytemuck::Pod>(piece: &[T]) {
-    fetch(
+    fetch::<false>(
         piece.as_ptr().cast::<u8>().wrapping_add(DISTANCE),
         size_of_val(piece),
     );
@@ -48,53 +48,50 @@ pub(crate) const L2_DISTANCE: usize = 8 << 10;
 /// Like [`ahead`], but fetches the lines [`L2_DISTANCE`] bytes on into the L2 cache only, leaving
 /// the L1 to the kernel's own tables (the L1's stream prefetcher brings the lines on from L2).
 /// On the Zen 4 VM, a 100-bin histogram with an explicit range over 4 GiB (2 threads, its
-/// counters a 41 KiB table) took 0.17-0.19 s this way against 0.21-0.27 s with [`ahead`]; in a
-/// scratch benchmark on one thread over 1 GiB, binning ran at 13.4-14 GB/s fetching 6-32 KiB
-/// ahead into L2 (T1 or T2 hints alike) against 9.3-10 GB/s fetching 1-16 KiB ahead into L1
-/// (or with the non-temporal hint), and 7.5 GB/s with no prefetch (17 GB/s with the data in L2).
+/// counters a 41 KiB table) took 0.17-0.23 s this way against 0.21-0.27 s with [`ahead`] (two
+/// alternating batches); in a scratch benchmark on one thread over 1 GiB, binning ran at
+/// 13.4-14 GB/s fetching 6-32 KiB ahead into L2 (T1 or T2 hints alike) against 9.3-10 GB/s
+/// fetching 1-16 KiB ahead into L1 (or with the non-temporal hint), and 7.5 GB/s with no
+/// prefetch (17 GB/s with the data in L2).
 #[inline(always)]
 pub(crate) fn ahead_to_l2<T: bytemuck::Pod>(piece: &[T]) {
-    let start = piece.as_ptr().cast::<u8>().wrapping_add(L2_DISTANCE);
-    #[cfg(target_arch = "x86_64")]
-    for off in (0..size_of_val(piece)).step_by(64) {
-        // SAFETY: as in `fetch`: a prefetch needs only SSE, reads nothing into the program,
-        // cannot fault and changes no memory, so any address is allowed.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
-                start.wrapping_add(off).cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = start;
+    fetch::<true>(
+        piece.as_ptr().cast::<u8>().wrapping_add(L2_DISTANCE),
+        size_of_val(piece),
+    );
 }
 
 /// Like [`pieces`], with each piece's lines [`L2_DISTANCE`] on fetched by [`ahead_to_l2`]: for
 /// kernels whose own working set fills the L1.
 #[inline(always)]
 pub(crate) fn pieces_to_l2<T: bytemuck::Pod>(data: &[T]) -> impl Iterator<Item = &[T]> {
-    let per = (PIECE_BYTES / size_of::<T>().max(1)).max(1);
-    data.chunks(per).inspect(|p| ahead_to_l2(p))
+    cut(data).inspect(|p| ahead_to_l2(p))
 }
 
 /// Asks the CPU to bring the lines of `data` itself into the cache: for data a kernel will read
 /// only after a long stretch of work (a GEMM micro-kernel's output tile, say).
 #[inline(always)]
 pub(crate) fn lines<T: bytemuck::Pod>(data: &[T]) {
-    fetch(data.as_ptr().cast(), size_of_val(data));
+    fetch::<false>(data.as_ptr().cast(), size_of_val(data));
 }
 
-/// Prefetches the cache lines of the `len` bytes from `start` (any address: nothing is read).
+/// Prefetches the cache lines of the `len` bytes from `start` (any address: nothing is read)
+/// into every level (`L2`: into L2 and below only).
 #[inline(always)]
-fn fetch(start: *const u8, len: usize) {
+fn fetch<const L2: bool>(start: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for off in (0..len).step_by(64) {
-        let p = start.wrapping_add(off);
+        use core::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+        let p = start.wrapping_add(off).cast();
         // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has. A prefetch is only a
         // hint: it reads nothing into the program, cannot fault (the CPU drops it for an
         // unmapped address) and changes no memory, so any address is allowed.
         unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+            if L2 {
+                _mm_prefetch::<_MM_HINT_T1>(p)
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(p)
+            }
         };
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -107,8 +104,13 @@ fn fetch(start: *const u8, len: usize) {
 /// except the last.
 #[inline(always)]
 pub(crate) fn pieces<T: bytemuck::Pod>(data: &[T]) -> impl Iterator<Item = &[T]> {
-    let per = (PIECE_BYTES / size_of::<T>().max(1)).max(1);
-    data.chunks(per).inspect(|p| ahead(p))
+    cut(data).inspect(|p| ahead(p))
+}
+
+/// `data` cut into pieces of about [`PIECE_BYTES`] (whole elements).
+#[inline(always)]
+fn cut<T: bytemuck::Pod>(data: &[T]) -> std::slice::Chunks<'_, T> {
+    data.chunks((PIECE_BYTES / size_of::<T>().max(1)).max(1))
 }
 
 #[cfg(test)]
@@ -120,6 +122,8 @@ mod tests {
         for n in [0usize, 1, 255, 256, 257, 1000, 4096 + 3] {
             let v: Vec<f64> = (0..n).map(|i| i as f64).collect();
             let got: Vec<f64> = pieces(&v).flatten().copied().collect();
+            assert_eq!(got, v, "n = {n}");
+            let got: Vec<f64> = pieces_to_l2(&v).flatten().copied().collect();
             assert_eq!(got, v, "n = {n}");
             assert!(pieces(&v).all(|p| p.len() * 8 <= PIECE_BYTES && !p.is_empty()));
             let b: Vec<u8> = (0..n).map(|i| i as u8).collect();
