@@ -5,6 +5,7 @@ Values are stored as strings (repr of floats, exact integers) so NaN, inf and 64
 survive JSON. An operation NumPy rejects is stored as {"error": message}.
 Run: python data/make_expr_fixtures.py (NumPy 2.x)."""
 import json
+import operator
 import os
 import warnings
 
@@ -97,8 +98,13 @@ for name in unops:
 
 scalars = [("xu8", "+", 3), ("xu8", "*", 2.5), ("xf32", "*", 2.5), ("xi32", "//", 2), ("xbool", "+", 1),
            ("xu8", "+", 300), ("xi32", "**", 2), ("xf64", "-", 1), ("xi64", "%", -3), ("xf32", "/", 3)]
+# `a ** s` with the operator: NumPy computes exponents 2, 0.5 and -1 of float arrays as square,
+# sqrt and reciprocal (sqrt gives -0.0 for -0.0 and nan for -inf, where power gives 0.0 and inf).
+scalars += [(a, "**", s) for a in ("xf64", "xf32") for s in (2, 2.0, 0.5, -1, -1.0, 0, 1, 3, -2, 1.5, -0.5)]
+scalars += [("xi64", "**", 2), ("xu8", "**", 2), ("xi32", "**", 0.5), ("xi32", "**", -1), ("xi32", "**", 0),
+            ("xbool", "**", 2)]
 for a, op, s in scalars:
-    case("scalar", op, [a, repr(s)], lambda: binops[op](inputs[a], s))
+    case("scalar", op, [a, repr(s)], lambda: operator.pow(inputs[a], s) if op == "**" else binops[op](inputs[a], s))
 
 case("where", "where", ["xbool", "xf64", "yi32"], lambda: np.where(inputs["xbool"], inputs["xf64"], inputs["yi32"]))
 case("where", "where", ["ybool", "xu8", "xf32"], lambda: np.where(inputs["ybool"], inputs["xu8"], inputs["xf32"]))

@@ -381,7 +381,16 @@ impl Array {
 
     /// `self op rhs`.
     pub fn binary(&self, op: BinOp, rhs: impl Into<Operand>) -> Result<Array> {
-        let b = self.operand(rhs.into())?;
+        let b = match rhs.into() {
+            // NumPy's `power` has no bool loop: a bool array to a Python int power is computed
+            // in int8 (`b ** 2` is int8, where `b + 2` is int64).
+            Operand::Scalar(w @ Weak::Int(v))
+                if op == BinOp::Pow && self.dtype() == DType::Bool && i8::try_from(v).is_ok() =>
+            {
+                self.session.scalar(weak_value(w), DType::I8)
+            }
+            o => self.operand(o)?,
+        };
         let src = Node::binary(op, &self.src, &b.src)?;
         Ok(self
             .session

@@ -182,6 +182,58 @@ fn binary_typed<T: Num>(op: BinOp) -> StepFn {
     }
 }
 
+/// `x ** e` for a scalar exponent `e` computed in `dtype`, where a cheaper exact operation
+/// gives NumPy's values: for floats, `2` is `x * x` (NumPy's `square`), `0.5` is `sqrt` (which,
+/// unlike `pow`, gives `-0.0` for `-0.0` and NaN for `-inf`, as NumPy's `a ** 0.5` does), `-1`
+/// is `1 / x` (`reciprocal`), `1` is `x` and `0` is `1` (`pow` returns these for every `x`,
+/// NaN included); for integers, `2` is the wrapping `x * x` that exponentiation by squaring
+/// computes. `None` for every other case, which keeps the elementwise `pow`.
+///
+/// NumPy takes the first three as fast paths of `ndarray.__pow__` (`fast_scalar_power`); its
+/// `np.power` gives the same values for `2`, `-1`, `1` and `0`. A `pow` call per element costs
+/// about 50 cycles, a multiply a fraction of one.
+pub(crate) fn pow_scalar(dtype: DType, e: f64) -> Option<(StepFn, &'static str)> {
+    fn float<T: FloatFns>(e: f64) -> Option<(StepFn, &'static str)> {
+        let one = T::from_i128(1);
+        macro_rules! f {
+            ($name:expr, $f:expr) => {{
+                let f: StepFn = Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
+                    map1::<T, T, _>(cast_slice(ins[0]), cast_slice_mut(out), $f);
+                    Ok(())
+                });
+                Some((f, $name))
+            }};
+        }
+        if e == 2.0 {
+            f!("square", |x: T| x.mul(x))
+        } else if e == 0.5 {
+            f!("sqrt", |x: T| x.sqrt())
+        } else if e == -1.0 {
+            f!("reciprocal", move |x: T| one.div(x))
+        } else if e == 1.0 {
+            f!("positive", |x: T| x)
+        } else if e == 0.0 {
+            f!("ones_like", move |_: T| one)
+        } else {
+            None
+        }
+    }
+    fn square<T: Num>() -> Option<(StepFn, &'static str)> {
+        let f: StepFn = Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
+            map1::<T, T, _>(cast_slice(ins[0]), cast_slice_mut(out), |x: T| x.mul(x));
+            Ok(())
+        });
+        Some((f, "square"))
+    }
+    match dtype {
+        DType::F64 => float::<f64>(e),
+        DType::F32 => float::<f32>(e),
+        DType::Bool => None,
+        _ if e == 2.0 => crate::with_dtype!(dtype, T => square::<T>()),
+        _ => None,
+    }
+}
+
 /// The kernel of `op` with both operands in `dtype` (from [`BinOp::types`]).
 pub(crate) fn binary(op: BinOp, dtype: DType) -> StepFn {
     crate::with_dtype!(dtype, T => binary_typed::<T>(op))

@@ -450,13 +450,25 @@ impl Builder {
                 let a = self.operand(a)?;
                 let b = self.operand(b)?;
                 let cd = n_dtype_of(self, a);
-                fuse = self.fusable(*op, cd, a, b);
-                (
-                    format!("{op:?} {a:?} {b:?}"),
-                    kernels::binary(*op, cd),
-                    vec![a, b],
-                    op.name().to_string(),
-                )
+                let key = format!("{op:?} {a:?} {b:?}");
+                let power = match (op, self.const_value(b, cd)) {
+                    (BinOp::Pow, Some(e)) if !matches!(a, Operand::Const(_)) => {
+                        kernels::pow_scalar(cd, e).map(|(f, name)| (f, name.to_string()))
+                    }
+                    _ => None,
+                };
+                match power {
+                    Some((f, what)) => (key, f, vec![a], what),
+                    None => {
+                        fuse = self.fusable(*op, cd, a, b);
+                        (
+                            key,
+                            kernels::binary(*op, cd),
+                            vec![a, b],
+                            op.name().to_string(),
+                        )
+                    }
+                }
             }
             NodeOp::Where(c, a, b) => {
                 let c = self.operand(c)?;
@@ -499,6 +511,19 @@ impl Builder {
 }
 
 impl Builder {
+    /// A constant's value as `f64`, when it is a constant of `dtype` (integers converted, which
+    /// may round past 2^53).
+    fn const_value(&self, o: Operand, dtype: DType) -> Option<f64> {
+        let Operand::Const(i) = o else { return None };
+        let (d, bytes) = &self.consts[i];
+        if *d != dtype || bytes.len() != dtype.size() {
+            return None;
+        }
+        Some(crate::with_dtype!(dtype, T => {
+            crate::Element::to_f64(bytemuck::pod_read_unaligned::<T>(bytes))
+        }))
+    }
+
     /// A constant's value, when it is a finite float of `dtype`.
     fn finite_const(&self, o: Operand, dtype: DType) -> Option<f64> {
         let Operand::Const(i) = o else { return None };

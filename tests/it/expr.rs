@@ -62,7 +62,8 @@ fn parse_num(s: &str) -> Option<f64> {
     }
 }
 
-/// Compares one value: integers and bools exactly, floats within `rel` (NaN equals NaN).
+/// Compares one value: integers and bools exactly, floats within `rel` (NaN equals NaN, zeros
+/// and infinities exactly, sign included).
 fn same(want: &str, got: &str, float: bool, rel: f64) -> bool {
     if !float {
         if let (Ok(a), Ok(b)) = (want.parse::<i128>(), got.parse::<i128>()) {
@@ -76,8 +77,9 @@ fn same(want: &str, got: &str, float: bool, rel: f64) -> bool {
     if a.is_nan() || b.is_nan() {
         return a.is_nan() && b.is_nan();
     }
-    if a.is_infinite() || b.is_infinite() {
-        return a == b;
+    if a.is_infinite() || b.is_infinite() || a == 0.0 || b == 0.0 {
+        // Zeros compare with their sign (`x ** 0.5` of -0.0 is -0.0, `x ** 2` of it +0.0).
+        return a == b && a.is_sign_negative() == b.is_sign_negative();
     }
     a == b || (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-300)
 }
