@@ -8,6 +8,7 @@ use bytemuck::{cast_slice, cast_slice_mut};
 
 use super::num::{FloatFns, Num, cast};
 use super::ops::{BinOp, UnOp};
+use super::vmath;
 use crate::dtype::{Bool, DType};
 use crate::error::{Error, Result};
 
@@ -91,6 +92,10 @@ fn float_typed<T: FloatFns>(op: UnOp) -> StepFn {
 /// The kernel of `op` computing in `dtype` (from [`UnOp::types`]).
 pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
     match (op, dtype) {
+        (UnOp::Exp, DType::F64) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
+            vmath::exp_f64(cast_slice(ins[0]), cast_slice_mut(out));
+            Ok(())
+        }),
         (
             UnOp::Sqrt
             | UnOp::Exp

@@ -9,6 +9,7 @@ pub(crate) mod kernels;
 pub mod lazy;
 pub(crate) mod num;
 pub mod ops;
+pub(crate) mod vmath;
 
 pub use lazy::{ConstValue, Node, Plan, Src, as_node, broadcast_shapes};
 pub use ops::{BinOp, UnOp, Weak, promote};

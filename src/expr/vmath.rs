@@ -1,0 +1,220 @@
+//! Elementary functions over slices, written as loops the compiler vectorises, where the C
+//! library's call per element was what a fused expression spent its time on (`sum(exp(a))` over
+//! 4 GiB: 1.6 s, against 0.16 s for `sum(a)`).
+//!
+//! [`exp_f64`] reduces `x = k ln2 + r` with `|r| <= ln2/2` (Cody and Waite: `ln2` in two parts,
+//! the first with trailing zeros, so `k ln2_hi` is exact), takes `exp(r) - 1 = r + r^2 q(r)`
+//! with `q` the Taylor polynomial to `r^11 / 13!` (its truncation error below `2^-57` relative),
+//! and scales `1 + (r + r^2 q)` by `2^k` through the exponent bits: no table, so no gathers, and
+//! the loop vectorises on every x86-64 level (fused multiply-adds where the CPU has them). The
+//! result stays within a unit in the last place of glibc's correctly rounded `exp` and equals
+//! it for most arguments (tested). Arguments outside `(-704, 704)`, NaN and infinities (where the
+//! result overflows, goes subnormal or is special) are handed to the C library's `exp` after the
+//! vector loop.
+
+/// `1.5 * 2^52`: adding it rounds a double of magnitude below `2^51` to an integer, which then
+/// sits in the low bits of the sum's representation.
+const SHIFT: f64 = 6755399441055744.0;
+/// Arguments of smaller magnitude take the vector path: `2^k` stays a normal double and the
+/// result neither overflows nor goes subnormal.
+const EXP_FAST: f64 = 704.0;
+/// `ln 2` in two parts: fdlibm's `ln2_hi` has its low 32 bits zero, so `k * LN2_HI` is exact for
+/// every `|k| < 2^21`; `LN2_LO` is `ln 2 - LN2_HI`.
+const LN2_HI: f64 = f64::from_bits(0x3fe62e42fee00000);
+const LN2_LO: f64 = f64::from_bits(0x3dea39ef35793c76);
+const INV_LN2: f64 = 1.0 / std::f64::consts::LN_2;
+/// `1 / n!` for `n = 13` down to `2`: the coefficients of `q`, highest first.
+const Q: [f64; 12] = [
+    1.0 / 6227020800.0,
+    1.0 / 479001600.0,
+    1.0 / 39916800.0,
+    1.0 / 3628800.0,
+    1.0 / 362880.0,
+    1.0 / 40320.0,
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+];
+
+/// `(2^k, r, t)` with `exp(v) = 2^k (1 + r + t)` for `|v| <= EXP_FAST`: `r` is the reduced
+/// argument rounded, `t = r^2 q(r)` plus `r`'s rounding error, so `1 + r + t` carries `exp(r)`
+/// to well below the final rounding. With `fma` (a constant where this is inlined) the
+/// multiply-adds are fused.
+#[inline(always)]
+fn exp_parts(v: f64, fma: bool) -> (f64, f64, f64) {
+    let m = |a: f64, b: f64, c: f64| if fma { a.mul_add(b, c) } else { a * b + c };
+    let kd = v * INV_LN2 + SHIFT;
+    let ki = kd.to_bits();
+    let kd = kd - SHIFT;
+    // `v - k ln2` as `hi + lo`: `hi` exact, `lo` tiny; `r` their sum and `err` its rounding
+    // error (a fast two-sum: where `|lo| > |hi|`, `r` is so small that the error is far below
+    // a unit of the result anyway).
+    let hi = v - kd * LN2_HI;
+    let lo = -(kd * LN2_LO);
+    let r = hi + lo;
+    let err = (hi - r) + lo;
+    let mut q = Q[0];
+    for &c in &Q[1..] {
+        q = m(q, r, c);
+    }
+    (
+        f64::from_bits((ki << 52).wrapping_add(1f64.to_bits())),
+        r,
+        m(r * r, q, err),
+    )
+}
+
+/// `exp(v)` from [`exp_parts`]: `1 + r` as a rounded sum and its error (exact, `|r| < 1`), the
+/// small terms added to the error, then one rounding.
+#[inline(always)]
+fn exp_from(scale: f64, r: f64, t: f64) -> f64 {
+    let s = 1.0 + r;
+    let e = (1.0 - s) + r;
+    (s + (e + t)) * scale
+}
+
+/// Whether `v` takes the vector path of [`exp_f64`] (false for NaN).
+#[inline(always)]
+fn fast(v: f64) -> bool {
+    v.abs() < EXP_FAST
+}
+
+/// `out[i] = exp(x[i])` for `f64`.
+pub(crate) fn exp_f64(x: &[f64], out: &mut [f64]) {
+    if exp_loop(x, out) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            if !fast(v) {
+                *o = v.exp();
+            }
+        }
+    }
+}
+
+/// The vector loop of [`exp_f64`]: whether any argument is outside `(-EXP_FAST, EXP_FAST)` (or
+/// NaN), whose result must then be replaced.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx"
+))]
+fn exp_loop(x: &[f64], out: &mut [f64]) -> bool {
+    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
+    let mut slow = false;
+    for (o, &v) in out.iter_mut().zip(x) {
+        slow |= !fast(v);
+        // Clamped, a lane out of range computes a defined value that is then replaced.
+        let (scale, r, t) = exp_parts(v.clamp(-EXP_FAST, EXP_FAST), FMA);
+        *o = exp_from(scale, r, t);
+    }
+    slow
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Units in the last place between two finite doubles of the same sign.
+    fn ulps(a: f64, b: f64) -> u64 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs()
+    }
+
+    fn check(xs: &[f64]) -> (usize, u64) {
+        let mut out = vec![0.0; xs.len()];
+        exp_f64(xs, &mut out);
+        let mut equal = 0;
+        let mut worst = 0;
+        for (&x, &y) in xs.iter().zip(&out) {
+            let want = x.exp();
+            if want.is_nan() {
+                assert!(y.is_nan(), "exp({x:e}) = {y:e}, want NaN");
+                equal += 1;
+                continue;
+            }
+            let d = ulps(want, y);
+            assert!(d <= 2, "exp({x:e}) = {y:e}, libm {want:e}: {d} ulps apart");
+            equal += usize::from(d == 0);
+            worst = worst.max(d);
+        }
+        (equal, worst)
+    }
+
+    #[test]
+    fn exp_is_within_one_ulp_of_libm() {
+        // A seeded LCG: uniform arguments over the whole range, over small ones, and random bit
+        // patterns (every exponent, NaN and infinities included).
+        let mut s = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s
+        };
+        let unit = |u: u64| (u >> 11) as f64 / (1u64 << 53) as f64;
+        let mut xs: Vec<f64> = (0..200_000)
+            .map(|_| unit(next()) * 1500.0 - 750.0)
+            .collect();
+        xs.extend((0..100_000).map(|_| unit(next()) * 2.0 - 1.0));
+        xs.extend((0..100_000).map(|_| f64::from_bits(next())));
+        xs.extend([
+            0.0,
+            -0.0,
+            1e-300,
+            -1e-300,
+            5e-324,
+            1e-17,
+            -1e-17,
+            1.0,
+            -1.0,
+            703.99,
+            -703.99,
+            704.0,
+            -704.0,
+            709.78,
+            709.79,
+            -745.13,
+            -745.14,
+            -708.5,
+            f64::MAX,
+            f64::MIN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ]);
+        // Near multiples of ln2 and halfway between, where the reduced argument is near zero or
+        // its ends.
+        xs.extend((-1100..1100).flat_map(|k| [-1e-9, 0.0, 1e-9].map(|d| k as f64 * (LN2_HI + d))));
+        xs.extend((-1100..1100).map(|k| (k as f64 + 0.5) * LN2_HI));
+        let (equal, worst) = check(&xs);
+        eprintln!("{equal} of {} equal, worst {worst}", xs.len());
+        assert!(worst <= 1);
+        assert!(
+            equal * 100 >= xs.len() * 98,
+            "only {equal} of {} equal to libm",
+            xs.len()
+        );
+        // Without fused multiply-adds (CPUs below AVX2 + FMA), whichever level runs here.
+        let (mut equal, mut n) = (0, 0);
+        for &x in xs.iter().filter(|&&x| fast(x)) {
+            let (scale, r, t) = exp_parts(x, false);
+            let d = ulps(x.exp(), exp_from(scale, r, t));
+            assert!(d <= 1, "exp({x:e}) without FMA: {d} ulps from libm");
+            equal += usize::from(d == 0);
+            n += 1;
+        }
+        eprintln!("without FMA: {equal} of {n} equal");
+        assert!(
+            equal * 100 >= n * 98,
+            "without FMA only {equal} of {n} equal to libm"
+        );
+        // Exact values.
+        let mut out = [0.0; 6];
+        exp_f64(
+            &[0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, 1000.0, -1000.0],
+            &mut out,
+        );
+        assert_eq!(out, [1.0, 1.0, f64::INFINITY, 0.0, f64::INFINITY, 0.0]);
+    }
+}
