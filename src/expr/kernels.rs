@@ -96,6 +96,10 @@ pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
             vmath::exp_f64(cast_slice(ins[0]), cast_slice_mut(out));
             Ok(())
         }),
+        (UnOp::Tanh, DType::F64) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
+            vmath::tanh_f64(cast_slice(ins[0]), cast_slice_mut(out));
+            Ok(())
+        }),
         (
             UnOp::Sqrt
             | UnOp::Exp
