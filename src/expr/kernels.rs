@@ -196,7 +196,8 @@ fn binary_typed<T: Num>(op: BinOp) -> StepFn {
 /// unlike `pow`, gives `-0.0` for `-0.0` and NaN for `-inf`, as NumPy's `a ** 0.5` does), `-1`
 /// is `1 / x` (`reciprocal`), `1` is `x` and `0` is `1` (`pow` returns these for every `x`,
 /// NaN included); for integers, `2` is the wrapping `x * x` that exponentiation by squaring
-/// computes. `None` for every other case, which keeps the elementwise `pow`.
+/// computes; for `f64`, `3` and `4` are [`vmath::powi_f64`] (`pow`'s values, from exact
+/// double-double products). `None` for every other case, which keeps the elementwise `pow`.
 ///
 /// NumPy takes the first three as fast paths of `ndarray.__pow__` (`fast_scalar_power`); its
 /// `np.power` gives the same values for `2`, `-1`, `1` and `0`. A `pow` call per element costs
@@ -226,6 +227,14 @@ pub(crate) fn pow_scalar(dtype: DType, e: f64) -> Option<(StepFn, &'static str)>
         } else {
             None
         }
+    }
+    if dtype == DType::F64 && (e == 3.0 || e == 4.0) {
+        let n = e as i32;
+        let f: StepFn = Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
+            vmath::powi_f64(cast_slice(ins[0]), cast_slice_mut(out), n);
+            Ok(())
+        });
+        return Some((f, "power"));
     }
     fn square<T: Num>() -> Option<(StepFn, &'static str)> {
         let f: StepFn = Arc::new(|ins: &[&[u8]], out: &mut [u8]| {

@@ -165,6 +165,78 @@ fn tanh_loop(x: &[f64], out: &mut [f64]) -> bool {
     nan
 }
 
+/// `out[i] = x[i] ** n` for `f64` and `n` 3 or 4, as the C library's `pow` gives it (correctly
+/// rounded in all but rare cases) rather than as repeated multiplication (one rounding per
+/// multiply, as numexpr does): the powers are formed exactly as double-doubles (the product and
+/// its error, by a fused multiply-add or Dekker's splitting), then rounded once. Arguments whose
+/// power would leave the normal range (and zeros, NaN, infinities) are handed to `pow`.
+pub(crate) fn powi_f64(x: &[f64], out: &mut [f64], n: i32) {
+    assert!(
+        n == 3 || n == 4,
+        "powi_f64 takes the exponents 3 and 4, not {n}"
+    );
+    // Powers of these stay well inside the normal range, and Dekker's splitting cannot overflow.
+    let (lo, hi) = if n == 3 {
+        (2f64.powi(-290), 2f64.powi(290))
+    } else {
+        (2f64.powi(-220), 2f64.powi(220))
+    };
+    if powi_loop(x, out, n == 4, lo, hi) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            if !in_range(v.abs(), lo, hi) {
+                *o = v.powf(f64::from(n));
+            }
+        }
+    }
+}
+
+/// `lo < a < hi` (false for NaN).
+#[inline(always)]
+fn in_range(a: f64, lo: f64, hi: f64) -> bool {
+    a > lo && a < hi
+}
+
+/// `(p, e)` with `p + e == a * b` exactly and `p` the rounded product.
+#[inline(always)]
+fn two_prod(a: f64, b: f64, fma: bool) -> (f64, f64) {
+    let p = a * b;
+    if fma {
+        return (p, a.mul_add(b, -p));
+    }
+    let split = |v: f64| {
+        let c = 134217729.0 * v;
+        let h = c - (c - v);
+        (h, v - h)
+    };
+    let ((ah, al), (bh, bl)) = (split(a), split(b));
+    (p, ((ah * bh - p) + ah * bl + al * bh) + al * bl)
+}
+
+/// The vector loop of [`powi_f64`] (`x^4` when `four`, else `x^3`): whether any argument is
+/// outside `(lo, hi)` in magnitude.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx"
+))]
+fn powi_loop(x: &[f64], out: &mut [f64], four: bool, lo: f64, hi: f64) -> bool {
+    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
+    let mut slow = false;
+    for (o, &v) in out.iter_mut().zip(x) {
+        slow |= !in_range(v.abs(), lo, hi);
+        let (p2, e2) = two_prod(v, v, FMA);
+        // x^3 = (p2 + e2) x, x^4 = (p2 + e2)^2, each to far below a unit of the result.
+        let (b, tail) = if four {
+            (p2, 2.0 * p2 * e2)
+        } else {
+            (v, e2 * v)
+        };
+        let (h, l) = two_prod(p2, b, FMA);
+        *o = h + (l + tail);
+    }
+    slow
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +457,82 @@ mod tests {
                 exact >= libm_exact * 95 / 100,
                 "{name}: {exact} exact against glibc's {libm_exact}"
             );
+        }
+    }
+
+    #[test]
+    fn small_integer_powers_are_libm_pow() {
+        let mut s = 0x853c49e6748fea9bu64;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s
+        };
+        let unit = |u: u64| (u >> 11) as f64 / (1u64 << 53) as f64;
+        let mut xs: Vec<f64> = (0..100_000).map(|_| unit(next()) * 20.0 - 10.0).collect();
+        xs.extend((0..100_000).map(|_| f64::from_bits(next())));
+        xs.extend([
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            1e-300,
+            1e300,
+            1e100,
+            -1e100,
+            5e-324,
+            f64::MAX,
+        ]);
+        xs.extend([
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            2f64.powi(290),
+            2f64.powi(-290),
+        ]);
+        let mut out = vec![0.0; xs.len()];
+        for n in [3, 4] {
+            powi_f64(&xs, &mut out, n);
+            let mut equal = 0;
+            for (&x, &y) in xs.iter().zip(&out) {
+                let want = x.powf(f64::from(n));
+                if want.is_nan() {
+                    assert!(y.is_nan(), "{x:e} ** {n} = {y:e}");
+                    equal += 1;
+                    continue;
+                }
+                assert_eq!(
+                    y.is_sign_negative(),
+                    want.is_sign_negative(),
+                    "{x:e} ** {n} = {y:e}"
+                );
+                let d = ulps(want, y);
+                assert!(
+                    d <= 1,
+                    "{x:e} ** {n} = {y:e}, libm {want:e}: {d} ulps apart"
+                );
+                equal += usize::from(d == 0);
+            }
+            eprintln!("x ** {n}: {equal} of {} equal to libm pow", xs.len());
+            assert!(
+                equal * 1000 >= xs.len() * 999,
+                "x ** {n}: only {equal} equal to pow"
+            );
+            // Without fused multiply-adds.
+            for &x in xs.iter().filter(|x| in_range(x.abs(), 1e-50, 1e50)) {
+                let (p2, e2) = two_prod(x, x, false);
+                let (b, tail) = if n == 4 {
+                    (p2, 2.0 * p2 * e2)
+                } else {
+                    (x, e2 * x)
+                };
+                let (h, l) = two_prod(p2, b, false);
+                assert!(
+                    ulps(h + (l + tail), x.powf(f64::from(n))) <= 1,
+                    "{x:e} ** {n} without FMA"
+                );
+            }
         }
     }
 }
