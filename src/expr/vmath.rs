@@ -159,8 +159,9 @@ fn tanh_loop(x: &[f64], out: &mut [f64]) -> bool {
         let s = big + sr;
         let err = (big - s) + sr;
         let e = s + (err + scale * t);
-        let q = if small { -e } else { 2.0 } / (e + 2.0);
-        *o = if small { q } else { 1.0 - q }.copysign(v);
+        let q = (if small { -e } else { 2.0 }) / (e + 2.0);
+        let th = if small { q } else { 1.0 - q };
+        *o = th.copysign(v);
     }
     nan
 }
