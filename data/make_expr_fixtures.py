@@ -102,7 +102,7 @@ scalars = [("xu8", "+", 3), ("xu8", "*", 2.5), ("xf32", "*", 2.5), ("xi32", "//"
 # sqrt and reciprocal (sqrt gives -0.0 for -0.0 and nan for -inf, where power gives 0.0 and inf).
 scalars += [(a, "**", s) for a in ("xf64", "xf32") for s in (2, 2.0, 0.5, -1, -1.0, 0, 1, 3, -2, 1.5, -0.5)]
 scalars += [("xi64", "**", 2), ("xu8", "**", 2), ("xi32", "**", 0.5), ("xi32", "**", -1), ("xi32", "**", 0),
-            ("xbool", "**", 2)]
+            ("xbool", "**", 2), ("xbool", "**", 0), ("xbool", "**", 1), ("xbool", "**", 3), ("xbool", "**", -1)]
 for a, op, s in scalars:
     case("scalar", op, [a, repr(s)], lambda: operator.pow(inputs[a], s) if op == "**" else binops[op](inputs[a], s))
 

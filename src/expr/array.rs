@@ -382,10 +382,10 @@ impl Array {
     /// `self op rhs`.
     pub fn binary(&self, op: BinOp, rhs: impl Into<Operand>) -> Result<Array> {
         let b = match rhs.into() {
-            // NumPy's `power` has no bool loop: a bool array to a Python int power is computed
-            // in int8 (`b ** 2` is int8, where `b + 2` is int64).
-            Operand::Scalar(w @ Weak::Int(v))
-                if op == BinOp::Pow && self.dtype() == DType::Bool && i8::try_from(v).is_ok() =>
+            // NumPy's `ndarray.__pow__` takes `b ** 2` as `np.square`, whose bool loop gives
+            // int8 (every other Python int exponent goes through `np.power`: int64).
+            Operand::Scalar(w @ Weak::Int(2))
+                if op == BinOp::Pow && self.dtype() == DType::Bool =>
             {
                 self.session.scalar(weak_value(w), DType::I8)
             }

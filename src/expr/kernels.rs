@@ -196,8 +196,8 @@ fn binary_typed<T: Num>(op: BinOp) -> StepFn {
 /// unlike `pow`, gives `-0.0` for `-0.0` and NaN for `-inf`, as NumPy's `a ** 0.5` does), `-1`
 /// is `1 / x` (`reciprocal`), `1` is `x` and `0` is `1` (`pow` returns these for every `x`,
 /// NaN included); for integers, `2` is the wrapping `x * x` that exponentiation by squaring
-/// computes; for `f64`, `3` and `4` are [`vmath::powi_f64`] (`pow`'s values, from exact
-/// double-double products). `None` for every other case, which keeps the elementwise `pow`.
+/// computes; for `f64`, `3` and `4` are [`vmath::powi_f64`] (from exact double-double
+/// products, correctly rounded in all but rare cases, as glibc's `pow`). `None` for every other case, which keeps the elementwise `pow`.
 ///
 /// NumPy takes the first three as fast paths of `ndarray.__pow__` (`fast_scalar_power`); its
 /// `np.power` gives the same values for `2`, `-1`, `1` and `0`. A `pow` call per element costs
