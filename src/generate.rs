@@ -73,13 +73,13 @@ fn mix64(mut z: u64) -> u64 {
 
 /// The `i`-th 64-bit output of stream `key`.
 #[inline]
-fn draw(key: u64, i: u64) -> u64 {
+pub(crate) fn draw(key: u64, i: u64) -> u64 {
     mix64(key.wrapping_add(i.wrapping_add(1).wrapping_mul(GOLDEN)))
 }
 
 /// A uniform double in `[0, 1)` with 53 random bits.
 #[inline]
-fn unit(u: u64) -> f64 {
+pub(crate) fn unit(u: u64) -> f64 {
     (u >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
