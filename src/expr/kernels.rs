@@ -100,6 +100,17 @@ pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
             vmath::tanh_f64(cast_slice(ins[0]), cast_slice_mut(out));
             Ok(())
         }),
+        (UnOp::Log | UnOp::Log2 | UnOp::Log10, DType::F64) => {
+            let base = match op {
+                UnOp::Log => vmath::LogBase::E,
+                UnOp::Log2 => vmath::LogBase::Two,
+                _ => vmath::LogBase::Ten,
+            };
+            Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
+                vmath::log_f64(cast_slice(ins[0]), cast_slice_mut(out), base);
+                Ok(())
+            })
+        }
         (
             UnOp::Sqrt
             | UnOp::Exp
