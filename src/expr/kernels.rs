@@ -89,6 +89,15 @@ fn float_typed<T: FloatFns>(op: UnOp) -> StepFn {
     }
 }
 
+/// The base of a logarithm's [`UnOp`].
+fn log_base(op: UnOp) -> vmath::LogBase {
+    match op {
+        UnOp::Log => vmath::LogBase::E,
+        UnOp::Log2 => vmath::LogBase::Two,
+        _ => vmath::LogBase::Ten,
+    }
+}
+
 /// The kernel of `op` computing in `dtype` (from [`UnOp::types`]).
 pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
     match (op, dtype) {
@@ -101,13 +110,26 @@ pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
             Ok(())
         }),
         (UnOp::Log | UnOp::Log2 | UnOp::Log10, DType::F64) => {
-            let base = match op {
-                UnOp::Log => vmath::LogBase::E,
-                UnOp::Log2 => vmath::LogBase::Two,
-                _ => vmath::LogBase::Ten,
-            };
+            let base = log_base(op);
             Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
                 vmath::log_f64(cast_slice(ins[0]), cast_slice_mut(out), base);
+                Ok(())
+            })
+        }
+        (UnOp::Exp, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
+            vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), vmath::exp_f64);
+            Ok(())
+        }),
+        (UnOp::Tanh, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
+            vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), vmath::tanh_f64);
+            Ok(())
+        }),
+        (UnOp::Log | UnOp::Log2 | UnOp::Log10, DType::F32) => {
+            let base = log_base(op);
+            Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
+                vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), |x, o| {
+                    vmath::log_f64(x, o, base)
+                });
                 Ok(())
             })
         }
@@ -208,7 +230,9 @@ fn binary_typed<T: Num>(op: BinOp) -> StepFn {
 /// is `1 / x` (`reciprocal`), `1` is `x` and `0` is `1` (`pow` returns these for every `x`,
 /// NaN included); for integers, `2` is the wrapping `x * x` that exponentiation by squaring
 /// computes; for `f64`, `3` and `4` are [`vmath::powi_f64`] (from exact double-double
-/// products, correctly rounded in all but rare cases, as glibc's `pow`). `None` for every other case, which keeps the elementwise `pow`.
+/// products, correctly rounded in all but rare cases, as glibc's `pow`), and for `f32` the
+/// same through [`vmath::via_f64`]. `None` for every other case, which keeps the elementwise
+/// `pow`.
 ///
 /// NumPy takes the first three as fast paths of `ndarray.__pow__` (`fast_scalar_power`); its
 /// `np.power` gives the same values for `2`, `-1`, `1` and `0`. A `pow` call per element costs
@@ -243,6 +267,16 @@ pub(crate) fn pow_scalar(dtype: DType, e: f64) -> Option<(StepFn, &'static str)>
         let n = e as i32;
         let f: StepFn = Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
             vmath::powi_f64(cast_slice(ins[0]), cast_slice_mut(out), n);
+            Ok(())
+        });
+        return Some((f, "power"));
+    }
+    if dtype == DType::F32 && (e == 3.0 || e == 4.0) {
+        let n = e as i32;
+        let f: StepFn = Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
+            vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), |x, o| {
+                vmath::powi_f64(x, o, n)
+            });
             Ok(())
         });
         return Some((f, "power"));
