@@ -125,11 +125,11 @@ pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
             Ok(())
         }),
         (UnOp::Sin, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), vmath::sin_f64);
+            vmath::sin_f32(cast_slice(ins[0]), cast_slice_mut(out));
             Ok(())
         }),
         (UnOp::Cos, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), vmath::cos_f64);
+            vmath::cos_f32(cast_slice(ins[0]), cast_slice_mut(out));
             Ok(())
         }),
         (UnOp::Exp, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
