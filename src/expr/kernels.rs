@@ -137,7 +137,7 @@ pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
             Ok(())
         }),
         (UnOp::Tanh, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), vmath::tanh_f64);
+            vmath::tanh_f32(cast_slice(ins[0]), cast_slice_mut(out));
             Ok(())
         }),
         (UnOp::Log | UnOp::Log2 | UnOp::Log10, DType::F32) => {

@@ -556,6 +556,34 @@ fn trig_loop(x: &[f64], out: &mut [f64], cosine: bool) -> bool {
     slow
 }
 
+/// `out[i] = tanh(x[i])` for `f32`: [`tanh_f64`]'s loop over the widened arguments, rounded
+/// (as [`via_f64`], without its blocks).
+pub(crate) fn tanh_f32(x: &[f32], out: &mut [f32]) {
+    if tanh32_loop(x, out) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            if v.is_nan() {
+                *o = v;
+            }
+        }
+    }
+}
+
+/// The vector loop of [`tanh_f32`]: whether any argument is NaN.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx"
+))]
+fn tanh32_loop(x: &[f32], out: &mut [f32]) -> bool {
+    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
+    let mut nan = false;
+    for (o, &v) in out.iter_mut().zip(x) {
+        nan |= v.is_nan();
+        *o = tanh_one(f64::from(v), FMA) as f32;
+    }
+    nan
+}
+
 /// `out[i] = sin(x[i])` for `f32`: [`sin_f64`]'s reduction and kernels in `f64` arithmetic,
 /// but without carrying the roundings, which the eight bits of `f32` results leave far below a
 /// unit: the results are the correctly rounded ones but in rare double roundings.
@@ -1126,9 +1154,10 @@ mod tests {
         }
         // sin and cos computed for f32 directly, with and without fused multiply-adds.
         type Direct = (&'static str, fn(&[f32], &mut [f32]), fn(f64) -> f64, bool);
-        let direct: [Direct; 2] = [
+        let direct: [Direct; 3] = [
             ("sin", sin_f32, f64::sin, false),
             ("cos", cos_f32, f64::cos, true),
+            ("tanh", tanh_f32, f64::tanh, false),
         ];
         for (name, f, wide, cosine) in direct {
             f(&xs, &mut out);
@@ -1149,7 +1178,7 @@ mod tests {
                 assert!(d <= 1, "{name}({x:e}) = {y:e}, want {want:e}");
                 same += usize::from(d == 0);
                 let v = f64::from(x);
-                if trig_fast(v) {
+                if name != "tanh" && trig_fast(v) {
                     let y = trig32_one(v, cosine, false) as f32;
                     assert!(
                         y == want || (y - want).abs() <= want.abs() * 1.2e-7,
