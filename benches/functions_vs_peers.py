@@ -1,8 +1,10 @@
 """Element-wise functions and powers in a fused reduction, chunkheap against NumPy and numexpr on
-the same page-cached f64 `.npy` (by default the harness's 4 GiB `a.npy`).
+the same page-cached `.npy` (by default the harness's 4 GiB f64 `a.npy`; with `--dtype f32`, a
+2 GiB f32 copy of it, `a_f32.npy`, written beside it on first use).
 
     python3 benches/harness.py --only sum --runs 1 --dir DIR     # makes DIR/a.npy and the venv
     ${TMPDIR:-/tmp}/chunkheap-bench-venv/bin/python benches/functions_vs_peers.py --dir DIR
+    ${TMPDIR:-/tmp}/chunkheap-bench-venv/bin/python benches/functions_vs_peers.py --dir DIR --dtype f32
 
 chunkheap runs `chunkheap eval 'sum(EXPR)' a=DIR/a.npy` as a whole process (median of --runs);
 NumPy evaluates EXPR over 4 Mi-element slices of `np.load(mmap_mode='r')` and sums them (one
@@ -32,6 +34,8 @@ CASES = [
     ("tanh(a)", np.tanh),
     ("log(abs(a))", lambda x: np.log(np.abs(x))),
     ("sin(a)", np.sin),
+    ("cos(a)", np.cos),
+    ("log10(abs(a))", lambda x: np.log10(np.abs(x))),
     ("a**3", lambda x: x**3),
 ]
 
@@ -42,15 +46,34 @@ def timed(f):
     return time.perf_counter() - t0, r
 
 
+def f32_copy(path):
+    """`path` rounded to f32 beside it (a temporary file renamed into place when complete)."""
+    out = os.path.join(os.path.dirname(path), "a_f32.npy")
+    if not os.path.exists(out):
+        src = np.load(path, mmap_mode="r")
+        tmp = out + ".part"
+        dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=src.shape)
+        for i in range(0, len(src), 1 << 24):
+            dst[i:i + (1 << 24)] = src[i:i + (1 << 24)]
+        dst.flush()
+        del dst
+        os.replace(tmp, out)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", required=True, help="folder holding a.npy (f64)")
+    p.add_argument("--dtype", choices=["f64", "f32"], default="f64",
+                   help="f32: run on a_f32.npy, a.npy rounded to f32 (written if missing)")
     p.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "chunkheap"))
     p.add_argument("--runs", type=int, default=3, help="chunkheap runs per case (median)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--only", help="comma-separated expressions to run")
     args = p.parse_args()
     path = os.path.join(args.dir, "a.npy")
+    if args.dtype == "f32":
+        path = f32_copy(path)
     a = np.load(path, mmap_mode="r")
     with open(path, "rb") as fh:  # warm the page cache
         while fh.read(64 << 20):
@@ -78,7 +101,7 @@ def main():
         print(f"{expr}: chunkheap {ours[0]:.3f} s, NumPy {npy[0]:.3f} s"
               + (f", numexpr {nex[0]:.3f} s" if nex else ""), flush=True)
     gb = a.nbytes / 1e9
-    print(f"\n{len(a)} f64 ({gb:.2f} GB), chunkheap median of {args.runs}, peers 1 run each\n")
+    print(f"\n{len(a)} {args.dtype} ({gb:.2f} GB), chunkheap median of {args.runs}, peers 1 run each\n")
     print("| sum(...) | chunkheap s | NumPy (slices, 1 thread) s | numexpr s | chunkheap / best peer | sums (chunkheap; NumPy; numexpr) |")
     print("|---|---:|---:|---:|---:|---|")
     for expr, ours, npy, nex in rows:
