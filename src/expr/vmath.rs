@@ -404,9 +404,8 @@ fn log_loop(x: &[f64], out: &mut [f64], c: LogConsts) -> bool {
     slow
 }
 
-/// `pi / 2` in four parts: the first three have at most 33 significant bits, so that `k` times
-/// each is exact for `|k| < 2^20`; together they carry `pi / 2` to 152 bits (the fourth
-/// rounded).
+/// `pi / 2` in four parts: the first three have 31, 32 and 28 significant bits, so that `k`
+/// times each is exact for `|k| < 2^20`; their sum is within `2^-159` of `pi / 2`.
 const PIO2: [f64; 4] = [
     f64::from_bits(0x3ff921fb54400000),
     f64::from_bits(0x3dd0b4611a600000),
