@@ -66,27 +66,23 @@ fn unary_typed<T: Num>(op: UnOp) -> StepFn {
     }
 }
 
+/// `sqrt` and `tan`, computed per element (the other float functions are [`vmath`]'s loops).
 fn float_typed<T: FloatFns>(op: UnOp) -> StepFn {
-    macro_rules! f {
-        ($f:expr) => {
-            Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-                map1::<T, T, _>(cast_slice(ins[0]), cast_slice_mut(out), $f);
-                Ok(())
-            })
-        };
-    }
     match op {
-        UnOp::Sqrt => f!(|x: T| x.sqrt()),
-        UnOp::Exp => f!(|x: T| x.exp()),
-        UnOp::Log => f!(|x: T| x.ln()),
-        UnOp::Log2 => f!(|x: T| x.log2()),
-        UnOp::Log10 => f!(|x: T| x.log10()),
-        UnOp::Sin => f!(|x: T| x.sin()),
-        UnOp::Cos => f!(|x: T| x.cos()),
-        UnOp::Tan => f!(|x: T| x.tan()),
-        UnOp::Tanh => f!(|x: T| x.tanh()),
+        UnOp::Sqrt => slices(|x: &[T], o: &mut [T]| map1(x, o, |v: T| v.sqrt())),
+        UnOp::Tan => slices(|x: &[T], o: &mut [T]| map1(x, o, |v: T| v.tan())),
         _ => unary_typed::<T>(op),
     }
+}
+
+/// A step running `f` over its one input tile and its output tile, as typed slices.
+fn slices<A: bytemuck::Pod, B: bytemuck::Pod>(
+    f: impl Fn(&[A], &mut [B]) + Send + Sync + 'static,
+) -> StepFn {
+    Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
+        f(cast_slice(ins[0]), cast_slice_mut(out));
+        Ok(())
+    })
 }
 
 /// The base of a logarithm's [`UnOp`].
@@ -98,72 +94,32 @@ fn log_base(op: UnOp) -> vmath::LogBase {
     }
 }
 
-/// The kernel of `op` computing in `dtype` (from [`UnOp::types`]).
+/// The kernel of `op` computing in `dtype` (from [`UnOp::types`]; float functions compute in
+/// `f32` or `f64`).
 pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
+    use UnOp::{Cos, Exp, Log, Log2, Log10, Sin, Sqrt, Tan, Tanh};
     match (op, dtype) {
-        (UnOp::Exp, DType::F64) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::exp_f64(cast_slice(ins[0]), cast_slice_mut(out));
-            Ok(())
-        }),
-        (UnOp::Tanh, DType::F64) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::tanh_f64(cast_slice(ins[0]), cast_slice_mut(out));
-            Ok(())
-        }),
-        (UnOp::Log | UnOp::Log2 | UnOp::Log10, DType::F64) => {
+        (Exp, DType::F64) => slices(vmath::exp_f64),
+        (Exp, DType::F32) => slices(|x, o| vmath::via_f64(x, o, vmath::exp_f64)),
+        (Tanh, DType::F64) => slices(vmath::tanh_f64),
+        (Tanh, DType::F32) => slices(vmath::tanh_f32),
+        (Sin, DType::F64) => slices(vmath::sin_f64),
+        (Sin, DType::F32) => slices(vmath::sin_f32),
+        (Cos, DType::F64) => slices(vmath::cos_f64),
+        (Cos, DType::F32) => slices(vmath::cos_f32),
+        (Log | Log2 | Log10, DType::F64) => {
             let base = log_base(op);
-            Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-                vmath::log_f64(cast_slice(ins[0]), cast_slice_mut(out), base);
-                Ok(())
-            })
+            slices(move |x, o| vmath::log_f64(x, o, base))
         }
-        (UnOp::Sin, DType::F64) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::sin_f64(cast_slice(ins[0]), cast_slice_mut(out));
-            Ok(())
-        }),
-        (UnOp::Cos, DType::F64) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::cos_f64(cast_slice(ins[0]), cast_slice_mut(out));
-            Ok(())
-        }),
-        (UnOp::Sin, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::sin_f32(cast_slice(ins[0]), cast_slice_mut(out));
-            Ok(())
-        }),
-        (UnOp::Cos, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::cos_f32(cast_slice(ins[0]), cast_slice_mut(out));
-            Ok(())
-        }),
-        (UnOp::Exp, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), vmath::exp_f64);
-            Ok(())
-        }),
-        (UnOp::Tanh, DType::F32) => Arc::new(|ins: &[&[u8]], out: &mut [u8]| {
-            vmath::tanh_f32(cast_slice(ins[0]), cast_slice_mut(out));
-            Ok(())
-        }),
-        (UnOp::Log | UnOp::Log2 | UnOp::Log10, DType::F32) => {
+        (Log | Log2 | Log10, DType::F32) => {
             let base = log_base(op);
-            Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-                vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), |x, o| {
-                    vmath::log_f64(x, o, base)
-                });
-                Ok(())
-            })
+            slices(move |x, o| vmath::via_f64(x, o, |x, o| vmath::log_f64(x, o, base)))
         }
-        (
-            UnOp::Sqrt
-            | UnOp::Exp
-            | UnOp::Log
-            | UnOp::Log2
-            | UnOp::Log10
-            | UnOp::Sin
-            | UnOp::Cos
-            | UnOp::Tan
-            | UnOp::Tanh,
-            _,
-        ) => match dtype {
-            DType::F32 => float_typed::<f32>(op),
-            _ => float_typed::<f64>(op),
-        },
+        (Sqrt | Tan, DType::F32) => float_typed::<f32>(op),
+        (Sqrt | Tan, _) => float_typed::<f64>(op),
+        (Exp | Tanh | Sin | Cos | Log | Log2 | Log10, _) => {
+            unreachable!("{op:?} computes in f32 or f64, not {dtype}")
+        }
         _ => crate::with_dtype!(dtype, T => unary_typed::<T>(op)),
     }
 }
@@ -281,20 +237,11 @@ pub(crate) fn pow_scalar(dtype: DType, e: f64) -> Option<(StepFn, &'static str)>
     }
     if dtype == DType::F64 && (e == 3.0 || e == 4.0) {
         let n = e as i32;
-        let f: StepFn = Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-            vmath::powi_f64(cast_slice(ins[0]), cast_slice_mut(out), n);
-            Ok(())
-        });
-        return Some((f, "power"));
+        return Some((slices(move |x, o| vmath::powi_f64(x, o, n)), "power"));
     }
     if dtype == DType::F32 && (e == 3.0 || e == 4.0) {
         let n = e as i32;
-        let f: StepFn = Arc::new(move |ins: &[&[u8]], out: &mut [u8]| {
-            vmath::via_f64(cast_slice(ins[0]), cast_slice_mut(out), |x, o| {
-                vmath::powi_f64(x, o, n)
-            });
-            Ok(())
-        });
+        let f = slices(move |x, o| vmath::via_f64(x, o, |x, o| vmath::powi_f64(x, o, n)));
         return Some((f, "power"));
     }
     fn square<T: Num>() -> Option<(StepFn, &'static str)> {

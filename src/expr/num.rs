@@ -148,29 +148,16 @@ macro_rules! float_num {
 
         impl FloatFns for $t {
             #[inline] fn sqrt(self) -> Self { <$t>::sqrt(self) }
-            #[inline] fn exp(self) -> Self { <$t>::exp(self) }
-            #[inline] fn ln(self) -> Self { <$t>::ln(self) }
-            #[inline] fn log2(self) -> Self { <$t>::log2(self) }
-            #[inline] fn log10(self) -> Self { <$t>::log10(self) }
-            #[inline] fn sin(self) -> Self { <$t>::sin(self) }
-            #[inline] fn cos(self) -> Self { <$t>::cos(self) }
             #[inline] fn tan(self) -> Self { <$t>::tan(self) }
-            #[inline] fn tanh(self) -> Self { <$t>::tanh(self) }
         }
     )*};
 }
 
-/// Transcendental functions (floats only; integer inputs are promoted first).
+/// The float functions computed per element through the standard library (the others are
+/// `vmath`'s loops; integer inputs are promoted first).
 pub(crate) trait FloatFns: Num {
     fn sqrt(self) -> Self;
-    fn exp(self) -> Self;
-    fn ln(self) -> Self;
-    fn log2(self) -> Self;
-    fn log10(self) -> Self;
-    fn sin(self) -> Self;
-    fn cos(self) -> Self;
     fn tan(self) -> Self;
-    fn tanh(self) -> Self;
 }
 
 float_num!(f32; f64);
