@@ -8,7 +8,7 @@ use bytemuck::{cast_slice, cast_slice_mut};
 
 use super::num::{FloatFns, Num, cast};
 use super::ops::{BinOp, UnOp};
-use super::vmath;
+use super::{vmath, vmath32};
 use crate::dtype::{Bool, DType};
 use crate::error::{Error, Result};
 
@@ -100,13 +100,13 @@ pub(crate) fn unary(op: UnOp, dtype: DType) -> StepFn {
     use UnOp::{Cos, Exp, Log, Log2, Log10, Sin, Sqrt, Tan, Tanh};
     match (op, dtype) {
         (Exp, DType::F64) => slices(vmath::exp_f64),
-        (Exp, DType::F32) => slices(|x, o| vmath::via_f64(x, o, vmath::exp_f64)),
+        (Exp, DType::F32) => slices(vmath32::exp_f32),
         (Tanh, DType::F64) => slices(vmath::tanh_f64),
-        (Tanh, DType::F32) => slices(vmath::tanh_f32),
+        (Tanh, DType::F32) => slices(vmath32::tanh_f32),
         (Sin, DType::F64) => slices(vmath::sin_f64),
-        (Sin, DType::F32) => slices(vmath::sin_f32),
+        (Sin, DType::F32) => slices(vmath32::sin_f32),
         (Cos, DType::F64) => slices(vmath::cos_f64),
-        (Cos, DType::F32) => slices(vmath::cos_f32),
+        (Cos, DType::F32) => slices(vmath32::cos_f32),
         (Log | Log2 | Log10, DType::F64) => {
             let base = log_base(op);
             slices(move |x, o| vmath::log_f64(x, o, base))

@@ -10,6 +10,7 @@ pub mod lazy;
 pub(crate) mod num;
 pub mod ops;
 pub(crate) mod vmath;
+pub(crate) mod vmath32;
 
 pub use lazy::{ConstValue, Node, Plan, Src, as_node, broadcast_shapes};
 pub use ops::{BinOp, UnOp, Weak, promote};

@@ -21,11 +21,12 @@
 //! the vector loop. [`sin_f64`] and [`cos_f64`] reduce by `pi/2` in four parts with the
 //! roundings carried (for `|x| < 2^20`; larger arguments go to the C library) and evaluate
 //! fdlibm's kernels: within one unit, correctly rounded for 98 % of arguments. [`via_f64`]
-//! serves `f32` arrays with the same loops.
+//! serves `f32` arrays with the same loops for the logarithms and powers; `exp`, `tanh`, `sin`
+//! and `cos` for `f32` have their own single-precision loops in [`super::vmath32`].
 
 /// `1.5 * 2^52`: adding it rounds a double of magnitude below `2^51` to an integer, which then
 /// sits in the low bits of the sum's representation.
-const SHIFT: f64 = 6755399441055744.0;
+pub(super) const SHIFT: f64 = 6755399441055744.0;
 /// Arguments of smaller magnitude take the vector path: `2^k` stays a normal double and the
 /// result neither overflows nor goes subnormal.
 const EXP_FAST: f64 = 704.0;
@@ -406,16 +407,16 @@ fn log_loop(x: &[f64], out: &mut [f64], c: LogConsts) -> bool {
 
 /// `pi / 2` in four parts: the first three have 31, 32 and 28 significant bits, so that `k`
 /// times each is exact for `|k| < 2^20`; their sum is within `2^-159` of `pi / 2`.
-const PIO2: [f64; 4] = [
+pub(super) const PIO2: [f64; 4] = [
     f64::from_bits(0x3ff921fb54400000),
     f64::from_bits(0x3dd0b4611a600000),
     f64::from_bits(0x3ba3198a2e000000),
     f64::from_bits(0x397b839a252049c1),
 ];
-const TWO_OVER_PI: f64 = f64::from_bits(0x3fe45f306dc9c883);
+pub(super) const TWO_OVER_PI: f64 = f64::from_bits(0x3fe45f306dc9c883);
 /// Arguments of smaller magnitude take the vector path of [`sin_f64`] and [`cos_f64`]: their
 /// quadrant `k` stays below `2^20`.
-const TRIG_FAST: f64 = 1048576.0;
+pub(super) const TRIG_FAST: f64 = 1048576.0;
 /// Below this magnitude `sin(x)` rounds to `x` (which also keeps the sign of `-0.0`).
 const SIN_TINY: f64 = 1.0 / 134217728.0;
 /// fdlibm's `S1` to `S6` (`__kernel_sin`): `sin(x) / x = 1 + S1 z + ... + S6 z^6`, `z = x^2`,
@@ -551,103 +552,6 @@ fn trig_loop(x: &[f64], out: &mut [f64], cosine: bool) -> bool {
         let ok = trig_fast(v);
         slow |= !ok;
         *o = trig_one(if ok { v } else { 0.0 }, cosine, FMA);
-    }
-    slow
-}
-
-/// `out[i] = tanh(x[i])` for `f32`: [`tanh_f64`]'s loop over the widened arguments, rounded
-/// (as [`via_f64`], without its blocks).
-pub(crate) fn tanh_f32(x: &[f32], out: &mut [f32]) {
-    if tanh32_loop(x, out) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            if v.is_nan() {
-                *o = v;
-            }
-        }
-    }
-}
-
-/// The vector loop of [`tanh_f32`]: whether any argument is NaN.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512dq+avx2+fma",
-    "x86_64+avx2+fma",
-    "x86_64+avx"
-))]
-fn tanh32_loop(x: &[f32], out: &mut [f32]) -> bool {
-    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
-    let mut nan = false;
-    for (o, &v) in out.iter_mut().zip(x) {
-        nan |= v.is_nan();
-        *o = tanh_one(f64::from(v), FMA) as f32;
-    }
-    nan
-}
-
-/// `out[i] = sin(x[i])` for `f32`: [`sin_f64`]'s reduction and kernels in `f64` arithmetic,
-/// but without carrying the roundings, which the eight bits of `f32` results leave far below a
-/// unit: the results are the correctly rounded ones but in rare double roundings.
-pub(crate) fn sin_f32(x: &[f32], out: &mut [f32]) {
-    trig_f32(x, out, false);
-}
-
-/// `out[i] = cos(x[i])` for `f32`, as [`sin_f32`].
-pub(crate) fn cos_f32(x: &[f32], out: &mut [f32]) {
-    trig_f32(x, out, true);
-}
-
-fn trig_f32(x: &[f32], out: &mut [f32], cosine: bool) {
-    if trig32_loop(x, out, cosine) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            let v = f64::from(v);
-            if !trig_fast(v) {
-                *o = (if cosine { v.cos() } else { v.sin() }) as f32;
-            }
-        }
-    }
-}
-
-/// `sin(v)` when `cosine` is false, else `cos(v)`, for a `v` from `f32` with
-/// `|v| < TRIG_FAST`, to about `2^-51` relative: the reduction's products are exact but the
-/// last, whose error is below `2^-99`, and no `f32` below `2^20` comes nearer than `2^-27.8`
-/// to a multiple of `pi/2` (found by trying every one), so three plain roundings leave `r`
-/// within about `2^-52` of its value, relative.
-#[inline(always)]
-fn trig32_one(v: f64, cosine: bool, fma: bool) -> f64 {
-    let m = |a: f64, b: f64, c: f64| if fma { a.mul_add(b, c) } else { a * b + c };
-    let kd = v * TWO_OVER_PI + SHIFT;
-    let q = kd.to_bits().wrapping_add(u64::from(cosine));
-    let k = kd - SHIFT;
-    let r = ((v - k * PIO2[0]) - k * PIO2[1]) - k * (PIO2[2] + PIO2[3]);
-    let z = r * r;
-    let mut p = SIN[5];
-    for &c in SIN[..5].iter().rev() {
-        p = m(p, z, c);
-    }
-    let s = m(r * z, p, r);
-    let mut p = COS[5];
-    for &c in COS[..5].iter().rev() {
-        p = m(p, z, c);
-    }
-    let c = m(z, m(z, p, -0.5), 1.0);
-    let y = if q & 1 == 0 { s } else { c };
-    let y = if q & 2 == 0 { y } else { -y };
-    if !cosine && v.abs() < SIN_TINY { v } else { y }
-}
-
-/// The vector loop of [`sin_f32`] and [`cos_f32`]: whether any argument is outside its range.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx512dq+avx2+fma",
-    "x86_64+avx2+fma",
-    "x86_64+avx"
-))]
-fn trig32_loop(x: &[f32], out: &mut [f32], cosine: bool) -> bool {
-    const FMA: bool = multiversion::target::target_cfg_f!(target_feature = "fma");
-    let mut slow = false;
-    for (o, &v) in out.iter_mut().zip(x) {
-        let v = f64::from(v);
-        let ok = trig_fast(v);
-        slow |= !ok;
-        *o = trig32_one(if ok { v } else { 0.0 }, cosine, FMA) as f32;
     }
     slow
 }
@@ -1149,43 +1053,6 @@ mod tests {
                 "{name}: {same} of {} equal, {narrow_same} equal to glibc's f32 function",
                 xs.len()
             );
-            assert!(same * 10_000 >= xs.len() * 9_999, "{name}: only {same}");
-        }
-        // sin and cos computed for f32 directly, with and without fused multiply-adds.
-        type Direct = (&'static str, fn(&[f32], &mut [f32]), fn(f64) -> f64, bool);
-        let direct: [Direct; 3] = [
-            ("sin", sin_f32, f64::sin, false),
-            ("cos", cos_f32, f64::cos, true),
-            ("tanh", tanh_f32, f64::tanh, false),
-        ];
-        for (name, f, wide, cosine) in direct {
-            f(&xs, &mut out);
-            let mut same = 0;
-            for (&x, &y) in xs.iter().zip(&out) {
-                let want = wide(f64::from(x)) as f32;
-                if want.is_nan() {
-                    assert!(y.is_nan(), "{name}({x:e}) = {y:e}");
-                    same += 1;
-                    continue;
-                }
-                assert_eq!(
-                    y.is_sign_negative(),
-                    want.is_sign_negative(),
-                    "{name}({x:e})"
-                );
-                let d = (y.to_bits() as i64 - want.to_bits() as i64).unsigned_abs();
-                assert!(d <= 1, "{name}({x:e}) = {y:e}, want {want:e}");
-                same += usize::from(d == 0);
-                let v = f64::from(x);
-                if name != "tanh" && trig_fast(v) {
-                    let y = trig32_one(v, cosine, false) as f32;
-                    assert!(
-                        y == want || (y - want).abs() <= want.abs() * 1.2e-7,
-                        "{x:e}"
-                    );
-                }
-            }
-            eprintln!("{name} for f32: {same} of {} equal", xs.len());
             assert!(same * 10_000 >= xs.len() * 9_999, "{name}: only {same}");
         }
     }
