@@ -413,7 +413,7 @@ pub(super) const PIO2: [f64; 4] = [
     f64::from_bits(0x3ba3198a2e000000),
     f64::from_bits(0x397b839a252049c1),
 ];
-pub(super) const TWO_OVER_PI: f64 = f64::from_bits(0x3fe45f306dc9c883);
+const TWO_OVER_PI: f64 = f64::from_bits(0x3fe45f306dc9c883);
 /// Arguments of smaller magnitude take the vector path of [`sin_f64`] and [`cos_f64`]: their
 /// quadrant `k` stays below `2^20`.
 pub(super) const TRIG_FAST: f64 = 1048576.0;
